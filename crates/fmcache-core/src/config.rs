@@ -1,0 +1,126 @@
+//! Settings from the environment, shared by the library and the tool.
+//! Read once at start-up (allocation is fine there).
+
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+use crate::path;
+
+/// `DLFM_OP`: what the library does in this process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Off,
+    Record,
+    Serve,
+}
+
+pub const DEFAULT_CACHE: &str = "fmcache.dat";
+pub const DEFAULT_MAX_FILE: u64 = 64 << 20;
+/// Never recorded: kernel and per-boot state, and per-job scratch.
+pub const ALWAYS_EXCLUDED: [&str; 6] = ["/proc", "/sys", "/dev", "/run", "/tmp", "/var/tmp"];
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub op: Op,
+    /// Absolute path of the cache file.
+    pub cache: Vec<u8>,
+    /// Per-user stage base directory.
+    pub stage_base: Vec<u8>,
+    pub include: Vec<Vec<u8>>,
+    pub exclude: Vec<Vec<u8>>,
+    pub max_file: u64,
+    pub stats: Option<Vec<u8>>,
+}
+
+impl Config {
+    /// Reads the settings through `get` (an environment lookup), resolving
+    /// relative paths against `cwd`.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<OsString>, cwd: &[u8], euid: u32) -> Config {
+        let op = match get("DLFM_OP").as_deref().map(|s| s.as_bytes()) {
+            Some(b"write-cache") => Op::Record,
+            Some(b"read-cache") => Op::Serve,
+            _ => Op::Off,
+        };
+        let abs = |p: OsString| -> Vec<u8> {
+            let mut b = path::PathBuf::new();
+            if path::normalize(Some(cwd), p.as_bytes(), &mut b) {
+                b.as_bytes().to_vec()
+            } else {
+                p.into_vec()
+            }
+        };
+        let cache = abs(get("FMCACHE_FILE").filter(|v| !v.is_empty()).unwrap_or_else(|| DEFAULT_CACHE.into()));
+        let stage_base = get("FMCACHE_STAGE_DIR")
+            .filter(|v| !v.is_empty())
+            .map(abs)
+            .unwrap_or_else(|| format!("/dev/shm/fmcache-{euid}").into_bytes());
+        let list = |name: &str| -> Vec<Vec<u8>> {
+            get(name)
+                .map(|v| {
+                    v.as_bytes()
+                        .split(|&b| b == b':')
+                        .filter(|p| !p.is_empty())
+                        .map(|p| abs(OsString::from_vec(p.to_vec())))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let max_file = get("FMCACHE_MAX_FILE")
+            .and_then(|v| v.to_str().and_then(parse_size))
+            .unwrap_or(DEFAULT_MAX_FILE);
+        Config {
+            op,
+            cache,
+            stage_base,
+            include: list("FMCACHE_INCLUDE"),
+            exclude: list("FMCACHE_EXCLUDE"),
+            max_file,
+            stats: get("FMCACHE_STATS").filter(|v| !v.is_empty()).map(abs),
+        }
+    }
+
+    pub fn from_env() -> Config {
+        let cwd = std::env::current_dir().map(|p| p.into_os_string().into_vec()).unwrap_or_else(|_| b"/".to_vec());
+        Config::from_lookup(|k| std::env::var_os(k), &cwd, rustix::process::geteuid().as_raw())
+    }
+
+    /// The recorder's working directory next to the cache: journals and
+    /// the merge lock.
+    pub fn record_dir(&self) -> Vec<u8> {
+        let mut d = self.cache.clone();
+        d.extend_from_slice(b".rec");
+        d
+    }
+
+    /// Whether a probed path may be cached.
+    pub fn in_scope(&self, p: &[u8]) -> bool {
+        if p.first() != Some(&b'/') {
+            return false;
+        }
+        if ALWAYS_EXCLUDED.iter().any(|x| path::under(p, x.as_bytes())) {
+            return false;
+        }
+        // The cache's own files (cache, .rec/, temporaries) and the stage.
+        if p.starts_with(&self.cache) || path::under(p, &self.stage_base) {
+            return false;
+        }
+        if self.exclude.iter().any(|x| path::under(p, x)) {
+            return false;
+        }
+        // An include list restricts what is cached, but the ancestors of
+        // included trees stay in scope so paths can be resolved.
+        self.include.is_empty() || self.include.iter().any(|x| path::under(p, x) || path::under(x, p))
+    }
+}
+
+/// "64M", "1G", "4096" -> bytes.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.as_bytes().last()? {
+        b'k' | b'K' => (&s[..s.len() - 1], 1u64 << 10),
+        b'm' | b'M' => (&s[..s.len() - 1], 1 << 20),
+        b'g' | b'G' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.trim().parse::<u64>().ok()?.checked_mul(mult)
+}

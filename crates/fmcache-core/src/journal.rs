@@ -1,0 +1,80 @@
+//! The recorder's per-process journal: one record per probe, appended with
+//! a single write(2) so records from one process never interleave and a
+//! process killed mid-way leaves at most one torn record at the end.
+//!
+//! Record: `[kind u8][0xA5][len u16 LE][path bytes]`.
+
+use crate::path::PATH_MAX;
+
+/// What a probe asks of the path; the merge records accordingly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Kind {
+    /// stat family, access, readlink, realpath: metadata.
+    Stat = 1,
+    /// Opened for reading: metadata and bytes.
+    Open = 2,
+    /// Listed (opendir): metadata and listing.
+    List = 3,
+    /// Written, created, renamed or deleted: never cached.
+    Modify = 4,
+}
+
+const MARK: u8 = 0xA5;
+pub const HEADER: usize = 4;
+/// Largest encoded record.
+pub const MAX_RECORD: usize = HEADER + PATH_MAX;
+
+/// Encodes one record into `buf`; returns its length, or 0 if it does not
+/// fit (the probe is then not recorded, and passes through in production).
+pub fn encode(kind: Kind, path: &[u8], buf: &mut [u8; MAX_RECORD]) -> usize {
+    if path.len() >= PATH_MAX {
+        return 0;
+    }
+    buf[0] = kind as u8;
+    buf[1] = MARK;
+    buf[2..4].copy_from_slice(&(path.len() as u16).to_le_bytes());
+    buf[HEADER..HEADER + path.len()].copy_from_slice(path);
+    HEADER + path.len()
+}
+
+/// Decodes a journal; stops at the first torn or foreign record.
+pub fn decode(bytes: &[u8]) -> impl Iterator<Item = (Kind, &[u8])> {
+    let mut rest = bytes;
+    core::iter::from_fn(move || {
+        if rest.len() < HEADER || rest[1] != MARK {
+            return None;
+        }
+        let kind = match rest[0] {
+            1 => Kind::Stat,
+            2 => Kind::Open,
+            3 => Kind::List,
+            4 => Kind::Modify,
+            _ => return None,
+        };
+        let len = u16::from_le_bytes([rest[2], rest[3]]) as usize;
+        let path = rest.get(HEADER..HEADER + len)?;
+        rest = &rest[HEADER + len..];
+        Some((kind, path))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_torn_tail() {
+        let mut out = Vec::new();
+        let mut buf = [0u8; MAX_RECORD];
+        for (k, p) in [(Kind::Stat, &b"/a"[..]), (Kind::Open, b"/b/c"), (Kind::Modify, b"/d")] {
+            let n = encode(k, p, &mut buf);
+            out.extend_from_slice(&buf[..n]);
+        }
+        let all: Vec<_> = decode(&out).collect();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[1], (Kind::Open, &b"/b/c"[..]));
+        let torn: Vec<_> = decode(&out[..out.len() - 1]).collect();
+        assert_eq!(torn.len(), 2);
+    }
+}

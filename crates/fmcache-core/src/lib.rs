@@ -1,0 +1,11 @@
+//! fmcache's shared machinery: paths, raw file-system access, the answers
+//! the server derives from a cache, the recorder's journal, merging,
+//! staging and configuration. Used by the preload library and the tool.
+
+pub mod answer;
+pub mod config;
+pub mod journal;
+pub mod merge;
+pub mod path;
+pub mod stage;
+pub mod sys;

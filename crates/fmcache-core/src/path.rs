@@ -1,0 +1,186 @@
+//! Cache keys: literal absolute paths, normalised the same way by the
+//! recorder and the server, in fixed buffers (no allocation).
+//!
+//! Normalisation only does what the kernel's path walk makes equivalent
+//! in every case: a relative path is appended to the current directory,
+//! runs of `/` collapse to one, and interior `.` components are dropped.
+//! `..` stays literal (it depends on symlinks), and so does a trailing `/`
+//! or `/.` (they demand a directory).
+
+/// Longest path the kernel accepts, terminating NUL included.
+pub const PATH_MAX: usize = 4096;
+/// Longest file-name component.
+pub const NAME_MAX: usize = 255;
+
+/// A path in a fixed buffer, NUL-terminated for system calls.
+pub struct PathBuf {
+    buf: [u8; PATH_MAX],
+    len: usize,
+}
+
+impl Default for PathBuf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PathBuf {
+    pub const fn new() -> Self {
+        PathBuf { buf: [0; PATH_MAX], len: 0 }
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+    /// The path with its NUL, for raw system calls.
+    pub fn as_cstr(&self) -> &core::ffi::CStr {
+        // SAFETY: `push` refuses NUL bytes and always leaves a NUL after
+        // `len` (the buffer is one longer than any accepted path).
+        unsafe { core::ffi::CStr::from_bytes_with_nul_unchecked(&self.buf[..self.len + 1]) }
+    }
+    pub fn clear(&mut self) {
+        self.len = 0;
+        self.buf[0] = 0;
+    }
+    /// Appends raw bytes; `false` if the result would not fit or holds NUL.
+    pub fn push(&mut self, bytes: &[u8]) -> bool {
+        if self.len + bytes.len() >= PATH_MAX || bytes.contains(&0) {
+            return false;
+        }
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+        self.buf[self.len] = 0;
+        true
+    }
+    pub fn set(&mut self, bytes: &[u8]) -> bool {
+        self.clear();
+        self.push(bytes)
+    }
+    pub fn truncate(&mut self, len: usize) {
+        if len < self.len {
+            self.len = len;
+            self.buf[len] = 0;
+        }
+    }
+}
+
+/// Builds the cache key of `input` (as given to a system call) into `out`.
+/// `cwd` is used for relative input. Returns `false` when the key cannot
+/// be formed (empty input, too long, no cwd): the caller passes through.
+pub fn normalize(cwd: Option<&[u8]>, input: &[u8], out: &mut PathBuf) -> bool {
+    out.clear();
+    if input.is_empty() {
+        return false;
+    }
+    if input[0] != b'/' {
+        match cwd {
+            Some(c) if c.first() == Some(&b'/') => {
+                if !append_components(out, c, false) {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+    append_components(out, input, true)
+}
+
+/// Appends `src`'s components to `out` with the rules above. `keep_tail`
+/// keeps a trailing `/` or `/.` of `src`.
+fn append_components(out: &mut PathBuf, src: &[u8], keep_tail: bool) -> bool {
+    let comps = src.split(|&b| b == b'/').filter(|c| !c.is_empty());
+    let mut last_dot = false;
+    for c in comps {
+        last_dot = c == b".";
+        if last_dot {
+            continue;
+        }
+        if !out.as_bytes().ends_with(b"/") && !out.push(b"/") || !out.push(c) {
+            return false;
+        }
+    }
+    if keep_tail && src.len() > 1 && (src.ends_with(b"/") || last_dot) && out.len > 1 {
+        return out.push(if last_dot { b"/." } else { b"/" });
+    }
+    if out.len == 0 {
+        return out.push(b"/");
+    }
+    true
+}
+
+/// The parent of a normalised absolute path (`/` for `/x`), or `None` for
+/// `/` itself.
+pub fn parent(path: &[u8]) -> Option<&[u8]> {
+    let trimmed = trim_trailing_slash(path);
+    if trimmed == b"/" || trimmed.is_empty() {
+        return None;
+    }
+    let cut = trimmed.iter().rposition(|&b| b == b'/')?;
+    Some(if cut == 0 { b"/" } else { &trimmed[..cut] })
+}
+
+/// The last component of a path.
+pub fn file_name(path: &[u8]) -> &[u8] {
+    let trimmed = trim_trailing_slash(path);
+    match trimmed.iter().rposition(|&b| b == b'/') {
+        Some(i) => &trimmed[i + 1..],
+        None => trimmed,
+    }
+}
+
+pub fn trim_trailing_slash(path: &[u8]) -> &[u8] {
+    let mut p = path;
+    while p.len() > 1 && p.ends_with(b"/") {
+        p = &p[..p.len() - 1];
+    }
+    p
+}
+
+/// Whether a component is `.` or `..`, whose meaning depends on the walk.
+pub fn has_dot_components(path: &[u8]) -> bool {
+    path.split(|&b| b == b'/').any(|c| c == b"." || c == b"..")
+}
+
+/// Whether `path` equals `prefix` or lies under it (component-wise).
+pub fn under(path: &[u8], prefix: &[u8]) -> bool {
+    let prefix = trim_trailing_slash(prefix);
+    if prefix == b"/" {
+        return path.starts_with(b"/");
+    }
+    path.starts_with(prefix) && (path.len() == prefix.len() || path[prefix.len()] == b'/')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(cwd: &str, p: &str) -> Option<String> {
+        let mut b = PathBuf::new();
+        normalize(Some(cwd.as_bytes()), p.as_bytes(), &mut b).then(|| String::from_utf8(b.as_bytes().to_vec()).unwrap())
+    }
+
+    #[test]
+    fn normalizes_like_the_kernel_walk() {
+        assert_eq!(norm("/w", "/a//b/./c").as_deref(), Some("/a/b/c"));
+        assert_eq!(norm("/w", "x/y").as_deref(), Some("/w/x/y"));
+        assert_eq!(norm("/w", ".").as_deref(), Some("/w"));
+        assert_eq!(norm("/", "x").as_deref(), Some("/x"));
+        assert_eq!(norm("/w", "/").as_deref(), Some("/"));
+        assert_eq!(norm("/w", "//").as_deref(), Some("/"));
+        assert_eq!(norm("/w", "/a/../b").as_deref(), Some("/a/../b"));
+        assert_eq!(norm("/w", "/a/b/").as_deref(), Some("/a/b/"));
+        assert_eq!(norm("/w", "/a/b/.").as_deref(), Some("/a/b/."));
+        assert_eq!(norm("/w", ""), None);
+        assert_eq!(norm("/w", &"a".repeat(5000)), None);
+    }
+
+    #[test]
+    fn parents_and_names() {
+        assert_eq!(parent(b"/a/b"), Some(&b"/a"[..]));
+        assert_eq!(parent(b"/a"), Some(&b"/"[..]));
+        assert_eq!(parent(b"/"), None);
+        assert_eq!(file_name(b"/a/b/"), b"b");
+        assert!(under(b"/venv/lib", b"/venv"));
+        assert!(!under(b"/venv2", b"/venv"));
+        assert!(under(b"/x", b"/"));
+    }
+}

@@ -1,0 +1,223 @@
+//! Node-local staging of a cache.
+//!
+//! The first process on a machine validates the cache (full checksum) and
+//! unpacks it under the per-user stage directory:
+//!
+//! ```text
+//! <stage_base>/                  0700, owned by the user, not a symlink
+//!   <id>/                        id = the cache checksum, 16 hex digits
+//!     index                      bytes [0, meta_size) of the cache
+//!     inodes                     (staged inode u64, entry u64) sorted by inode
+//!     root/<canonical path>      each cached file's bytes, mirroring the
+//!                                original absolute paths
+//! ```
+//!
+//! It builds `<id>.tmp.<pid>` and renames it to `<id>`, under a lock, so a
+//! stage killed half-way is never used and is redone by the next process.
+//! Every other process maps `<id>/index` and checks only the header.
+
+use std::os::fd::AsFd;
+
+use fmcache_format::{read_header, CacheView, Verify};
+use rustix::fs::{AtFlags, Mode, OFlags, CWD};
+
+use crate::config::Config;
+use crate::merge::{show, strerror};
+use crate::sys::{self, Mapping};
+
+/// A mapped stage: what a serving process keeps for its lifetime.
+pub struct Attached {
+    pub index: Mapping,
+    pub inodes: Mapping,
+    /// `<stage_base>/<id>/root`: prefix of every mirror path.
+    pub root: Vec<u8>,
+    /// st_dev of the stage's file system, to recognise staged descriptors.
+    pub stage_dev: u64,
+    pub checksum: u64,
+}
+
+/// Checks (or creates) the per-user stage base: a real directory owned by
+/// us with no group or other access. Never follows a planted symlink.
+pub fn private_dir(base: &[u8]) -> Result<(), String> {
+    let c = sys::cstr(base).map_err(strerror)?;
+    let euid = rustix::process::geteuid().as_raw();
+    match rustix::fs::mkdirat(CWD, &*c, Mode::from_raw_mode(0o700)) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(rustix::io::Errno::NOENT) => {
+            sys::mkdir_p(base, 0o700).map_err(|e| format!("stage directory {}: {}", show(base), strerror(e)))?
+        }
+        Err(e) => return Err(format!("stage directory {}: {}", show(base), e)),
+    }
+    let st = rustix::fs::statat(CWD, &*c, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| format!("stage directory {}: {}", show(base), e))?;
+    let mode = st.st_mode as u32;
+    if mode & libc::S_IFMT != libc::S_IFDIR {
+        return Err(format!("stage directory {} is not a directory (a symlink?): refused", show(base)));
+    }
+    if st.st_uid != euid {
+        return Err(format!("stage directory {} is owned by uid {}, not {}: refused", show(base), st.st_uid, euid));
+    }
+    if mode & 0o077 != 0 {
+        return Err(format!("stage directory {} has mode {:o}, not private: refused", show(base), mode & 0o7777));
+    }
+    Ok(())
+}
+
+/// Opens the cache file, applies the ownership rule (owned by the user or
+/// root, writable by its owner alone) and returns its checksum.
+pub fn cache_identity(cfg: &Config) -> Result<(std::os::fd::OwnedFd, u64, u64), String> {
+    let c = sys::cstr(&cfg.cache).map_err(strerror)?;
+    let fd = sys::open(&c, OFlags::RDONLY, 0).map_err(|e| match e {
+        libc::ENOENT => "not found".to_string(),
+        e => strerror(e),
+    })?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| e.to_string())?;
+    let euid = rustix::process::geteuid().as_raw();
+    if st.st_uid != euid && st.st_uid != 0 {
+        return Err(format!("owned by uid {}, not by you or root: refused", st.st_uid));
+    }
+    if st.st_mode as u32 & 0o022 != 0 {
+        return Err(format!("writable by group or others (mode {:o}): refused", st.st_mode as u32 & 0o7777));
+    }
+    let mut head = [0u8; fmcache_format::layout::HEADER_SIZE];
+    let n = rustix::io::pread(&fd, &mut head, 0).map_err(|e| e.to_string())?;
+    let h = read_header(&head[..n]).ok_or_else(|| fmcache_format::OpenError::TooSmall.to_string())?;
+    // Cheap header checks before any staging work.
+    if h.magic != fmcache_format::layout::MAGIC {
+        return Err(fmcache_format::OpenError::BadMagic.to_string());
+    }
+    if h.version != fmcache_format::layout::FORMAT_VERSION {
+        return Err(fmcache_format::OpenError::Version(h.version).to_string());
+    }
+    if h.build_id != fmcache_format::build_id() {
+        return Err(fmcache_format::OpenError::ForeignBuild.to_string());
+    }
+    if h.file_size != st.st_size as u64 {
+        return Err(fmcache_format::OpenError::Truncated.to_string());
+    }
+    Ok((fd, h.checksum, st.st_size as u64))
+}
+
+fn join(a: &[u8], b: &[u8]) -> Vec<u8> {
+    let mut v = a.to_vec();
+    v.extend_from_slice(b);
+    v
+}
+
+/// Finds or builds this cache's stage and maps it.
+pub fn attach(cfg: &Config) -> Result<Attached, String> {
+    let (fd, checksum, size) = cache_identity(cfg)?;
+    private_dir(&cfg.stage_base)?;
+    let id = format!("/{checksum:016x}");
+    let dir = join(&cfg.stage_base, id.as_bytes());
+    if let Ok(a) = map_stage(&dir, checksum) {
+        return Ok(a);
+    }
+    let _lock = sys::lock_file(&join(&dir, b".lock")).map_err(|e| format!("stage lock: {}", strerror(e)))?;
+    if let Ok(a) = map_stage(&dir, checksum) {
+        return Ok(a);
+    }
+    let map = Mapping::map(&fd, size as usize).map_err(|e| format!("map: {}", strerror(e)))?;
+    let view = CacheView::open(map.bytes(), Verify::Full).map_err(|e| e.to_string())?;
+    let tmp = join(&dir, format!(".tmp.{}", rustix::process::getpid().as_raw_nonzero()).as_bytes());
+    let _ = sys::remove_tree(&tmp);
+    let built = build_stage(&view, map.bytes(), &tmp);
+    if let Err(e) = built {
+        let _ = sys::remove_tree(&tmp);
+        return Err(format!("staging into {}: {}", show(&cfg.stage_base), e));
+    }
+    let (t, d) = (sys::cstr(&tmp).map_err(strerror)?, sys::cstr(&dir).map_err(strerror)?);
+    rustix::fs::renameat(CWD, &*t, CWD, &*d).map_err(|e| format!("stage rename: {e}"))?;
+    map_stage(&dir, checksum)
+}
+
+fn build_stage(view: &CacheView<'_>, bytes: &[u8], tmp: &[u8]) -> Result<(), String> {
+    let e = |e: i32| strerror(e);
+    sys::mkdir_p(&join(tmp, b"/root"), 0o700).map_err(e)?;
+    let meta = &bytes[..view.header().meta_size as usize];
+    write_new(&join(tmp, b"/index"), meta, 0o400).map_err(e)?;
+    let mut inodes: Vec<(u64, u64)> = Vec::new();
+    for entry in view.entries() {
+        let (Some(blob), Some(mirror)) = (entry.blob(), entry.mirror_path()) else { continue };
+        let data = view.blob_bytes(blob).ok_or("blob out of bounds")?;
+        let target = join(&join(tmp, b"/root"), mirror);
+        if let Some(parent) = crate::path::parent(&target) {
+            sys::mkdir_p(parent, 0o700).map_err(e)?;
+        }
+        let mode = match entry.follow() {
+            Some(Ok(st)) => 0o400 | (st.mode & 0o100),
+            _ => 0o400,
+        };
+        match write_new(&target, data, mode) {
+            Ok(ino) => inodes.push((ino, entry.index() as u64)),
+            // Another entry (a symlink to the same file) staged it already.
+            Err(libc::EEXIST) => {}
+            Err(err) => return Err(format!("{}: {}", show(&target), strerror(err))),
+        }
+    }
+    inodes.sort_unstable();
+    let table: Vec<u8> = inodes.iter().flat_map(|(i, e)| i.to_le_bytes().into_iter().chain(e.to_le_bytes())).collect();
+    write_new(&join(tmp, b"/inodes"), &table, 0o400).map_err(e)?;
+    Ok(())
+}
+
+/// Creates a new file with `bytes`; returns its inode number.
+fn write_new(path: &[u8], bytes: &[u8], mode: u32) -> sys::SysResult<u64> {
+    let c = sys::cstr(path)?;
+    let fd = sys::open(&c, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL, mode)?;
+    sys::write_all(fd.as_fd(), bytes)?;
+    Ok(rustix::fs::fstat(&fd).map_err(sys::errno)?.st_ino as u64)
+}
+
+fn map_file(path: &[u8]) -> sys::SysResult<(Mapping, u64)> {
+    let c = sys::cstr(path)?;
+    let fd = sys::open(&c, OFlags::RDONLY, 0)?;
+    let st = rustix::fs::fstat(&fd).map_err(sys::errno)?;
+    Ok((Mapping::map(&fd, st.st_size as usize)?, st.st_dev as u64))
+}
+
+fn map_stage(dir: &[u8], checksum: u64) -> Result<Attached, String> {
+    let (index, dev) = map_file(&join(dir, b"/index")).map_err(strerror)?;
+    let (inodes, _) = map_file(&join(dir, b"/inodes")).map_err(strerror)?;
+    let view = CacheView::open(index.bytes(), Verify::Header).map_err(|e| e.to_string())?;
+    if view.header().checksum != checksum {
+        return Err("stage does not match the cache".into());
+    }
+    Ok(Attached { index, inodes, root: join(dir, b"/root"), stage_dev: dev, checksum })
+}
+
+/// Looks up a staged inode in the `inodes` table: the entry whose bytes it
+/// holds.
+pub fn staged_entry(inodes: &[u8], ino: u64) -> Option<u32> {
+    let n = inodes.len() / 16;
+    let at = |i: usize| -> Option<(u64, u64)> {
+        let r = inodes.get(i * 16..i * 16 + 16)?;
+        Some((u64::from_le_bytes(r[..8].try_into().ok()?), u64::from_le_bytes(r[8..].try_into().ok()?)))
+    };
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let (i, e) = at(mid)?;
+        match i.cmp(&ino) {
+            core::cmp::Ordering::Equal => return u32::try_from(e).ok(),
+            core::cmp::Ordering::Less => lo = mid + 1,
+            core::cmp::Ordering::Greater => hi = mid,
+        }
+    }
+    None
+}
+
+/// Removes this user's stages (`fmcache stage --clean`).
+pub fn clean(cfg: &Config) -> Result<usize, String> {
+    private_dir(&cfg.stage_base)?;
+    let c = sys::cstr(&cfg.stage_base).map_err(strerror)?;
+    let mut n = 0;
+    for d in sys::list_dir(&c).map_err(strerror)? {
+        if d.name == b"." || d.name == b".." {
+            continue;
+        }
+        let p = join(&join(&cfg.stage_base, b"/"), &d.name);
+        sys::remove_tree(&p).map_err(|e| format!("{}: {}", show(&p), strerror(e)))?;
+        n += 1;
+    }
+    Ok(n)
+}

@@ -1,0 +1,233 @@
+//! The on-disk structures, read in place from a mapping.
+//!
+//! Every structure is `#[repr(C)]`, made only of little-endian integers with
+//! explicit padding fields, so any bit pattern is a valid value (a corrupt
+//! file can give wrong answers, never undefined behaviour) and the writer
+//! emits the same bytes for the same input. The normative description is in
+//! ARCHITECTURE.md ("On-disk format").
+
+/// First eight bytes of every cache file.
+pub const MAGIC: [u8; 8] = *b"FMCACHE\0";
+/// Bumped on every incompatible change of the structures below.
+pub const FORMAT_VERSION: u32 = 1;
+/// Marks "no index" in the u32 index fields.
+pub const NONE: u32 = u32::MAX;
+/// Bytes reserved for the header; sections start after it.
+pub const HEADER_SIZE: usize = 256;
+/// Every section starts at a multiple of this, so its structs are aligned
+/// when the file is mapped at a page boundary.
+pub const SECTION_ALIGN: usize = 8;
+
+/// Indexes into [`Header::sections`].
+pub mod sec {
+    pub const BUCKETS: usize = 0;
+    pub const ENTRIES: usize = 1;
+    pub const STATS: usize = 2;
+    pub const DIRENTS: usize = 3;
+    pub const DIRENT_ORDER: usize = 4;
+    pub const BLOBS: usize = 5;
+    pub const STRINGS: usize = 6;
+    pub const DATA: usize = 7;
+    pub const COUNT: usize = 8;
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Section {
+    pub offset: u64,
+    pub size: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Header {
+    pub magic: [u8; 8],
+    pub version: u32,
+    pub header_size: u32,
+    /// Identity of the build that wrote the file (see `build_id`).
+    pub build_id: [u8; 16],
+    pub file_size: u64,
+    /// Bytes `[0, meta_size)` hold the header, tables and strings; the
+    /// file contents (DATA) follow. A staged index is exactly this prefix.
+    pub meta_size: u64,
+    /// XXH3-64 (seed 0) of the whole file with both checksum fields zeroed.
+    /// Also the cache's identity: equal checksums mean equal caches.
+    pub checksum: u64,
+    /// XXH3-64 (seed 0) of `[0, meta_size)` with both checksum fields zeroed.
+    pub meta_checksum: u64,
+    /// Effective uid and gid of the pilot: answers (EACCES, readable
+    /// contents) are valid for this identity only.
+    pub recorder_uid: u32,
+    pub recorder_gid: u32,
+    pub entry_count: u32,
+    /// Power of two; the hash table has this many u32 slots.
+    pub bucket_count: u32,
+    pub sections: [Section; sec::COUNT],
+    pub reserved: [u8; 48],
+}
+
+/// A string in the STRINGS section.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StrRef {
+    pub offset: u32,
+    pub len: u32,
+}
+
+/// Entry flags.
+pub mod flag {
+    /// The pilot changed this path (or a parent of something it changed):
+    /// never answered from the cache, always passed through.
+    pub const EXCLUDED: u16 = 1;
+    /// `listing` holds the directory's full listing.
+    pub const LISTED: u16 = 2;
+    /// `blob` and `mirror` hold the file's bytes and their staged path.
+    pub const CONTENT: u16 = 4;
+    /// `access_errno` holds access(2) answers.
+    pub const ACCESS: u16 = 8;
+}
+
+/// Index into the `access_errno` array.
+pub mod acc {
+    pub const R: usize = 0;
+    pub const W: usize = 1;
+    pub const X: usize = 2;
+}
+
+/// One probed absolute path and what the kernel answered for it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Entry {
+    /// XXH3-64 (seed 0) of the path bytes.
+    pub hash: u64,
+    pub path: StrRef,
+    /// lstat(2) answer: index into STATS, or NONE with `lstat_errno` set.
+    pub lstat: u32,
+    /// stat(2) answer (symlinks followed). Equal to `lstat` unless the path
+    /// is a symlink.
+    pub follow: u32,
+    pub lstat_errno: u16,
+    pub follow_errno: u16,
+    pub flags: u16,
+    /// access(2) errno for R_OK, W_OK, X_OK (0 = allowed).
+    pub access_errno: [u8; 3],
+    pub _pad0: [u8; 3],
+    /// readlink(2) target, for symlinks.
+    pub link: StrRef,
+    /// Directory listing: `dirent_count` DIRENTS from `dirent_first`, in
+    /// the order the kernel returned them, "." and ".." included.
+    pub dirent_first: u32,
+    pub dirent_count: u32,
+    /// File contents: index into BLOBS.
+    pub blob: u32,
+    /// Absolute canonical path of the file whose bytes `blob` holds; the
+    /// staged copy lives at `<stage>/root<mirror>`.
+    pub mirror: StrRef,
+    pub _pad1: u64,
+}
+
+/// Stat fields exactly as the kernel gave them (stat(2) and statx(2)).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct StatRec {
+    pub dev: u64,
+    pub ino: u64,
+    pub nlink: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub _pad0: u32,
+    pub rdev: u64,
+    pub size: i64,
+    pub blksize: i64,
+    pub blocks: i64,
+    pub atime: i64,
+    pub atime_nsec: i64,
+    pub mtime: i64,
+    pub mtime_nsec: i64,
+    pub ctime: i64,
+    pub ctime_nsec: i64,
+    /// statx(2) extras.
+    pub stx_mask: u32,
+    pub btime_nsec: u32,
+    pub btime: i64,
+    pub stx_attributes: u64,
+    pub stx_attributes_mask: u64,
+    pub mnt_id: u64,
+}
+
+pub const S_IFMT: u32 = 0o170000;
+pub const S_IFDIR: u32 = 0o040000;
+pub const S_IFREG: u32 = 0o100000;
+pub const S_IFLNK: u32 = 0o120000;
+
+impl StatRec {
+    pub fn is_dir(&self) -> bool {
+        self.mode & S_IFMT == S_IFDIR
+    }
+    pub fn is_reg(&self) -> bool {
+        self.mode & S_IFMT == S_IFREG
+    }
+    pub fn is_symlink(&self) -> bool {
+        self.mode & S_IFMT == S_IFLNK
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Dirent {
+    pub ino: u64,
+    pub name: StrRef,
+    pub d_type: u8,
+    pub _pad: [u8; 7],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Blob {
+    /// Offset within the DATA section.
+    pub offset: u64,
+    pub size: u64,
+    /// XXH3-128 (seed 0) of the bytes, little-endian.
+    pub hash: [u8; 16],
+}
+
+/// Types that may be viewed in place from file bytes: plain integers only,
+/// no implicit padding, every bit pattern valid.
+///
+/// # Safety
+/// Implement only for `#[repr(C)]` structs of integers without implicit
+/// padding.
+pub unsafe trait Plain: Copy + 'static {}
+unsafe impl Plain for u32 {}
+unsafe impl Plain for Header {}
+unsafe impl Plain for Entry {}
+unsafe impl Plain for StatRec {}
+unsafe impl Plain for Dirent {}
+unsafe impl Plain for Blob {}
+
+/// Views `bytes` as a slice of `T`, or `None` when the length or alignment
+/// does not fit.
+pub fn cast_slice<T: Plain>(bytes: &[u8]) -> Option<&[T]> {
+    let size = core::mem::size_of::<T>();
+    if bytes.len() % size != 0 || (bytes.as_ptr() as usize) % core::mem::align_of::<T>() != 0 {
+        return None;
+    }
+    // SAFETY: length and alignment checked above; `T: Plain` accepts any
+    // bit pattern; the lifetime is tied to `bytes`.
+    Some(unsafe { core::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), bytes.len() / size) })
+}
+
+/// The bytes of a plain value, for the writer.
+pub fn as_bytes<T: Plain>(v: &T) -> &[u8] {
+    // SAFETY: `T: Plain` has no padding, so all bytes are initialised.
+    unsafe { core::slice::from_raw_parts((v as *const T).cast::<u8>(), core::mem::size_of::<T>()) }
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<Header>() == HEADER_SIZE);
+    assert!(core::mem::size_of::<Entry>() == 72);
+    assert!(core::mem::size_of::<StatRec>() == 160);
+    assert!(core::mem::size_of::<Dirent>() == 24);
+    assert!(core::mem::size_of::<Blob>() == 32);
+};
