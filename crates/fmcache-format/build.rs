@@ -11,7 +11,10 @@ fn main() {
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=FMCACHE_GIT_COMMIT={commit}");
     // Rebuild when HEAD moves: the file HEAD names, or HEAD itself.
-    if let Ok(dir) = Command::new("git").args(["rev-parse", "--git-dir"]).output() {
+    if let Ok(dir) = Command::new("git")
+        .args(["rev-parse", "--git-dir"])
+        .output()
+    {
         let dir = String::from_utf8_lossy(&dir.stdout).trim().to_string();
         println!("cargo:rerun-if-changed={dir}/HEAD");
         if let Ok(head) = std::fs::read_to_string(format!("{dir}/HEAD")) {

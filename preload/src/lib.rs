@@ -1,1 +1,88 @@
+//! libfmcache.so: loaded with LD_PRELOAD. `DLFM_OP=write-cache` records
+//! every path probe of the process; `DLFM_OP=read-cache` answers them from
+//! a memory-mapped cache; anything else (or an unusable cache) leaves the
+//! process untouched. See ARCHITECTURE.md.
 
+#[macro_use]
+mod real;
+#[macro_use]
+mod log;
+mod cwd;
+mod dirs;
+mod errno;
+#[macro_use]
+mod hooks;
+mod recorder;
+mod server;
+mod state;
+mod stats;
+
+use fmcache_core::config::{Config, Op};
+
+/// Runs before main (glibc passes argc/argv/envp to .init_array entries).
+#[used]
+#[link_section = ".init_array"]
+static INIT: extern "C" fn() = init;
+
+#[used]
+#[link_section = ".fini_array"]
+static FINI: extern "C" fn() = fini;
+
+extern "C" fn init() {
+    let _ = std::panic::catch_unwind(start);
+}
+
+extern "C" fn fini() {
+    hooks::process::finish();
+}
+
+fn start() {
+    hooks::process::set_owner();
+    cwd::refresh();
+    // Never in setuid/setgid programs: their environment is not theirs.
+    // SAFETY: getauxval has no preconditions.
+    if unsafe { libc::getauxval(libc::AT_SECURE) } != 0 {
+        return;
+    }
+    let euid = rustix::process::geteuid().as_raw();
+    let mut here = fmcache_core::path::PathBuf::new();
+    if !cwd::get(&mut here) {
+        here.set(b"/");
+    }
+    let cfg = Config::from_lookup(|k| std::env::var_os(k), here.as_bytes(), euid);
+    let op = match cfg.op {
+        Op::Off => "off",
+        Op::Record => "record",
+        Op::Serve => "serve",
+    };
+    stats::configure(cfg.stats.clone(), op);
+    // SAFETY: registering a plain function.
+    unsafe { libc::pthread_atfork(None, None, Some(hooks::process::after_fork_child)) };
+    match cfg.op {
+        Op::Off => {}
+        Op::Record => match recorder::Recorder::start(cfg.clone()) {
+            Ok(r) => state::set_recorder(Box::leak(Box::new(r))),
+            Err(e) => warn!(
+                "{}: cannot record: {e}; running unrecorded",
+                String::from_utf8_lossy(&cfg.cache)
+            ),
+        },
+        Op::Serve => match serve_check().and_then(|()| server::Server::attach(&cfg)) {
+            Ok(s) => state::set_server(Box::leak(Box::new(s))),
+            Err(e) => warn!(
+                "{}: {e}; running uncached",
+                String::from_utf8_lossy(&cfg.cache)
+            ),
+        },
+    }
+}
+
+/// Answers are valid for one identity: real and effective ids must agree
+/// (access(2) checks the real ones, open(2) the effective ones).
+fn serve_check() -> Result<(), String> {
+    use rustix::process::{getegid, geteuid, getgid, getuid};
+    if getuid() != geteuid() || getgid() != getegid() {
+        return Err("real and effective ids differ; not served".into());
+    }
+    Ok(())
+}

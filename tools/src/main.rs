@@ -1,1 +1,54 @@
-fn main(){}
+//! `fmcache`: record a pilot run's file-system probes into a cache, serve
+//! later runs from it, and look inside caches, stages and statistics.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod inspect;
+mod launch;
+mod merge;
+mod record;
+mod run;
+mod stage;
+mod stats;
+
+/// Record a program's file-system probes into a cache, serve later runs from it
+///
+/// `fmcache record` runs a pilot under libfmcache.so and writes the cache;
+/// `fmcache run` serves later runs from it, staged per node.
+#[derive(Parser)]
+#[command(name = "fmcache", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    Record(record::Args),
+    Run(run::Args),
+    Inspect(inspect::Args),
+    Stats(stats::Args),
+    Stage(stage::Args),
+    Merge(merge::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Record(a) => record::main(a),
+        Cmd::Run(a) => run::main(a),
+        Cmd::Inspect(a) => inspect::main(a),
+        Cmd::Stats(a) => stats::main(a),
+        Cmd::Stage(a) => stage::main(a),
+        Cmd::Merge(a) => merge::main(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("fmcache: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

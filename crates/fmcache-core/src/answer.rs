@@ -73,13 +73,23 @@ fn find<'a>(view: &CacheView<'a>, trust: &impl Trust, path: &[u8]) -> Found<'a> 
             child = dir;
             continue;
         };
-        let Some(e) = usable(e, trust) else { return Found::Unknown };
+        let Some(e) = usable(e, trust) else {
+            return Found::Unknown;
+        };
         // Any over-long name below `dir` may fail first with ENAMETOOLONG.
-        if path[dir.len()..].split(|&b| b == b'/').any(|c| c.len() > NAME_MAX) {
+        if path[dir.len()..]
+            .split(|&b| b == b'/')
+            .any(|c| c.len() > NAME_MAX)
+        {
             return Found::Unknown;
         }
         return match e.follow() {
-            Some(Err(err)) if matches!(err, libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::EACCES) => {
+            Some(Err(err))
+                if matches!(
+                    err,
+                    libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::EACCES
+                ) =>
+            {
                 Found::Fails(err)
             }
             Some(Ok(st)) if !st.is_dir() => Found::Fails(libc::ENOTDIR),
@@ -103,19 +113,32 @@ fn find<'a>(view: &CacheView<'a>, trust: &impl Trust, path: &[u8]) -> Found<'a> 
 fn resolve<'a>(view: &CacheView<'a>, trust: &impl Trust, path: &[u8]) -> (Found<'a>, bool) {
     let trimmed = trim_trailing_slash(path);
     let slash = trimmed.len() != path.len() || (path.ends_with(b"/.") && path.len() > 2);
-    let base = if path.ends_with(b"/.") && path.len() > 2 { &path[..path.len() - 2] } else { trimmed };
+    let base = if path.ends_with(b"/.") && path.len() > 2 {
+        &path[..path.len() - 2]
+    } else {
+        trimmed
+    };
     (find(view, trust, base), slash)
 }
 
 /// stat(2) (`follow`) or lstat(2).
-pub fn stat<'a>(view: &CacheView<'a>, trust: &impl Trust, path: &[u8], follow: bool) -> Answer<&'a StatRec> {
+pub fn stat<'a>(
+    view: &CacheView<'a>,
+    trust: &impl Trust,
+    path: &[u8],
+    follow: bool,
+) -> Answer<&'a StatRec> {
     let (found, slash) = resolve(view, trust, path);
     let e = match found {
         Found::Entry(e) => e,
         Found::Fails(err) => return Answer::Errno(err),
         Found::Unknown => return Answer::Miss,
     };
-    let r = if follow || slash { e.follow() } else { e.lstat() };
+    let r = if follow || slash {
+        e.follow()
+    } else {
+        e.lstat()
+    };
     match r {
         None => Answer::Miss,
         Some(Err(err)) => Answer::Errno(err),
@@ -141,7 +164,11 @@ pub fn access(view: &CacheView<'_>, trust: &impl Trust, path: &[u8], mode: i32) 
         Some(Ok(st)) if slash && !st.is_dir() => return Answer::Errno(libc::ENOTDIR),
         Some(Ok(_)) => {}
     }
-    let bits = [(libc::W_OK, acc::W), (libc::R_OK, acc::R), (libc::X_OK, acc::X)];
+    let bits = [
+        (libc::W_OK, acc::W),
+        (libc::R_OK, acc::R),
+        (libc::X_OK, acc::X),
+    ];
     // The kernel reports a read-only file system before any permission.
     if mode & libc::W_OK != 0 && e.access_errno(acc::W) == Some(libc::EROFS) {
         return Answer::Errno(libc::EROFS);
@@ -169,7 +196,12 @@ pub struct OpenFile<'a> {
 
 /// open(2) with access mode O_RDONLY. `flags` may carry O_DIRECTORY and
 /// O_NOFOLLOW; the caller passes anything else through.
-pub fn open_read<'a>(view: &CacheView<'a>, trust: &impl Trust, path: &[u8], flags: i32) -> Answer<OpenFile<'a>> {
+pub fn open_read<'a>(
+    view: &CacheView<'a>,
+    trust: &impl Trust,
+    path: &[u8],
+    flags: i32,
+) -> Answer<OpenFile<'a>> {
     let (found, slash) = resolve(view, trust, path);
     let e = match found {
         Found::Entry(e) => e,
@@ -198,7 +230,11 @@ pub fn open_read<'a>(view: &CacheView<'a>, trust: &impl Trust, path: &[u8], flag
     }
     // Only regular files are served; a directory descriptor passes through.
     match (st.is_reg(), e.mirror_path()) {
-        (true, Some(mirror)) => Answer::Hit(OpenFile { entry: e, mirror, stat: st }),
+        (true, Some(mirror)) => Answer::Hit(OpenFile {
+            entry: e,
+            mirror,
+            stat: st,
+        }),
         _ => Answer::Miss,
     }
 }
@@ -224,7 +260,11 @@ pub fn readlink<'a>(view: &CacheView<'a>, trust: &impl Trust, path: &[u8]) -> An
 }
 
 /// opendir(3): the directory's recorded listing.
-pub fn list<'a>(view: &CacheView<'a>, trust: &impl Trust, path: &[u8]) -> Answer<(EntryRef<'a>, Listing<'a>)> {
+pub fn list<'a>(
+    view: &CacheView<'a>,
+    trust: &impl Trust,
+    path: &[u8],
+) -> Answer<(EntryRef<'a>, Listing<'a>)> {
     let (found, _) = resolve(view, trust, path);
     let e = match found {
         Found::Entry(e) => e,
@@ -249,7 +289,12 @@ pub fn list<'a>(view: &CacheView<'a>, trust: &impl Trust, path: &[u8]) -> Answer
 }
 
 /// realpath(3): resolves every component from recorded entries into `out`.
-pub fn realpath(view: &CacheView<'_>, trust: &impl Trust, path: &[u8], out: &mut PathBuf) -> Answer<()> {
+pub fn realpath(
+    view: &CacheView<'_>,
+    trust: &impl Trust,
+    path: &[u8],
+    out: &mut PathBuf,
+) -> Answer<()> {
     // Work list of components still to walk, stored back to front in a
     // second buffer so symlink targets can be pushed in front.
     let mut todo = PathBuf::new();
@@ -285,7 +330,9 @@ pub fn realpath(view: &CacheView<'_>, trust: &impl Trust, path: &[u8], out: &mut
                 if links > 40 {
                     return Answer::Errno(libc::ELOOP);
                 }
-                let Some(target) = e.link_target() else { return Answer::Miss };
+                let Some(target) = e.link_target() else {
+                    return Answer::Miss;
+                };
                 if target.first() == Some(&b'/') {
                     out.set(b"/");
                 } else {
@@ -295,7 +342,9 @@ pub fn realpath(view: &CacheView<'_>, trust: &impl Trust, path: &[u8], out: &mut
                     return Answer::Errno(libc::ENAMETOOLONG);
                 }
             }
-            Some(Ok(st)) if !st.is_dir() && !todo.as_bytes().is_empty() => return Answer::Errno(libc::ENOTDIR),
+            Some(Ok(st)) if !st.is_dir() && !todo.as_bytes().is_empty() => {
+                return Answer::Errno(libc::ENOTDIR)
+            }
             Some(Ok(_)) => {}
         }
     }
@@ -334,7 +383,10 @@ fn pop_component(todo: &mut PathBuf) -> Option<Comp> {
     let bytes = todo.as_bytes();
     let cut = bytes.iter().rposition(|&b| b == b'/')?;
     let rev = &bytes[cut + 1..];
-    let mut c = Comp { buf: [0; NAME_MAX + 1], len: rev.len() };
+    let mut c = Comp {
+        buf: [0; NAME_MAX + 1],
+        len: rev.len(),
+    };
     for (i, b) in rev.iter().rev().enumerate() {
         c.buf[i] = *b;
     }

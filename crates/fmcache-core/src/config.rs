@@ -49,7 +49,9 @@ impl Config {
                 p.into_vec()
             }
         };
-        let cache = abs(get("FMCACHE_FILE").filter(|v| !v.is_empty()).unwrap_or_else(|| DEFAULT_CACHE.into()));
+        let cache = abs(get("FMCACHE_FILE")
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| DEFAULT_CACHE.into()));
         let stage_base = get("FMCACHE_STAGE_DIR")
             .filter(|v| !v.is_empty())
             .map(abs)
@@ -80,8 +82,14 @@ impl Config {
     }
 
     pub fn from_env() -> Config {
-        let cwd = std::env::current_dir().map(|p| p.into_os_string().into_vec()).unwrap_or_else(|_| b"/".to_vec());
-        Config::from_lookup(|k| std::env::var_os(k), &cwd, rustix::process::geteuid().as_raw())
+        let cwd = std::env::current_dir()
+            .map(|p| p.into_os_string().into_vec())
+            .unwrap_or_else(|_| b"/".to_vec());
+        Config::from_lookup(
+            |k| std::env::var_os(k),
+            &cwd,
+            rustix::process::geteuid().as_raw(),
+        )
     }
 
     /// The recorder's working directory next to the cache: journals and
@@ -109,7 +117,11 @@ impl Config {
         }
         // An include list restricts what is cached, but the ancestors of
         // included trees stay in scope so paths can be resolved.
-        self.include.is_empty() || self.include.iter().any(|x| path::under(p, x) || path::under(x, p))
+        self.include.is_empty()
+            || self
+                .include
+                .iter()
+                .any(|x| path::under(p, x) || path::under(x, p))
     }
 }
 

@@ -67,7 +67,11 @@ mod tests {
     fn round_trip_and_torn_tail() {
         let mut out = Vec::new();
         let mut buf = [0u8; MAX_RECORD];
-        for (k, p) in [(Kind::Stat, &b"/a"[..]), (Kind::Open, b"/b/c"), (Kind::Modify, b"/d")] {
+        for (k, p) in [
+            (Kind::Stat, &b"/a"[..]),
+            (Kind::Open, b"/b/c"),
+            (Kind::Modify, b"/d"),
+        ] {
             let n = encode(k, p, &mut buf);
             out.extend_from_slice(&buf[..n]);
         }

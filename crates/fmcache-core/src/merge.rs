@@ -49,7 +49,8 @@ pub struct MergeReport {
 /// which CPython validates against the (cached) source's mtime and size,
 /// so their final state is safe to serve.
 pub fn self_validating(p: &[u8]) -> bool {
-    path::file_name(p) == b"__pycache__" || path::parent(p).is_some_and(|d| path::file_name(d) == b"__pycache__")
+    path::file_name(p) == b"__pycache__"
+        || path::parent(p).is_some_and(|d| path::file_name(d) == b"__pycache__")
 }
 
 /// What the journals ask for.
@@ -92,7 +93,11 @@ impl Wants {
                 if !cfg.in_scope(dir) {
                     break;
                 }
-                let w = if first && !path::has_dot_components(dir) { WANT_STAT | WANT_LIST } else { WANT_STAT };
+                let w = if first && !path::has_dot_components(dir) {
+                    WANT_STAT | WANT_LIST
+                } else {
+                    WANT_STAT
+                };
                 *self.paths.entry(dir.to_vec()).or_default() |= w;
                 first = false;
                 child = dir;
@@ -119,7 +124,10 @@ impl Wants {
 
 /// The live state of a path (everything but file contents).
 pub fn observe(p: &[u8], want: u8) -> Record<'static> {
-    let mut rec = Record { path: p.to_vec(), ..Record::default() };
+    let mut rec = Record {
+        path: p.to_vec(),
+        ..Record::default()
+    };
     let Ok(c) = sys::cstr(p) else {
         rec.lstat = Some(Err(libc::EINVAL));
         return rec;
@@ -134,7 +142,8 @@ pub fn observe(p: &[u8], want: u8) -> Record<'static> {
     let follow = rec.follow.as_ref().or(rec.lstat.as_ref());
     if let Some(Ok(st)) = follow {
         let st = *st;
-        let a = [Access::READ_OK, Access::WRITE_OK, Access::EXEC_OK].map(|m| sys::access(&c, m).clamp(0, 255) as u8);
+        let a = [Access::READ_OK, Access::WRITE_OK, Access::EXEC_OK]
+            .map(|m| sys::access(&c, m).clamp(0, 255) as u8);
         rec.access = Some(a);
         if want & WANT_LIST != 0 && st.is_dir() && a[acc::R] == 0 {
             rec.listing = sys::list_dir(&c).ok().filter(|l| l.len() <= MAX_LISTING);
@@ -156,9 +165,15 @@ fn read_content(p: &[u8], expect: &StatRec, max_file: u64) -> Option<Content<'st
     let fd = sys::open(&c, OFlags::RDONLY | OFlags::NOCTTY, 0).ok()?;
     let mirror = sys::fd_path(&fd).ok()?;
     let (bytes, st) = read_fd(&fd, max_file).ok()?;
-    let same = st.ino == expect.ino && st.dev == expect.dev && st.size == expect.size && st.mtime == expect.mtime
+    let same = st.ino == expect.ino
+        && st.dev == expect.dev
+        && st.size == expect.size
+        && st.mtime == expect.mtime
         && st.mtime_nsec == expect.mtime_nsec;
-    (same && mirror.first() == Some(&b'/')).then(|| Content { mirror, bytes: Cow::Owned(bytes) })
+    (same && mirror.first() == Some(&b'/')).then_some(Content {
+        mirror,
+        bytes: Cow::Owned(bytes),
+    })
 }
 
 fn read_fd(fd: &OwnedFd, limit: u64) -> SysResult<(Vec<u8>, StatRec)> {
@@ -190,10 +205,24 @@ pub fn record_of<'a>(view: &CacheView<'a>, e: EntryRef<'a>) -> Record<'a> {
         follow: if follow != lstat { follow } else { None },
         lstat,
         link: e.link_target().map(<[u8]>::to_vec),
-        access: (0..3).map(|i| e.access_errno(i).map(|v| v as u8)).collect::<Option<Vec<u8>>>().map(|v| [v[0], v[1], v[2]]),
-        listing: e.listing().map(|l| l.iter().map(|(n, t, i)| DirentRec { name: n.to_vec(), d_type: t, ino: i }).collect()),
+        access: (0..3)
+            .map(|i| e.access_errno(i).map(|v| v as u8))
+            .collect::<Option<Vec<u8>>>()
+            .map(|v| [v[0], v[1], v[2]]),
+        listing: e.listing().map(|l| {
+            l.iter()
+                .map(|(n, t, i)| DirentRec {
+                    name: n.to_vec(),
+                    d_type: t,
+                    ino: i,
+                })
+                .collect()
+        }),
         content: match (e.blob(), e.mirror_path()) {
-            (Some(b), Some(m)) => view.blob_bytes(b).map(|bytes| Content { mirror: m.to_vec(), bytes: Cow::Borrowed(bytes) }),
+            (Some(b), Some(m)) => view.blob_bytes(b).map(|bytes| Content {
+                mirror: m.to_vec(),
+                bytes: Cow::Borrowed(bytes),
+            }),
             _ => None,
         },
         excluded: e.is_excluded(),
@@ -202,7 +231,9 @@ pub fn record_of<'a>(view: &CacheView<'a>, e: EntryRef<'a>) -> Record<'a> {
 
 /// Whether the cache already answers what `want` asks of `p`.
 fn satisfied(view: &CacheView<'_>, p: &[u8], want: u8, max_file: u64) -> bool {
-    let Some(e) = view.lookup(p) else { return false };
+    let Some(e) = view.lookup(p) else {
+        return false;
+    };
     if e.is_excluded() {
         return true;
     }
@@ -210,7 +241,8 @@ fn satisfied(view: &CacheView<'_>, p: &[u8], want: u8, max_file: u64) -> bool {
         return false;
     }
     let rec = record_of(view, e);
-    let follow_dir = matches!(rec.follow.as_ref().or(rec.lstat.as_ref()), Some(Ok(st)) if st.is_dir());
+    let follow_dir =
+        matches!(rec.follow.as_ref().or(rec.lstat.as_ref()), Some(Ok(st)) if st.is_dir());
     let readable = rec.access.is_some_and(|a| a[acc::R] == 0);
     if want & WANT_LIST != 0 && follow_dir && readable && rec.listing.is_none() {
         return false;
@@ -240,7 +272,8 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
     let rec_dir = cfg.record_dir();
     let mut lock_path = rec_dir.clone();
     lock_path.extend_from_slice(b"/lock");
-    let _lock = sys::lock_file(&lock_path).map_err(|e| format!("lock {}: {}", show(&lock_path), strerror(e)))?;
+    let _lock = sys::lock_file(&lock_path)
+        .map_err(|e| format!("lock {}: {}", show(&lock_path), strerror(e)))?;
 
     // Journals: our own, and those whose owner is gone (flock is free).
     let mut journals: Vec<(Vec<u8>, Option<OwnedFd>)> = Vec::new();
@@ -259,7 +292,9 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
             continue;
         }
         let Ok(c) = sys::cstr(&p) else { continue };
-        let Ok(fd) = sys::open(&c, OFlags::RDONLY, 0) else { continue };
+        let Ok(fd) = sys::open(&c, OFlags::RDONLY, 0) else {
+            continue;
+        };
         if rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok() {
             journals.push((p, Some(fd)));
         }
@@ -278,16 +313,30 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
 
     let cache_c = sys::cstr(&cfg.cache).map_err(strerror)?;
     let old_map = current_cache(&cache_c);
-    let old: Option<CacheView<'_>> = old_map.as_ref().and_then(|m| CacheView::open(m.bytes(), Verify::Header).ok());
-    let mut report = MergeReport { journals: journals.len(), probes: wants.probes, paths: wants.paths.len(), ..MergeReport::default() };
+    let old: Option<CacheView<'_>> = old_map
+        .as_ref()
+        .and_then(|m| CacheView::open(m.bytes(), Verify::Header).ok());
+    let mut report = MergeReport {
+        journals: journals.len(),
+        probes: wants.probes,
+        paths: wants.paths.len(),
+        ..MergeReport::default()
+    };
 
     let newly_excluded = |view: &CacheView<'_>| {
-        view.entries().any(|e| !e.is_excluded() && wants.is_excluded(e.path()))
+        view.entries()
+            .any(|e| !e.is_excluded() && wants.is_excluded(e.path()))
     };
     let up_to_date = match &old {
         Some(view) => {
-            wants.paths.iter().all(|(p, &w)| wants.is_excluded(p) || satisfied(view, p, w, cfg.max_file))
-                && wants.modified.iter().all(|m| view.lookup(m).is_some_and(|e| e.is_excluded()))
+            wants
+                .paths
+                .iter()
+                .all(|(p, &w)| wants.is_excluded(p) || satisfied(view, p, w, cfg.max_file))
+                && wants
+                    .modified
+                    .iter()
+                    .all(|m| view.lookup(m).is_some_and(|e| e.is_excluded()))
                 && !newly_excluded(view)
         }
         None => wants.paths.is_empty() && wants.modified.is_empty(),
@@ -299,19 +348,29 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
             for e in view.entries() {
                 let mut r = record_of(view, e);
                 if wants.is_excluded(&r.path) {
-                    r = Record { path: r.path, excluded: true, ..Record::default() };
+                    r = Record {
+                        path: r.path,
+                        excluded: true,
+                        ..Record::default()
+                    };
                 }
                 builder.add(r);
             }
         }
         for (p, &w) in &wants.paths {
             if wants.is_excluded(p) {
-                builder.add(Record { path: p.clone(), excluded: true, ..Record::default() });
+                builder.add(Record {
+                    path: p.clone(),
+                    excluded: true,
+                    ..Record::default()
+                });
                 report.excluded += 1;
                 continue;
             }
             let mut rec = observe(p, w);
-            let prior = old.as_ref().and_then(|v| v.lookup(p).map(|e| record_of(v, e)));
+            let prior = old
+                .as_ref()
+                .and_then(|v| v.lookup(p).map(|e| record_of(v, e)));
             if let Some(prior) = &prior {
                 // Keep a listing another process recorded.
                 if rec.listing.is_none() && prior.lstat == rec.lstat && prior.follow == rec.follow {
@@ -319,9 +378,11 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
                 }
             }
             if let Some(st) = wants_content(&rec, cfg.max_file) {
-                let reuse = prior.as_ref().and_then(|pr| match (&pr.content, pr.follow.as_ref().or(pr.lstat.as_ref())) {
-                    (Some(c), Some(Ok(pst))) if *pst == st => Some(c.clone()),
-                    _ => None,
+                let reuse = prior.as_ref().and_then(|pr| {
+                    match (&pr.content, pr.follow.as_ref().or(pr.lstat.as_ref())) {
+                        (Some(c), Some(Ok(pst))) if *pst == st => Some(c.clone()),
+                        _ => None,
+                    }
                 });
                 let prior_had = prior.as_ref().is_some_and(|pr| pr.content.is_some());
                 if w & WANT_OPEN != 0 || prior_had {
@@ -332,7 +393,11 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
         }
         for m in &wants.modified {
             if cfg.in_scope(m) {
-                builder.add(Record { path: m.clone(), excluded: true, ..Record::default() });
+                builder.add(Record {
+                    path: m.clone(),
+                    excluded: true,
+                    ..Record::default()
+                });
             }
         }
         let written = write_cache(cfg, builder)?;
@@ -358,10 +423,16 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
 /// Writes a cache next to its final name and renames it into place.
 fn write_cache(cfg: &Config, builder: Builder<'_>) -> Result<fmcache_format::Written, String> {
     let mut tmp = cfg.cache.clone();
-    tmp.extend_from_slice(format!(".tmp.{}", rustix::process::getpid().as_raw_nonzero()).as_bytes());
+    tmp.extend_from_slice(
+        format!(".tmp.{}", rustix::process::getpid().as_raw_nonzero()).as_bytes(),
+    );
     let tmp_c = sys::cstr(&tmp).map_err(strerror)?;
-    let fd = sys::open(&tmp_c, OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC, 0o644)
-        .map_err(|e| format!("create {}: {}", show(&tmp), strerror(e)))?;
+    let fd = sys::open(
+        &tmp_c,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC,
+        0o644,
+    )
+    .map_err(|e| format!("create {}: {}", show(&tmp), strerror(e)))?;
     // The cache serves code: writable by its owner alone, whatever the umask.
     let _ = rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(0o644));
     let result = builder.write(&mut sys::FdWriter(fd.as_fd()));

@@ -26,7 +26,10 @@ impl Default for PathBuf {
 
 impl PathBuf {
     pub const fn new() -> Self {
-        PathBuf { buf: [0; PATH_MAX], len: 0 }
+        PathBuf {
+            buf: [0; PATH_MAX],
+            len: 0,
+        }
     }
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
@@ -155,7 +158,8 @@ mod tests {
 
     fn norm(cwd: &str, p: &str) -> Option<String> {
         let mut b = PathBuf::new();
-        normalize(Some(cwd.as_bytes()), p.as_bytes(), &mut b).then(|| String::from_utf8(b.as_bytes().to_vec()).unwrap())
+        normalize(Some(cwd.as_bytes()), p.as_bytes(), &mut b)
+            .then(|| String::from_utf8(b.as_bytes().to_vec()).unwrap())
     }
 
     #[test]

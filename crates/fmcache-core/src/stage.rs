@@ -43,21 +43,33 @@ pub fn private_dir(base: &[u8]) -> Result<(), String> {
     let euid = rustix::process::geteuid().as_raw();
     match rustix::fs::mkdirat(CWD, &*c, Mode::from_raw_mode(0o700)) {
         Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-        Err(rustix::io::Errno::NOENT) => {
-            sys::mkdir_p(base, 0o700).map_err(|e| format!("stage directory {}: {}", show(base), strerror(e)))?
-        }
+        Err(rustix::io::Errno::NOENT) => sys::mkdir_p(base, 0o700)
+            .map_err(|e| format!("stage directory {}: {}", show(base), strerror(e)))?,
         Err(e) => return Err(format!("stage directory {}: {}", show(base), e)),
     }
-    let st = rustix::fs::statat(CWD, &*c, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| format!("stage directory {}: {}", show(base), e))?;
+    let st = rustix::fs::statat(CWD, &*c, AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(|e| format!("stage directory {}: {}", show(base), e))?;
     let mode = st.st_mode as u32;
     if mode & libc::S_IFMT != libc::S_IFDIR {
-        return Err(format!("stage directory {} is not a directory (a symlink?): refused", show(base)));
+        return Err(format!(
+            "stage directory {} is not a directory (a symlink?): refused",
+            show(base)
+        ));
     }
     if st.st_uid != euid {
-        return Err(format!("stage directory {} is owned by uid {}, not {}: refused", show(base), st.st_uid, euid));
+        return Err(format!(
+            "stage directory {} is owned by uid {}, not {}: refused",
+            show(base),
+            st.st_uid,
+            euid
+        ));
     }
     if mode & 0o077 != 0 {
-        return Err(format!("stage directory {} has mode {:o}, not private: refused", show(base), mode & 0o7777));
+        return Err(format!(
+            "stage directory {} has mode {:o}, not private: refused",
+            show(base),
+            mode & 0o7777
+        ));
     }
     Ok(())
 }
@@ -73,14 +85,21 @@ pub fn cache_identity(cfg: &Config) -> Result<(std::os::fd::OwnedFd, u64, u64), 
     let st = rustix::fs::fstat(&fd).map_err(|e| e.to_string())?;
     let euid = rustix::process::geteuid().as_raw();
     if st.st_uid != euid && st.st_uid != 0 {
-        return Err(format!("owned by uid {}, not by you or root: refused", st.st_uid));
+        return Err(format!(
+            "owned by uid {}, not by you or root: refused",
+            st.st_uid
+        ));
     }
     if st.st_mode as u32 & 0o022 != 0 {
-        return Err(format!("writable by group or others (mode {:o}): refused", st.st_mode as u32 & 0o7777));
+        return Err(format!(
+            "writable by group or others (mode {:o}): refused",
+            st.st_mode as u32 & 0o7777
+        ));
     }
     let mut head = [0u8; fmcache_format::layout::HEADER_SIZE];
     let n = rustix::io::pread(&fd, &mut head, 0).map_err(|e| e.to_string())?;
-    let h = read_header(&head[..n]).ok_or_else(|| fmcache_format::OpenError::TooSmall.to_string())?;
+    let h =
+        read_header(&head[..n]).ok_or_else(|| fmcache_format::OpenError::TooSmall.to_string())?;
     // Cheap header checks before any staging work.
     if h.magic != fmcache_format::layout::MAGIC {
         return Err(fmcache_format::OpenError::BadMagic.to_string());
@@ -112,20 +131,27 @@ pub fn attach(cfg: &Config) -> Result<Attached, String> {
     if let Ok(a) = map_stage(&dir, checksum) {
         return Ok(a);
     }
-    let _lock = sys::lock_file(&join(&dir, b".lock")).map_err(|e| format!("stage lock: {}", strerror(e)))?;
+    let _lock = sys::lock_file(&join(&dir, b".lock"))
+        .map_err(|e| format!("stage lock: {}", strerror(e)))?;
     if let Ok(a) = map_stage(&dir, checksum) {
         return Ok(a);
     }
     let map = Mapping::map(&fd, size as usize).map_err(|e| format!("map: {}", strerror(e)))?;
     let view = CacheView::open(map.bytes(), Verify::Full).map_err(|e| e.to_string())?;
-    let tmp = join(&dir, format!(".tmp.{}", rustix::process::getpid().as_raw_nonzero()).as_bytes());
+    let tmp = join(
+        &dir,
+        format!(".tmp.{}", rustix::process::getpid().as_raw_nonzero()).as_bytes(),
+    );
     let _ = sys::remove_tree(&tmp);
     let built = build_stage(&view, map.bytes(), &tmp);
     if let Err(e) = built {
         let _ = sys::remove_tree(&tmp);
         return Err(format!("staging into {}: {}", show(&cfg.stage_base), e));
     }
-    let (t, d) = (sys::cstr(&tmp).map_err(strerror)?, sys::cstr(&dir).map_err(strerror)?);
+    let (t, d) = (
+        sys::cstr(&tmp).map_err(strerror)?,
+        sys::cstr(&dir).map_err(strerror)?,
+    );
     rustix::fs::renameat(CWD, &*t, CWD, &*d).map_err(|e| format!("stage rename: {e}"))?;
     map_stage(&dir, checksum)
 }
@@ -137,7 +163,9 @@ fn build_stage(view: &CacheView<'_>, bytes: &[u8], tmp: &[u8]) -> Result<(), Str
     write_new(&join(tmp, b"/index"), meta, 0o400).map_err(e)?;
     let mut inodes: Vec<(u64, u64)> = Vec::new();
     for entry in view.entries() {
-        let (Some(blob), Some(mirror)) = (entry.blob(), entry.mirror_path()) else { continue };
+        let (Some(blob), Some(mirror)) = (entry.blob(), entry.mirror_path()) else {
+            continue;
+        };
         let data = view.blob_bytes(blob).ok_or("blob out of bounds")?;
         let target = join(&join(tmp, b"/root"), mirror);
         if let Some(parent) = crate::path::parent(&target) {
@@ -155,7 +183,10 @@ fn build_stage(view: &CacheView<'_>, bytes: &[u8], tmp: &[u8]) -> Result<(), Str
         }
     }
     inodes.sort_unstable();
-    let table: Vec<u8> = inodes.iter().flat_map(|(i, e)| i.to_le_bytes().into_iter().chain(e.to_le_bytes())).collect();
+    let table: Vec<u8> = inodes
+        .iter()
+        .flat_map(|(i, e)| i.to_le_bytes().into_iter().chain(e.to_le_bytes()))
+        .collect();
     write_new(&join(tmp, b"/inodes"), &table, 0o400).map_err(e)?;
     Ok(())
 }
@@ -182,7 +213,13 @@ fn map_stage(dir: &[u8], checksum: u64) -> Result<Attached, String> {
     if view.header().checksum != checksum {
         return Err("stage does not match the cache".into());
     }
-    Ok(Attached { index, inodes, root: join(dir, b"/root"), stage_dev: dev, checksum })
+    Ok(Attached {
+        index,
+        inodes,
+        root: join(dir, b"/root"),
+        stage_dev: dev,
+        checksum,
+    })
 }
 
 /// Looks up a staged inode in the `inodes` table: the entry whose bytes it
@@ -191,7 +228,10 @@ pub fn staged_entry(inodes: &[u8], ino: u64) -> Option<u32> {
     let n = inodes.len() / 16;
     let at = |i: usize| -> Option<(u64, u64)> {
         let r = inodes.get(i * 16..i * 16 + 16)?;
-        Some((u64::from_le_bytes(r[..8].try_into().ok()?), u64::from_le_bytes(r[8..].try_into().ok()?)))
+        Some((
+            u64::from_le_bytes(r[..8].try_into().ok()?),
+            u64::from_le_bytes(r[8..].try_into().ok()?),
+        ))
     };
     let (mut lo, mut hi) = (0, n);
     while lo < hi {

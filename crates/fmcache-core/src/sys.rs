@@ -26,7 +26,11 @@ pub fn cstr(path: &[u8]) -> SysResult<CString> {
 
 /// stat(2) or lstat(2) fields plus the statx(2) extras, as one record.
 pub fn stat_rec(path: &CStr, follow: bool) -> SysResult<StatRec> {
-    let flags = if follow { AtFlags::empty() } else { AtFlags::SYMLINK_NOFOLLOW };
+    let flags = if follow {
+        AtFlags::empty()
+    } else {
+        AtFlags::SYMLINK_NOFOLLOW
+    };
     let st = rustix::fs::statat(CWD, path, flags).map_err(errno)?;
     let mut rec = from_stat(&st);
     let mask = StatxFlags::BASIC_STATS | StatxFlags::BTIME | StatxFlags::MNT_ID;
@@ -52,21 +56,21 @@ pub fn fstat_rec<Fd: AsFd>(fd: Fd) -> SysResult<StatRec> {
 
 pub fn from_stat(st: &rustix::fs::Stat) -> StatRec {
     StatRec {
-        dev: st.st_dev as u64,
-        ino: st.st_ino as u64,
-        nlink: st.st_nlink as u64,
-        mode: st.st_mode as u32,
-        uid: st.st_uid as u32,
-        gid: st.st_gid as u32,
-        rdev: st.st_rdev as u64,
-        size: st.st_size as i64,
-        blksize: st.st_blksize as i64,
-        blocks: st.st_blocks as i64,
-        atime: st.st_atime as i64,
+        dev: st.st_dev,
+        ino: st.st_ino,
+        nlink: st.st_nlink,
+        mode: st.st_mode,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        rdev: st.st_rdev,
+        size: st.st_size,
+        blksize: st.st_blksize,
+        blocks: st.st_blocks,
+        atime: st.st_atime,
         atime_nsec: st.st_atime_nsec as i64,
-        mtime: st.st_mtime as i64,
+        mtime: st.st_mtime,
         mtime_nsec: st.st_mtime_nsec as i64,
-        ctime: st.st_ctime as i64,
+        ctime: st.st_ctime,
         ctime_nsec: st.st_ctime_nsec as i64,
         ..StatRec::default()
     }
@@ -82,7 +86,9 @@ fn add_statx(rec: &mut StatRec, x: &rustix::fs::Statx) {
 }
 
 pub fn readlink(path: &CStr) -> SysResult<Vec<u8>> {
-    rustix::fs::readlinkat(CWD, path, Vec::new()).map(|c| c.into_bytes()).map_err(errno)
+    rustix::fs::readlinkat(CWD, path, Vec::new())
+        .map(|c| c.into_bytes())
+        .map_err(errno)
 }
 
 /// access(2) errno (0 = allowed) for one mode.
@@ -94,7 +100,13 @@ pub fn access(path: &CStr, mode: rustix::fs::Access) -> i32 {
 }
 
 pub fn open(path: &CStr, flags: OFlags, mode: u32) -> SysResult<OwnedFd> {
-    rustix::fs::openat(CWD, path, flags | OFlags::CLOEXEC, Mode::from_raw_mode(mode)).map_err(errno)
+    rustix::fs::openat(
+        CWD,
+        path,
+        flags | OFlags::CLOEXEC,
+        Mode::from_raw_mode(mode),
+    )
+    .map_err(errno)
 }
 
 /// A directory's full listing in kernel order, "." and ".." included.
@@ -104,7 +116,11 @@ pub fn list_dir(path: &CStr) -> SysResult<Vec<DirentRec>> {
     let mut out = Vec::new();
     while let Some(ent) = dir.read() {
         let ent = ent.map_err(errno)?;
-        out.push(DirentRec { name: ent.file_name().to_bytes().to_vec(), d_type: d_type(ent.file_type()), ino: ent.ino() });
+        out.push(DirentRec {
+            name: ent.file_name().to_bytes().to_vec(),
+            d_type: d_type(ent.file_type()),
+            ino: ent.ino(),
+        });
     }
     Ok(out)
 }
@@ -170,7 +186,10 @@ impl std::io::Write for FdWriter<'_> {
 
 /// The canonical path of an open descriptor (via /proc/self/fd).
 pub fn fd_path<Fd: AsFd>(fd: Fd) -> SysResult<Vec<u8>> {
-    let link = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd.as_fd()));
+    let link = format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&fd.as_fd())
+    );
     readlink(&cstr(link.as_bytes())?)
 }
 
@@ -187,12 +206,24 @@ unsafe impl Sync for Mapping {}
 impl Mapping {
     pub fn map<Fd: AsFd>(fd: Fd, len: usize) -> SysResult<Mapping> {
         if len == 0 {
-            return Ok(Mapping { ptr: core::ptr::null_mut(), len: 0 });
+            return Ok(Mapping {
+                ptr: core::ptr::null_mut(),
+                len: 0,
+            });
         }
         use rustix::mm::{MapFlags, ProtFlags};
         // SAFETY: a fresh private read-only mapping; nothing aliases it.
-        let ptr = unsafe { rustix::mm::mmap(core::ptr::null_mut(), len, ProtFlags::READ, MapFlags::PRIVATE, fd, 0) }
-            .map_err(errno)?;
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                core::ptr::null_mut(),
+                len,
+                ProtFlags::READ,
+                MapFlags::PRIVATE,
+                fd,
+                0,
+            )
+        }
+        .map_err(errno)?;
         Ok(Mapping { ptr, len })
     }
     pub fn bytes(&self) -> &[u8] {
@@ -260,7 +291,7 @@ pub fn remove_tree(path: &[u8]) -> SysResult<()> {
     match rustix::fs::statat(CWD, &*c, AtFlags::SYMLINK_NOFOLLOW) {
         Err(Errno::NOENT) => return Ok(()),
         Err(e) => return Err(errno(e)),
-        Ok(st) if (st.st_mode as u32) & libc::S_IFMT != libc::S_IFDIR => {
+        Ok(st) if st.st_mode & libc::S_IFMT != libc::S_IFDIR => {
             return rustix::fs::unlinkat(CWD, &*c, AtFlags::empty()).map_err(errno)
         }
         Ok(_) => {}

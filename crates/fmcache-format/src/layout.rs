@@ -210,7 +210,9 @@ unsafe impl Plain for Blob {}
 /// does not fit.
 pub fn cast_slice<T: Plain>(bytes: &[u8]) -> Option<&[T]> {
     let size = core::mem::size_of::<T>();
-    if bytes.len() % size != 0 || (bytes.as_ptr() as usize) % core::mem::align_of::<T>() != 0 {
+    if !bytes.len().is_multiple_of(size)
+        || !(bytes.as_ptr() as usize).is_multiple_of(core::mem::align_of::<T>())
+    {
         return None;
     }
     // SAFETY: length and alignment checked above; `T: Plain` accepts any

@@ -23,7 +23,9 @@ impl core::fmt::Display for OpenError {
         match self {
             OpenError::TooSmall => f.write_str("too small to be a cache"),
             OpenError::BadMagic => f.write_str("not an fmcache file (bad magic)"),
-            OpenError::Version(v) => write!(f, "format version {v}, this build reads {FORMAT_VERSION}"),
+            OpenError::Version(v) => {
+                write!(f, "format version {v}, this build reads {FORMAT_VERSION}")
+            }
             OpenError::ForeignBuild => f.write_str("written by a different fmcache build"),
             OpenError::Truncated => f.write_str("truncated"),
             OpenError::Layout(what) => write!(f, "corrupt ({what})"),
@@ -55,17 +57,19 @@ pub struct CacheView<'a> {
     data: Option<&'a [u8]>,
 }
 
-fn section<'a>(bytes: &'a [u8], s: Section) -> Result<&'a [u8], OpenError> {
+fn section(bytes: &[u8], s: Section) -> Result<&[u8], OpenError> {
     let start = usize::try_from(s.offset).map_err(|_| OpenError::Layout("section offset"))?;
     let len = usize::try_from(s.size).map_err(|_| OpenError::Layout("section size"))?;
-    let end = start.checked_add(len).ok_or(OpenError::Layout("section end"))?;
+    let end = start
+        .checked_add(len)
+        .ok_or(OpenError::Layout("section end"))?;
     if start < HEADER_SIZE || start % SECTION_ALIGN != 0 {
         return Err(OpenError::Layout("section alignment"));
     }
     bytes.get(start..end).ok_or(OpenError::Truncated)
 }
 
-fn table<'a, T: Plain>(bytes: &'a [u8], s: Section) -> Result<&'a [T], OpenError> {
+fn table<T: Plain>(bytes: &[u8], s: Section) -> Result<&[T], OpenError> {
     cast_slice(section(bytes, s)?).ok_or(OpenError::Layout("table size"))
 }
 
@@ -120,12 +124,18 @@ impl<'a> CacheView<'a> {
             dirent_order: table(meta, s[sec::DIRENT_ORDER])?,
             blobs: table(meta, s[sec::BLOBS])?,
             strings: section(meta, s[sec::STRINGS])?,
-            data: if whole { Some(section(bytes, s[sec::DATA])?) } else { None },
+            data: if whole {
+                Some(section(bytes, s[sec::DATA])?)
+            } else {
+                None
+            },
         };
         if view.entries.len() != header.entry_count as usize {
             return Err(OpenError::Layout("entry count"));
         }
-        if !view.buckets.len().is_power_of_two() || view.buckets.len() != header.bucket_count as usize {
+        if !view.buckets.len().is_power_of_two()
+            || view.buckets.len() != header.bucket_count as usize
+        {
             return Err(OpenError::Layout("bucket count"));
         }
         if view.dirent_order.len() != view.dirents.len() {
@@ -135,7 +145,9 @@ impl<'a> CacheView<'a> {
             if !whole {
                 return Err(OpenError::Truncated);
             }
-            if checksum(bytes, false) != header.checksum || checksum(bytes, true) != header.meta_checksum {
+            if checksum(bytes, false) != header.checksum
+                || checksum(bytes, true) != header.meta_checksum
+            {
                 return Err(OpenError::Checksum);
             }
         }
@@ -164,7 +176,11 @@ impl<'a> CacheView<'a> {
             let index = b - 1;
             let e = self.entries.get(index as usize)?;
             if e.hash == hash && self.str(e.path) == Some(path) {
-                return Some(EntryRef { view: *self, e, index });
+                return Some(EntryRef {
+                    view: *self,
+                    e,
+                    index,
+                });
             }
             slot = (slot + 1) & mask;
         }
@@ -173,7 +189,11 @@ impl<'a> CacheView<'a> {
 
     pub fn entry(&self, index: u32) -> Option<EntryRef<'a>> {
         let e = self.entries.get(index as usize)?;
-        Some(EntryRef { view: *self, e, index })
+        Some(EntryRef {
+            view: *self,
+            e,
+            index,
+        })
     }
 
     pub fn entries(&self) -> impl Iterator<Item = EntryRef<'a>> + 'a {
@@ -200,7 +220,11 @@ impl<'a> CacheView<'a> {
     fn stat(&self, index: u32, errno: u16) -> Option<Result<&'a StatRec, i32>> {
         if index == NONE {
             // An errno of 0 without a stat means "not recorded".
-            return if errno == 0 { None } else { Some(Err(errno as i32)) };
+            return if errno == 0 {
+                None
+            } else {
+                Some(Err(errno as i32))
+            };
         }
         self.stats.get(index as usize).map(Ok)
     }
@@ -236,7 +260,10 @@ pub struct EntryRef<'a> {
 
 impl core::fmt::Debug for EntryRef<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("EntryRef").field("index", &self.index).field("path", &String::from_utf8_lossy(self.path())).finish()
+        f.debug_struct("EntryRef")
+            .field("index", &self.index)
+            .field("path", &String::from_utf8_lossy(self.path()))
+            .finish()
     }
 }
 

@@ -50,7 +50,10 @@ impl Strings {
         if let Some(r) = self.seen.get(s) {
             return *r;
         }
-        let r = StrRef { offset: self.bytes.len() as u32, len: s.len() as u32 };
+        let r = StrRef {
+            offset: self.bytes.len() as u32,
+            len: s.len() as u32,
+        };
         self.bytes.extend_from_slice(s);
         self.seen.insert(s.to_vec(), r);
         r
@@ -62,7 +65,7 @@ fn push<T: Plain>(out: &mut Vec<u8>, v: &T) {
 }
 
 fn align(out: &mut Vec<u8>) {
-    while out.len() % SECTION_ALIGN != 0 {
+    while !out.len().is_multiple_of(SECTION_ALIGN) {
         out.push(0);
     }
 }
@@ -87,7 +90,11 @@ pub struct Written {
 
 impl<'d> Builder<'d> {
     pub fn new(recorder_uid: u32, recorder_gid: u32) -> Self {
-        Builder { records: Vec::new(), uid: recorder_uid, gid: recorder_gid }
+        Builder {
+            records: Vec::new(),
+            uid: recorder_uid,
+            gid: recorder_gid,
+        }
     }
 
     /// Adds a record; a later record for the same path replaces it.
@@ -114,7 +121,9 @@ impl<'d> Builder<'d> {
         keep.sort_by(|&a, &b| self.records[a].path.cmp(&self.records[b].path));
         let records: Vec<Record<'d>> = {
             let mut slots: Vec<Option<Record<'d>>> = self.records.drain(..).map(Some).collect();
-            keep.iter().map(|&i| slots[i].take().expect("each index once")).collect()
+            keep.iter()
+                .map(|&i| slots[i].take().expect("each index once"))
+                .collect()
         };
 
         let mut strings = Strings::default();
@@ -151,7 +160,11 @@ impl<'d> Builder<'d> {
                 ..Entry::default()
             };
             (e.lstat, e.lstat_errno) = stat_of(&r.lstat);
-            (e.follow, e.follow_errno) = if r.follow.is_some() { stat_of(&r.follow) } else { (e.lstat, e.lstat_errno) };
+            (e.follow, e.follow_errno) = if r.follow.is_some() {
+                stat_of(&r.follow)
+            } else {
+                (e.lstat, e.lstat_errno)
+            };
             if r.excluded {
                 e.flags |= flag::EXCLUDED;
             }
@@ -170,14 +183,23 @@ impl<'d> Builder<'d> {
                 sorted.sort_by(|&a, &b| list[a as usize].name.cmp(&list[b as usize].name));
                 order.extend(sorted);
                 for d in list {
-                    dirents.push(Dirent { ino: d.ino, name: strings.add(&d.name), d_type: d.d_type, _pad: [0; 7] });
+                    dirents.push(Dirent {
+                        ino: d.ino,
+                        name: strings.add(&d.name),
+                        d_type: d.d_type,
+                        _pad: [0; 7],
+                    });
                 }
             }
             if let Some(c) = &r.content {
                 let hash = blob_hash(&c.bytes);
                 let next = blobs.len() as u32;
                 let ix = *blob_ix.entry(hash).or_insert_with(|| {
-                    blobs.push(Blob { offset: data_len, size: c.bytes.len() as u64, hash });
+                    blobs.push(Blob {
+                        offset: data_len,
+                        size: c.bytes.len() as u64,
+                        hash,
+                    });
                     data.push(&c.bytes);
                     data_len += c.bytes.len() as u64;
                     data_len = data_len.next_multiple_of(SECTION_ALIGN as u64);
@@ -207,18 +229,42 @@ impl<'d> Builder<'d> {
             align(meta);
             let start = meta.len();
             bytes(meta);
-            sections[which] = Section { offset: start as u64, size: (meta.len() - start) as u64 };
+            sections[which] = Section {
+                offset: start as u64,
+                size: (meta.len() - start) as u64,
+            };
         };
-        put(&mut meta, sec::BUCKETS, &|m| buckets.iter().for_each(|b| m.extend_from_slice(&b.to_le_bytes())));
-        put(&mut meta, sec::ENTRIES, &|m| entries.iter().for_each(|e| push(m, e)));
-        put(&mut meta, sec::STATS, &|m| stats.iter().for_each(|s| push(m, s)));
-        put(&mut meta, sec::DIRENTS, &|m| dirents.iter().for_each(|d| push(m, d)));
-        put(&mut meta, sec::DIRENT_ORDER, &|m| order.iter().for_each(|o| m.extend_from_slice(&o.to_le_bytes())));
-        put(&mut meta, sec::BLOBS, &|m| blobs.iter().for_each(|b| push(m, b)));
-        put(&mut meta, sec::STRINGS, &|m| m.extend_from_slice(&strings.bytes));
+        put(&mut meta, sec::BUCKETS, &|m| {
+            buckets
+                .iter()
+                .for_each(|b| m.extend_from_slice(&b.to_le_bytes()))
+        });
+        put(&mut meta, sec::ENTRIES, &|m| {
+            entries.iter().for_each(|e| push(m, e))
+        });
+        put(&mut meta, sec::STATS, &|m| {
+            stats.iter().for_each(|s| push(m, s))
+        });
+        put(&mut meta, sec::DIRENTS, &|m| {
+            dirents.iter().for_each(|d| push(m, d))
+        });
+        put(&mut meta, sec::DIRENT_ORDER, &|m| {
+            order
+                .iter()
+                .for_each(|o| m.extend_from_slice(&o.to_le_bytes()))
+        });
+        put(&mut meta, sec::BLOBS, &|m| {
+            blobs.iter().for_each(|b| push(m, b))
+        });
+        put(&mut meta, sec::STRINGS, &|m| {
+            m.extend_from_slice(&strings.bytes)
+        });
         align(&mut meta);
         let meta_size = meta.len() as u64;
-        sections[sec::DATA] = Section { offset: meta_size, size: data_len };
+        sections[sec::DATA] = Section {
+            offset: meta_size,
+            size: data_len,
+        };
 
         let header = Header {
             magic: MAGIC,

@@ -1,0 +1,46 @@
+//! access, faccessat, euidaccess/eaccess. Served only in processes whose
+//! real and effective ids match the recorder's (checked at attach), so the
+//! recorded answers are this process's answers.
+
+use libc::{c_char, c_int, AT_FDCWD};
+
+use fmcache_core::answer::{self, Answer};
+use fmcache_core::journal::Kind;
+use fmcache_core::path::PathBuf;
+
+use crate::state::{dispatch, Outcome};
+
+pub fn access_at(
+    dirfd: c_int,
+    p: *const c_char,
+    mode: c_int,
+    flags: c_int,
+    real: impl FnOnce() -> c_int,
+) -> c_int {
+    dispatch(
+        |srv| {
+            if flags & !libc::AT_EACCESS != 0 {
+                return Outcome::Pass;
+            }
+            let mut k = PathBuf::new();
+            if !srv.key(dirfd, p, &mut k) {
+                return Outcome::Pass;
+            }
+            match answer::access(&srv.view, srv, k.as_bytes(), mode) {
+                Answer::Hit(()) => Outcome::Served(0),
+                Answer::Errno(e) => Outcome::Fail(e),
+                Answer::Miss => Outcome::Miss,
+            }
+        },
+        |rec| rec.note(Kind::Stat, dirfd, p),
+        -1,
+        real,
+    )
+}
+
+hook! {
+    fn access(p: *const c_char, m: c_int) -> c_int, real => access_at(AT_FDCWD, p, m, 0, real);
+    fn faccessat(d: c_int, p: *const c_char, m: c_int, f: c_int) -> c_int, real => access_at(d, p, m, f, real);
+    fn euidaccess(p: *const c_char, m: c_int) -> c_int, real => access_at(AT_FDCWD, p, m, libc::AT_EACCESS, real);
+    fn eaccess(p: *const c_char, m: c_int) -> c_int, real => access_at(AT_FDCWD, p, m, libc::AT_EACCESS, real);
+}

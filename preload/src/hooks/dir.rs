@@ -1,0 +1,256 @@
+//! opendir and friends. A listed directory is served as a stream over its
+//! recorded listing; fdopendir and unknown directories go to libc.
+
+use libc::{c_char, c_int, c_long, dirent as Dirent, dirent64 as Dirent64, DIR};
+
+use fmcache_core::answer::{self, Answer};
+use fmcache_core::journal::Kind;
+use fmcache_core::path::PathBuf;
+
+use crate::dirs;
+use crate::state::{dispatch, mode, Mode, Outcome};
+
+pub fn opendir_common(p: *const c_char, real: impl FnOnce() -> *mut DIR) -> *mut DIR {
+    dispatch(
+        |srv| {
+            let mut k = PathBuf::new();
+            if !srv.key(libc::AT_FDCWD, p, &mut k) {
+                return Outcome::Pass;
+            }
+            match answer::list(&srv.view, srv, k.as_bytes()) {
+                Answer::Hit((e, _)) => dirs::open(e.index()).map_or(Outcome::Miss, Outcome::Served),
+                Answer::Errno(e) => Outcome::Fail(e),
+                Answer::Miss => Outcome::Miss,
+            }
+        },
+        |rec| rec.note(Kind::List, libc::AT_FDCWD, p),
+        core::ptr::null_mut(),
+        real,
+    )
+}
+
+/// Runs `served` on one of our streams, or `real` on libc's.
+fn with_dir<T>(
+    dirp: *mut DIR,
+    served: impl FnOnce(&'static dirs::FakeDir, &'static crate::server::Server) -> T,
+    real: impl FnOnce() -> T,
+) -> T {
+    if let (Some(d), Mode::Serve(srv)) = (dirs::ours(dirp), mode()) {
+        return served(d, srv);
+    }
+    real()
+}
+
+fn readdir_common(dirp: *mut DIR, real: impl FnOnce() -> *mut Dirent64) -> *mut Dirent64 {
+    with_dir(
+        dirp,
+        |d, srv| d.next(&srv.view).unwrap_or(core::ptr::null_mut()),
+        real,
+    )
+}
+
+fn readdir_r_common(
+    dirp: *mut DIR,
+    entry: *mut Dirent64,
+    result: *mut *mut Dirent64,
+    real: impl FnOnce() -> c_int,
+) -> c_int {
+    with_dir(
+        dirp,
+        |d, srv| {
+            // SAFETY: caller-provided buffers, as readdir_r requires.
+            unsafe {
+                match d.next(&srv.view) {
+                    Some(ent) => {
+                        core::ptr::copy_nonoverlapping(ent, entry, 1);
+                        *result = entry;
+                    }
+                    None => *result = core::ptr::null_mut(),
+                }
+            }
+            0
+        },
+        real,
+    )
+}
+
+fn closedir_common(dirp: *mut DIR, real: impl FnOnce() -> c_int) -> c_int {
+    // Our streams are closed even if serving stopped since they were opened.
+    match dirs::ours(dirp) {
+        Some(d) => {
+            d.close();
+            0
+        }
+        None => real(),
+    }
+}
+
+fn dirfd_common(dirp: *mut DIR, real: impl FnOnce() -> c_int) -> c_int {
+    with_dir(
+        dirp,
+        |d, srv| match srv.view.entry(d.entry()) {
+            Some(e) => {
+                let mut p = PathBuf::new();
+                if p.set(e.path()) {
+                    d.fd(p.as_cstr())
+                } else {
+                    -1
+                }
+            }
+            None => -1,
+        },
+        real,
+    )
+}
+
+type Filter = Option<unsafe extern "C" fn(*const Dirent64) -> c_int>;
+type Compar = Option<unsafe extern "C" fn(*mut *const Dirent64, *mut *const Dirent64) -> c_int>;
+
+/// scandir: the listing, filtered and sorted as libc does, in memory the
+/// caller frees with free(3).
+fn scandir_common(
+    p: *const c_char,
+    list: *mut *mut *mut Dirent64,
+    filter: Filter,
+    compar: Compar,
+    real: impl FnOnce() -> c_int,
+) -> c_int {
+    dispatch(
+        |srv| {
+            let mut k = PathBuf::new();
+            if list.is_null() || !srv.key(libc::AT_FDCWD, p, &mut k) {
+                return Outcome::Pass;
+            }
+            let listing = match answer::list(&srv.view, srv, k.as_bytes()) {
+                Answer::Hit((_, l)) => l,
+                Answer::Errno(e) => return Outcome::Fail(e),
+                Answer::Miss => return Outcome::Miss,
+            };
+            let mut out: *mut *mut Dirent64 = core::ptr::null_mut();
+            let mut n = 0usize;
+            for (i, (name, d_type, ino)) in listing.iter().enumerate() {
+                let len = dirs::reclen(name) as usize;
+                // SAFETY: malloc'd records and array, as scandir returns.
+                unsafe {
+                    let ent =
+                        libc::calloc(1, len.max(core::mem::size_of::<Dirent64>())) as *mut Dirent64;
+                    if ent.is_null() {
+                        free_list(out, n);
+                        return Outcome::Fail(libc::ENOMEM);
+                    }
+                    (*ent).d_ino = ino;
+                    (*ent).d_off = (i + 1) as i64;
+                    (*ent).d_reclen = len as u16;
+                    (*ent).d_type = d_type;
+                    core::ptr::copy_nonoverlapping(
+                        name.as_ptr(),
+                        (*ent).d_name.as_mut_ptr().cast(),
+                        name.len().min(255),
+                    );
+                    if let Some(f) = filter {
+                        if f(ent) == 0 {
+                            libc::free(ent.cast());
+                            continue;
+                        }
+                    }
+                    let grown =
+                        libc::realloc(out.cast(), (n + 1) * core::mem::size_of::<*mut Dirent64>())
+                            as *mut *mut Dirent64;
+                    if grown.is_null() {
+                        libc::free(ent.cast());
+                        free_list(out, n);
+                        return Outcome::Fail(libc::ENOMEM);
+                    }
+                    out = grown;
+                    *out.add(n) = ent;
+                    n += 1;
+                }
+            }
+            if let (Some(c), true) = (compar, n > 1) {
+                // SAFETY: qsort over our array with the caller's comparator,
+                // which glibc's scandir also passes to qsort.
+                unsafe {
+                    libc::qsort(
+                        out.cast(),
+                        n,
+                        core::mem::size_of::<*mut Dirent64>(),
+                        Some(core::mem::transmute::<
+                            unsafe extern "C" fn(
+                                *mut *const Dirent64,
+                                *mut *const Dirent64,
+                            ) -> c_int,
+                            unsafe extern "C" fn(*const libc::c_void, *const libc::c_void) -> c_int,
+                        >(c)),
+                    );
+                }
+            }
+            // SAFETY: caller-provided out parameter.
+            unsafe { *list = out };
+            Outcome::Served(n as c_int)
+        },
+        |rec| rec.note(Kind::List, libc::AT_FDCWD, p),
+        -1,
+        real,
+    )
+}
+
+unsafe fn free_list(list: *mut *mut Dirent64, n: usize) {
+    for i in 0..n {
+        libc::free((*list.add(i)).cast());
+    }
+    libc::free(list.cast());
+}
+
+hook! {
+    fn opendir(p: *const c_char) -> *mut DIR, real => opendir_common(p, real);
+    fn readdir(d: *mut DIR) -> *mut Dirent, real => readdir_common(d, || real().cast()).cast();
+    fn readdir64(d: *mut DIR) -> *mut Dirent64, real => readdir_common(d, real);
+    fn readdir_r(d: *mut DIR, e: *mut Dirent, r: *mut *mut Dirent) -> c_int, real => readdir_r_common(d, e.cast(), r.cast(), real);
+    fn readdir64_r(d: *mut DIR, e: *mut Dirent64, r: *mut *mut Dirent64) -> c_int, real => readdir_r_common(d, e, r, real);
+    fn closedir(d: *mut DIR) -> c_int, real => closedir_common(d, real);
+    fn dirfd(d: *mut DIR) -> c_int, real => dirfd_common(d, real);
+    fn telldir(d: *mut DIR) -> c_long, real => with_dir(d, |fd, _| fd.tell() as c_long, real);
+    fn scandir(p: *const c_char, l: *mut *mut *mut Dirent, f: Filter, c: Compar) -> c_int, real => scandir_common(p, l.cast(), f, c, real);
+    fn scandir64(p: *const c_char, l: *mut *mut *mut Dirent64, f: Filter, c: Compar) -> c_int, real => scandir_common(p, l, f, c, real);
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn rewinddir(d: *mut DIR) {
+    with_dir(
+        d,
+        |fd, _| fd.seek(0),
+        || {
+            if let Some(f) = real!(rewinddir: fn(*mut DIR) -> ()) {
+                f(d)
+            }
+        },
+    )
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn seekdir(d: *mut DIR, pos: c_long) {
+    with_dir(
+        d,
+        |fd, _| fd.seek(pos),
+        || {
+            if let Some(f) = real!(seekdir: fn(*mut DIR, c_long) -> ()) {
+                f(d, pos)
+            }
+        },
+    )
+}
+
+/// fdopendir: libc's stream on the real descriptor; recorded as a listing
+/// of the directory the descriptor names.
+fn fdopendir_common(fd: c_int, real: impl FnOnce() -> *mut DIR) -> *mut DIR {
+    dispatch(
+        |_| Outcome::Pass,
+        |rec| rec.note(Kind::List, fd, c"".as_ptr()),
+        core::ptr::null_mut(),
+        real,
+    )
+}
+
+hook! {
+    fn fdopendir(fd: c_int) -> *mut DIR, real => fdopendir_common(fd, real);
+}

@@ -1,0 +1,181 @@
+//! readlink, realpath, getcwd, and chdir (which moves the tracked cwd).
+
+use libc::{c_char, c_int, size_t, ssize_t, AT_FDCWD};
+
+use fmcache_core::answer::{self, Answer};
+use fmcache_core::journal::Kind;
+use fmcache_core::path::{PathBuf, PATH_MAX};
+
+use crate::state::{dispatch, Outcome};
+
+fn readlink_at(
+    dirfd: c_int,
+    p: *const c_char,
+    buf: *mut c_char,
+    size: size_t,
+    real: impl FnOnce() -> ssize_t,
+) -> ssize_t {
+    dispatch(
+        |srv| {
+            let mut k = PathBuf::new();
+            if buf.is_null() || size == 0 || !srv.key(dirfd, p, &mut k) {
+                return Outcome::Pass;
+            }
+            match answer::readlink(&srv.view, srv, k.as_bytes()) {
+                Answer::Hit(target) => {
+                    let n = target.len().min(size);
+                    // SAFETY: the caller's buffer holds `size` bytes.
+                    unsafe { core::ptr::copy_nonoverlapping(target.as_ptr(), buf.cast(), n) };
+                    Outcome::Served(n as ssize_t)
+                }
+                Answer::Errno(e) => Outcome::Fail(e),
+                Answer::Miss => Outcome::Miss,
+            }
+        },
+        |rec| rec.note(Kind::Stat, dirfd, p),
+        -1,
+        real,
+    )
+}
+
+/// realpath(3): resolved from recorded entries. A failure with a caller
+/// buffer passes through, since glibc leaves the resolved prefix in it.
+fn realpath_common(
+    p: *const c_char,
+    resolved: *mut c_char,
+    real: impl FnOnce() -> *mut c_char,
+) -> *mut c_char {
+    dispatch(
+        |srv| {
+            let mut k = PathBuf::new();
+            if !srv.key(AT_FDCWD, p, &mut k) {
+                return Outcome::Pass;
+            }
+            let mut out = PathBuf::new();
+            match answer::realpath(&srv.view, srv, k.as_bytes(), &mut out) {
+                Answer::Hit(()) => {
+                    let bytes = out.as_bytes();
+                    let dst = if resolved.is_null() {
+                        // SAFETY: realpath(p, NULL) returns malloc'd memory.
+                        let m = unsafe { libc::malloc(bytes.len() + 1) } as *mut c_char;
+                        if m.is_null() {
+                            return Outcome::Fail(libc::ENOMEM);
+                        }
+                        m
+                    } else {
+                        resolved
+                    };
+                    // SAFETY: `dst` holds PATH_MAX bytes (or was sized above).
+                    unsafe {
+                        core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst.cast(), bytes.len());
+                        *dst.add(bytes.len()) = 0;
+                    }
+                    Outcome::Served(dst)
+                }
+                Answer::Errno(e) if resolved.is_null() => Outcome::Fail(e),
+                _ => Outcome::Miss,
+            }
+        },
+        |rec| {
+            rec.note(Kind::Stat, AT_FDCWD, p);
+            // The resolved path's ancestors are what serving walks.
+            let mut k = PathBuf::new();
+            if crate::recorder::resolve(AT_FDCWD, p, &mut k) {
+                let mut buf = [0u8; PATH_MAX];
+                if let Some(r) = real_resolve(k.as_cstr(), &mut buf) {
+                    rec.note_key(Kind::Stat, r);
+                }
+            }
+        },
+        core::ptr::null_mut(),
+        real,
+    )
+}
+
+/// Canonical path of `p` through the kernel (recording only).
+fn real_resolve<'a>(p: &core::ffi::CStr, buf: &'a mut [u8; PATH_MAX]) -> Option<&'a [u8]> {
+    use rustix::fs::OFlags;
+    let fd = rustix::fs::openat(
+        rustix::fs::CWD,
+        p,
+        OFlags::PATH | OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .ok()?;
+    let mut link = PathBuf::new();
+    let num = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    let mut digits = [0u8; 12];
+    let s = fmt_int(num as u32, &mut digits);
+    if !link.push(b"/proc/self/fd/") || !link.push(s) {
+        return None;
+    }
+    let n = rustix::fs::readlinkat_raw(rustix::fs::CWD, link.as_cstr(), &mut buf[..]).ok()?;
+    Some(&buf[..n.min(PATH_MAX)])
+}
+
+fn fmt_int(mut v: u32, out: &mut [u8; 12]) -> &[u8] {
+    let mut i = out.len();
+    loop {
+        i -= 1;
+        out[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            return &out[i..];
+        }
+    }
+}
+
+/// getcwd(3) from the tracked directory; an allocating call (NULL buffer)
+/// passes through.
+fn getcwd_common(
+    buf: *mut c_char,
+    size: size_t,
+    real: impl FnOnce() -> *mut c_char,
+) -> *mut c_char {
+    dispatch(
+        |_| {
+            let mut cwd = PathBuf::new();
+            if buf.is_null() || size == 0 || !crate::cwd::get(&mut cwd) {
+                return Outcome::Pass;
+            }
+            let b = cwd.as_bytes();
+            if b.len() + 1 > size {
+                return Outcome::Fail(libc::ERANGE);
+            }
+            // SAFETY: the caller's buffer holds `size` bytes.
+            unsafe {
+                core::ptr::copy_nonoverlapping(b.as_ptr(), buf.cast(), b.len());
+                *buf.add(b.len()) = 0;
+            }
+            Outcome::Served(buf)
+        },
+        |_| {},
+        core::ptr::null_mut(),
+        real,
+    )
+}
+
+fn chdir_common(p: *const c_char, real: impl FnOnce() -> c_int) -> c_int {
+    let r = dispatch(
+        |_| Outcome::Pass,
+        |rec| rec.note(Kind::Stat, AT_FDCWD, p),
+        -1,
+        real,
+    );
+    if r == 0 {
+        let saved = crate::errno::get();
+        crate::cwd::refresh();
+        crate::errno::set(saved);
+    }
+    r
+}
+
+hook! {
+    fn readlink(p: *const c_char, b: *mut c_char, n: size_t) -> ssize_t, real => readlink_at(AT_FDCWD, p, b, n, real);
+    fn readlinkat(d: c_int, p: *const c_char, b: *mut c_char, n: size_t) -> ssize_t, real => readlink_at(d, p, b, n, real);
+    fn realpath(p: *const c_char, r: *mut c_char) -> *mut c_char, real => realpath_common(p, r, real);
+    fn canonicalize_file_name(p: *const c_char) -> *mut c_char, real => realpath_common(p, core::ptr::null_mut(), real);
+    fn getcwd(b: *mut c_char, n: size_t) -> *mut c_char, real => getcwd_common(b, n, real);
+    fn chdir(p: *const c_char) -> c_int, real => chdir_common(p, real);
+    fn fchdir(fd: c_int) -> c_int, real => { let _ = fd; chdir_common(core::ptr::null(), real) };
+}

@@ -1,0 +1,200 @@
+//! The open family and stdio's fopen/freopen. A read-only open of a cached
+//! regular file returns a real descriptor on its staged copy; an open that
+//! may write is passed through and the path is no longer trusted.
+
+use libc::{c_char, c_int, mode_t, AT_FDCWD, FILE, O_ACCMODE, O_CREAT, O_RDONLY, O_TRUNC};
+
+use fmcache_core::answer::{self, Answer};
+use fmcache_core::journal::Kind;
+use fmcache_core::path::PathBuf;
+
+use super::cbytes;
+use crate::server::Server;
+use crate::state::{dispatch, Outcome};
+
+/// Flags a served open may carry; anything else passes through.
+const SERVABLE: c_int = libc::O_CLOEXEC
+    | libc::O_NOCTTY
+    | libc::O_LARGEFILE
+    | libc::O_NONBLOCK
+    | libc::O_DIRECTORY
+    | libc::O_NOFOLLOW;
+
+fn writes(flags: c_int) -> bool {
+    flags & O_ACCMODE != O_RDONLY || flags & (O_CREAT | O_TRUNC) != 0
+}
+
+/// Decides an open for reading: a descriptor on the staged copy, a known
+/// failure, or pass through.
+fn serve_open(srv: &Server, dirfd: c_int, p: *const c_char, flags: c_int) -> Outcome<c_int> {
+    let mut k = PathBuf::new();
+    if !srv.key(dirfd, p, &mut k) {
+        return Outcome::Pass;
+    }
+    if writes(flags) {
+        srv.invalidate(k.as_bytes(), false);
+        return Outcome::Pass;
+    }
+    if flags & !SERVABLE != 0 {
+        return Outcome::Pass;
+    }
+    match answer::open_read(&srv.view, srv, k.as_bytes(), flags) {
+        Answer::Hit(f) => match srv.open_mirror(
+            f.mirror,
+            f.stat,
+            flags & (libc::O_CLOEXEC | libc::O_NONBLOCK),
+        ) {
+            Some(fd) => Outcome::Served(fd),
+            None => Outcome::Miss,
+        },
+        Answer::Errno(e) => Outcome::Fail(e),
+        Answer::Miss => Outcome::Miss,
+    }
+}
+
+pub fn open_at(
+    dirfd: c_int,
+    p: *const c_char,
+    flags: c_int,
+    real: impl FnOnce() -> c_int,
+) -> c_int {
+    dispatch(
+        |srv| serve_open(srv, dirfd, p, flags),
+        |rec| {
+            rec.note(
+                if writes(flags) {
+                    Kind::Modify
+                } else {
+                    Kind::Open
+                },
+                dirfd,
+                p,
+            )
+        },
+        -1,
+        real,
+    )
+}
+
+/// stdio mode string -> (read-only, open flags).
+fn fopen_flags(mode: *const c_char) -> Option<(bool, c_int)> {
+    let m = cbytes(mode)?;
+    let read_only = m.first() == Some(&b'r') && !m.contains(&b'+') && !m.contains(&b',');
+    let mut flags = if read_only {
+        O_RDONLY
+    } else {
+        libc::O_WRONLY | O_CREAT
+    };
+    if m.contains(&b'e') {
+        flags |= libc::O_CLOEXEC;
+    }
+    Some((read_only, flags))
+}
+
+pub fn fopen_common(
+    p: *const c_char,
+    mode: *const c_char,
+    real: impl FnOnce() -> *mut FILE,
+) -> *mut FILE {
+    let Some((read_only, flags)) = fopen_flags(mode) else {
+        return real();
+    };
+    dispatch(
+        |srv| match serve_open(srv, AT_FDCWD, p, flags) {
+            Outcome::Served(fd) => {
+                let f = call_real!(fdopen: fn(c_int, *const c_char) -> *mut FILE, core::ptr::null_mut(), (fd, c"r".as_ptr()));
+                if f.is_null() {
+                    let e = crate::errno::get();
+                    // SAFETY: the descriptor we just opened.
+                    unsafe { libc::close(fd) };
+                    return Outcome::Fail(e);
+                }
+                Outcome::Served(f)
+            }
+            Outcome::Fail(e) => Outcome::Fail(e),
+            Outcome::Miss => Outcome::Miss,
+            Outcome::Pass => Outcome::Pass,
+        },
+        |rec| {
+            rec.note(
+                if read_only { Kind::Open } else { Kind::Modify },
+                AT_FDCWD,
+                p,
+            )
+        },
+        core::ptr::null_mut(),
+        real,
+    )
+}
+
+/// freopen: served by reopening the stream on the staged copy (failures
+/// pass through, since libc closes the stream on failure).
+pub fn freopen_common(
+    p: *const c_char,
+    mode: *const c_char,
+    stream: *mut FILE,
+    real: impl FnOnce() -> *mut FILE,
+) -> *mut FILE {
+    let Some((read_only, flags)) = fopen_flags(mode) else {
+        return real();
+    };
+    if p.is_null() {
+        return real();
+    }
+    dispatch(
+        |srv| {
+            let mut k = PathBuf::new();
+            if !srv.key(AT_FDCWD, p, &mut k) {
+                return Outcome::Pass;
+            }
+            if !read_only {
+                srv.invalidate(k.as_bytes(), false);
+                return Outcome::Pass;
+            }
+            let Answer::Hit(f) = answer::open_read(&srv.view, srv, k.as_bytes(), flags) else {
+                return Outcome::Miss;
+            };
+            // Check the staged copy, then let libc reopen the stream on it.
+            let Some(fd) = srv.open_mirror(f.mirror, f.stat, libc::O_CLOEXEC) else {
+                return Outcome::Miss;
+            };
+            // SAFETY: the descriptor we just opened.
+            unsafe { libc::close(fd) };
+            let Some(staged) = srv.staged_path(f.mirror) else {
+                return Outcome::Miss;
+            };
+            let r = call_real!(freopen64: fn(*const c_char, *const c_char, *mut FILE) -> *mut FILE, core::ptr::null_mut(), (staged.as_cstr().as_ptr(), mode, stream));
+            if r.is_null() {
+                Outcome::Fail(crate::errno::get())
+            } else {
+                Outcome::Served(r)
+            }
+        },
+        |rec| {
+            rec.note(
+                if read_only { Kind::Open } else { Kind::Modify },
+                AT_FDCWD,
+                p,
+            )
+        },
+        core::ptr::null_mut(),
+        real,
+    )
+}
+
+hook! {
+    fn open(p: *const c_char, f: c_int, m: mode_t) -> c_int, real => open_at(AT_FDCWD, p, f, real);
+    fn open64(p: *const c_char, f: c_int, m: mode_t) -> c_int, real => open_at(AT_FDCWD, p, f, real);
+    fn openat(d: c_int, p: *const c_char, f: c_int, m: mode_t) -> c_int, real => open_at(d, p, f, real);
+    fn openat64(d: c_int, p: *const c_char, f: c_int, m: mode_t) -> c_int, real => open_at(d, p, f, real);
+    fn __open_2(p: *const c_char, f: c_int) -> c_int, real => open_at(AT_FDCWD, p, f, real);
+    fn __open64_2(p: *const c_char, f: c_int) -> c_int, real => open_at(AT_FDCWD, p, f, real);
+    fn __openat_2(d: c_int, p: *const c_char, f: c_int) -> c_int, real => open_at(d, p, f, real);
+    fn __openat64_2(d: c_int, p: *const c_char, f: c_int) -> c_int, real => open_at(d, p, f, real);
+    fn creat(p: *const c_char, m: mode_t) -> c_int, real => open_at(AT_FDCWD, p, libc::O_WRONLY | O_CREAT | O_TRUNC, real);
+    fn creat64(p: *const c_char, m: mode_t) -> c_int, real => open_at(AT_FDCWD, p, libc::O_WRONLY | O_CREAT | O_TRUNC, real);
+    fn fopen(p: *const c_char, m: *const c_char) -> *mut FILE, real => fopen_common(p, m, real);
+    fn fopen64(p: *const c_char, m: *const c_char) -> *mut FILE, real => fopen_common(p, m, real);
+    fn freopen(p: *const c_char, m: *const c_char, s: *mut FILE) -> *mut FILE, real => freopen_common(p, m, s, real);
+    fn freopen64(p: *const c_char, m: *const c_char, s: *mut FILE) -> *mut FILE, real => freopen_common(p, m, s, real);
+}

@@ -1,0 +1,183 @@
+//! The serving side: the mapped cache, the stage it points into, and what
+//! this process stopped trusting because it changed it.
+
+use core::ffi::{c_char, c_int, CStr};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+
+use fmcache_core::answer::Trust;
+use fmcache_core::config::Config;
+use fmcache_core::path::{self, PathBuf};
+use fmcache_core::stage;
+use fmcache_format::{CacheView, StatRec, Verify};
+
+pub struct Server {
+    pub view: CacheView<'static>,
+    inodes: &'static [u8],
+    /// `<stage>/<id>/root`, prefix of every mirror path.
+    root: &'static [u8],
+    stage_dev: u64,
+    /// One bit per entry: set when this process changed the path.
+    untrusted: &'static [AtomicU64],
+    prefixes: Prefixes,
+}
+
+impl Server {
+    /// Maps (staging first if needed) the cache `cfg` names.
+    pub fn attach(cfg: &Config) -> Result<Server, String> {
+        let a = stage::attach(cfg)?;
+        let index = a.index.leak();
+        let view = CacheView::open(index, Verify::Header).map_err(|e| e.to_string())?;
+        let bits = view.entry_count().div_ceil(64).max(1);
+        let untrusted: Vec<AtomicU64> = (0..bits).map(|_| AtomicU64::new(0)).collect();
+        Ok(Server {
+            view,
+            inodes: a.inodes.leak(),
+            root: Box::leak(a.root.into_boxed_slice()),
+            stage_dev: a.stage_dev,
+            untrusted: Box::leak(untrusted.into_boxed_slice()),
+            prefixes: Prefixes::new(),
+        })
+    }
+
+    /// The cache key for a path given to a call relative to `dirfd`;
+    /// `false` when it cannot be formed here (NULL, a real dirfd, too long).
+    pub fn key(&self, dirfd: c_int, p: *const c_char, out: &mut PathBuf) -> bool {
+        key(dirfd, p, out)
+    }
+
+    /// Stops trusting `p` and its parent's listing; a directory that is
+    /// renamed or removed takes everything under it along.
+    pub fn invalidate(&self, p: &[u8], whole_tree: bool) {
+        for q in [Some(p), path::parent(p)].into_iter().flatten() {
+            if let Some(e) = self.view.lookup(path::trim_trailing_slash(q)) {
+                let i = e.index() as usize;
+                if let Some(w) = self.untrusted.get(i / 64) {
+                    w.fetch_or(1 << (i % 64), Relaxed);
+                }
+            }
+        }
+        if whole_tree && !self.prefixes.add(path::trim_trailing_slash(p)) {
+            warn!("too many directories changed under the cache; serving stops for this process");
+            crate::state::turn_off();
+        }
+    }
+
+    /// Where the staged copy of `mirror` lives.
+    pub fn staged_path(&self, mirror: &[u8]) -> Option<PathBuf> {
+        let mut p = PathBuf::new();
+        (p.push(self.root) && p.push(mirror)).then_some(p)
+    }
+
+    /// Opens the staged copy of a cached file (with O_CLOEXEC/O_NONBLOCK
+    /// from `extra`), checks it is the copy of exactly that file, and
+    /// returns the descriptor.
+    pub fn open_mirror(&self, mirror: &[u8], expect: &StatRec, extra: c_int) -> Option<c_int> {
+        let p = self.staged_path(mirror)?;
+        let flags = rustix::fs::OFlags::RDONLY
+            | rustix::fs::OFlags::NOCTTY
+            | rustix::fs::OFlags::from_bits_retain(
+                extra as u32 & (libc::O_CLOEXEC | libc::O_NONBLOCK) as u32,
+            );
+        let fd = rustix::fs::openat(
+            rustix::fs::CWD,
+            p.as_cstr(),
+            flags,
+            rustix::fs::Mode::empty(),
+        )
+        .ok()?;
+        let st = rustix::fs::fstat(&fd).ok()?;
+        match self.staged_stat(st.st_dev as u64, st.st_ino as u64) {
+            Some(rec) if rec == expect => Some(std::os::fd::IntoRawFd::into_raw_fd(fd)),
+            _ => None,
+        }
+    }
+
+    /// The recorded stat of the original file whose staged copy has this
+    /// (dev, ino): what fstat on a served descriptor reports.
+    pub fn staged_stat(&self, dev: u64, ino: u64) -> Option<&'static StatRec> {
+        if dev != self.stage_dev {
+            return None;
+        }
+        let e = self.view.entry(stage::staged_entry(self.inodes, ino)?)?;
+        match e.follow() {
+            Some(Ok(st)) => Some(st),
+            _ => None,
+        }
+    }
+}
+
+impl Trust for Server {
+    fn trusted(&self, entry: u32, p: &[u8]) -> bool {
+        let i = entry as usize;
+        let bit = self
+            .untrusted
+            .get(i / 64)
+            .map_or(0, |w| w.load(Relaxed) & (1 << (i % 64)));
+        bit == 0 && !self.prefixes.covers(p)
+    }
+}
+
+/// Builds the cache key of `p` relative to `dirfd` (AT_FDCWD or ignored
+/// for absolute paths). No allocation, no system call.
+pub fn key(dirfd: c_int, p: *const c_char, out: &mut PathBuf) -> bool {
+    if p.is_null() {
+        return false;
+    }
+    // SAFETY: the caller passed a NUL-terminated path.
+    let input = unsafe { CStr::from_ptr(p) }.to_bytes();
+    if input.first() == Some(&b'/') {
+        return path::normalize(None, input, out);
+    }
+    if dirfd != libc::AT_FDCWD || input.is_empty() {
+        return false;
+    }
+    let mut cwd = PathBuf::new();
+    crate::cwd::get(&mut cwd) && path::normalize(Some(cwd.as_bytes()), input, out)
+}
+
+/// Directories this process renamed or removed: nothing under them is
+/// trusted. Fixed capacity; beyond it serving stops.
+struct Prefixes {
+    count: AtomicUsize,
+    ready: [AtomicBool; PREFIXES],
+    paths: [core::cell::UnsafeCell<PathBuf>; PREFIXES],
+}
+
+const PREFIXES: usize = 8;
+
+// SAFETY: a slot is written once by the thread that claimed it, before its
+// `ready` flag is released; readers only read slots whose flag is set.
+unsafe impl Sync for Prefixes {}
+
+impl Prefixes {
+    fn new() -> Self {
+        Prefixes {
+            count: AtomicUsize::new(0),
+            ready: [const { AtomicBool::new(false) }; PREFIXES],
+            paths: [const { core::cell::UnsafeCell::new(PathBuf::new()) }; PREFIXES],
+        }
+    }
+
+    fn add(&self, p: &[u8]) -> bool {
+        if self.covers(p) {
+            return true;
+        }
+        let slot = self.count.fetch_add(1, AcqRel);
+        if slot >= PREFIXES {
+            return false;
+        }
+        // SAFETY: this thread alone claimed `slot`.
+        unsafe { (*self.paths[slot].get()).set(p) };
+        self.ready[slot].store(true, Release);
+        true
+    }
+
+    fn covers(&self, p: &[u8]) -> bool {
+        let n = self.count.load(Acquire).min(PREFIXES);
+        (0..n).any(|i| {
+            // SAFETY: read only after the writer published it.
+            self.ready[i].load(Acquire)
+                && path::under(p, unsafe { (*self.paths[i].get()).as_bytes() })
+        })
+    }
+}

@@ -1,0 +1,133 @@
+//! Process-wide state: what the library does here, set once by the
+//! constructor and read lock-free by every hook.
+
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, Ordering::*};
+
+use crate::recorder::Recorder;
+use crate::server::Server;
+
+const OFF: u8 = 0;
+const RECORD: u8 = 1;
+const SERVE: u8 = 2;
+
+static MODE: AtomicU8 = AtomicU8::new(OFF);
+static SERVER: AtomicPtr<Server> = AtomicPtr::new(core::ptr::null_mut());
+static RECORDER: AtomicPtr<Recorder> = AtomicPtr::new(core::ptr::null_mut());
+
+pub enum Mode {
+    Off,
+    Record(&'static Recorder),
+    Serve(&'static Server),
+}
+
+pub fn mode() -> Mode {
+    match MODE.load(Acquire) {
+        // SAFETY: the pointers are published before MODE and never freed.
+        SERVE => Mode::Serve(unsafe { &*SERVER.load(Acquire) }),
+        RECORD => Mode::Record(unsafe { &*RECORDER.load(Acquire) }),
+        _ => Mode::Off,
+    }
+}
+
+pub fn set_server(s: &'static Server) {
+    SERVER.store(s as *const Server as *mut Server, Release);
+    MODE.store(SERVE, Release);
+}
+
+pub fn set_recorder(r: &'static Recorder) {
+    RECORDER.store(r as *const Recorder as *mut Recorder, Release);
+    MODE.store(RECORD, Release);
+}
+
+/// Stops serving (e.g. too many invalidations to track).
+pub fn turn_off() {
+    MODE.store(OFF, Release);
+}
+
+/// Per-process counters, written at exit when FMCACHE_STATS is set.
+pub struct Counters {
+    /// Answered from the cache (including failures it knew).
+    pub served: AtomicU64,
+    /// Looked up but not answerable: passed through.
+    pub missed: AtomicU64,
+    /// Not for the cache (writes, unsupported flags, fds): passed through.
+    pub passthrough: AtomicU64,
+    /// Probes written to the journal.
+    pub recorded: AtomicU64,
+}
+
+pub static COUNTERS: Counters = Counters {
+    served: AtomicU64::new(0),
+    missed: AtomicU64::new(0),
+    passthrough: AtomicU64::new(0),
+    recorded: AtomicU64::new(0),
+};
+
+impl Counters {
+    pub fn reset(&self) {
+        for c in [
+            &self.served,
+            &self.missed,
+            &self.passthrough,
+            &self.recorded,
+        ] {
+            c.store(0, Relaxed);
+        }
+    }
+}
+
+/// The decision a hook's serving function makes.
+pub enum Outcome<T> {
+    /// The answer, from the cache.
+    Served(T),
+    /// The call fails with this errno, known from the cache.
+    Fail(i32),
+    /// The cache was consulted and cannot answer: pass through.
+    Miss,
+    /// Not a call the cache answers: pass through.
+    Pass,
+}
+
+/// Runs one hook: serve it, or record it after the real call, or just
+/// pass it through. A panic in our code passes the call through.
+#[inline]
+pub fn dispatch<T>(
+    serve: impl FnOnce(&'static Server) -> Outcome<T>,
+    record: impl FnOnce(&'static Recorder),
+    fail: T,
+    real: impl FnOnce() -> T,
+) -> T {
+    match mode() {
+        Mode::Off => real(),
+        Mode::Record(rec) => {
+            let out = real();
+            let saved = crate::errno::get();
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| record(rec)));
+            crate::errno::set(saved);
+            out
+        }
+        Mode::Serve(server) => {
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(server)))
+                .unwrap_or(Outcome::Pass);
+            match out {
+                Outcome::Served(v) => {
+                    COUNTERS.served.fetch_add(1, Relaxed);
+                    v
+                }
+                Outcome::Fail(e) => {
+                    COUNTERS.served.fetch_add(1, Relaxed);
+                    crate::errno::set(e);
+                    fail
+                }
+                Outcome::Miss => {
+                    COUNTERS.missed.fetch_add(1, Relaxed);
+                    real()
+                }
+                Outcome::Pass => {
+                    COUNTERS.passthrough.fetch_add(1, Relaxed);
+                    real()
+                }
+            }
+        }
+    }
+}

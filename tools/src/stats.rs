@@ -1,0 +1,247 @@
+//! `fmcache stats`: sum the per-process lines the library appends to
+//! $FMCACHE_STATS at exit:
+//!
+//! ```text
+//! pid=<n> op=<record|serve|off> served=<n> missed=<n> passthrough=<n> recorded=<n> exe=<argv0>
+//! ```
+//!
+//! Keys are space separated; `exe` comes last and its value runs to the
+//! end of the line. Unknown keys are ignored.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use crate::launch;
+
+/// Sum the per-process statistics the library writes to $FMCACHE_STATS
+///
+/// Prints processes, probes served from the cache, missed, passed through
+/// and recorded, and the served fraction served / (served + missed).
+/// Malformed lines are reported and counted, not summed.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Statistics files [default: $FMCACHE_STATS].
+    #[arg(value_name = "FILE")]
+    files: Vec<OsString>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One well-formed line.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Line {
+    pub op: String,
+    pub served: u64,
+    pub missed: u64,
+    pub passthrough: u64,
+    pub recorded: u64,
+}
+
+/// Parses one line; the error says what is wrong with it.
+pub fn parse_line(line: &str) -> Result<Line, String> {
+    let mut out = Line::default();
+    let (mut pid, mut op, mut exe) = (false, false, false);
+    let mut seen = [false; 4];
+    let mut rest = line;
+    loop {
+        rest = rest.trim_start_matches(' ');
+        if rest.is_empty() {
+            break;
+        }
+        let end = rest.find(' ').unwrap_or(rest.len());
+        let token = &rest[..end];
+        let Some((key, value)) = token.split_once('=') else {
+            return Err(format!("no '=' in {token:?}"));
+        };
+        if key == "exe" {
+            // The rest of the line, spaces included.
+            exe = true;
+            break;
+        }
+        let num = || {
+            value
+                .parse::<u64>()
+                .map_err(|_| format!("{key}={value:?} is not a count"))
+        };
+        match key {
+            "pid" => {
+                num()?;
+                pid = true;
+            }
+            "op" if !value.is_empty() => {
+                out.op = value.to_string();
+                op = true;
+            }
+            "op" => return Err("empty op".into()),
+            "served" => (out.served, seen[0]) = (num()?, true),
+            "missed" => (out.missed, seen[1]) = (num()?, true),
+            "passthrough" => (out.passthrough, seen[2]) = (num()?, true),
+            "recorded" => (out.recorded, seen[3]) = (num()?, true),
+            _ => {}
+        }
+        rest = &rest[end..];
+    }
+    let missing: Vec<&str> = [
+        (pid, "pid"),
+        (op, "op"),
+        (seen[0], "served"),
+        (seen[1], "missed"),
+    ]
+    .into_iter()
+    .chain([
+        (seen[2], "passthrough"),
+        (seen[3], "recorded"),
+        (exe, "exe"),
+    ])
+    .filter(|(have, _)| !have)
+    .map(|(_, k)| k)
+    .collect();
+    if !missing.is_empty() {
+        return Err(format!("missing {}", missing.join(", ")));
+    }
+    Ok(out)
+}
+
+#[derive(Default)]
+struct Totals {
+    processes: u64,
+    ops: BTreeMap<String, u64>,
+    served: u64,
+    missed: u64,
+    passthrough: u64,
+    recorded: u64,
+    malformed: u64,
+}
+
+impl Totals {
+    fn add(&mut self, l: Line) {
+        self.processes += 1;
+        *self.ops.entry(l.op).or_default() += 1;
+        self.served += l.served;
+        self.missed += l.missed;
+        self.passthrough += l.passthrough;
+        self.recorded += l.recorded;
+    }
+    fn served_fraction(&self) -> Option<f64> {
+        let asked = self.served + self.missed;
+        (asked > 0).then(|| self.served as f64 / asked as f64)
+    }
+}
+
+/// Malformed lines reported one by one before the rest are only counted.
+const SHOW_MALFORMED: u64 = 10;
+
+pub fn main(args: Args) -> Result<ExitCode, String> {
+    let files = if args.files.is_empty() {
+        match std::env::var_os("FMCACHE_STATS").filter(|v| !v.is_empty()) {
+            Some(f) => vec![f],
+            None => return Err("no statistics file given and FMCACHE_STATS is not set".into()),
+        }
+    } else {
+        args.files
+    };
+    let mut t = Totals::default();
+    for f in &files {
+        let name = f.to_string_lossy();
+        let bytes = std::fs::read(f).map_err(|e| format!("{name}: {}", launch::io_reason(&e)))?;
+        for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+            let text = String::from_utf8_lossy(raw);
+            let text = text.trim_end_matches('\r');
+            if text.trim().is_empty() {
+                continue;
+            }
+            match parse_line(text) {
+                Ok(l) => t.add(l),
+                Err(why) => {
+                    t.malformed += 1;
+                    if t.malformed <= SHOW_MALFORMED {
+                        eprintln!("fmcache: {name}:{}: malformed line ({why})", i + 1);
+                    }
+                }
+            }
+        }
+    }
+    if t.malformed > SHOW_MALFORMED {
+        eprintln!(
+            "fmcache: {} more malformed lines",
+            t.malformed - SHOW_MALFORMED
+        );
+    }
+    let fraction = t.served_fraction();
+    if args.json {
+        let v = json!({
+            "files": files.iter().map(|f| f.to_string_lossy().into_owned()).collect::<Vec<_>>(),
+            "processes": t.processes,
+            "ops": t.ops,
+            "served": t.served,
+            "missed": t.missed,
+            "passthrough": t.passthrough,
+            "recorded": t.recorded,
+            "served_fraction": fraction,
+            "malformed": t.malformed,
+        });
+        println!("{v}");
+    } else {
+        let ops: Vec<String> = t.ops.iter().map(|(op, n)| format!("{op} {n}")).collect();
+        if ops.is_empty() {
+            println!("processes        {}", t.processes);
+        } else {
+            println!("processes        {}  ({})", t.processes, ops.join(", "));
+        }
+        println!("served           {}", t.served);
+        println!("missed           {}", t.missed);
+        println!("passthrough      {}", t.passthrough);
+        println!("recorded         {}", t.recorded);
+        match fraction {
+            Some(f) => println!("served fraction  {f:.4} ({:.1}%)", f * 100.0),
+            None => println!("served fraction  n/a (nothing served or missed)"),
+        }
+        if t.malformed > 0 {
+            println!("malformed lines  {}", t.malformed);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_line_with_spaces_in_exe() {
+        let l = parse_line("pid=12 op=serve served=5 missed=1 passthrough=2 recorded=0 new=7 exe=/usr/bin/my prog -x").unwrap();
+        assert_eq!(
+            l,
+            Line {
+                op: "serve".into(),
+                served: 5,
+                missed: 1,
+                passthrough: 2,
+                recorded: 0
+            }
+        );
+    }
+
+    #[test]
+    fn key_order_is_free_and_exe_may_be_empty() {
+        let l =
+            parse_line("op=record recorded=9 pid=1 passthrough=0 missed=0 served=0 exe=").unwrap();
+        assert_eq!(l.recorded, 9);
+    }
+
+    #[test]
+    fn refuses_bad_lines() {
+        assert!(parse_line("pid=12 op=serve served=5").is_err());
+        assert!(
+            parse_line("pid=12 op=serve served=x missed=1 passthrough=2 recorded=0 exe=a").is_err()
+        );
+        assert!(parse_line("garbage").is_err());
+        assert!(
+            parse_line("pid=-1 op=serve served=1 missed=1 passthrough=2 recorded=0 exe=a").is_err()
+        );
+    }
+}

@@ -1,0 +1,532 @@
+//! The `fmcache` command, without the preload library: caches are built
+//! with `fmcache_format::Builder`, and a dummy file stands in for the
+//! library where a command is launched (the dynamic loader ignores it).
+
+use std::borrow::Cow;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use fmcache_format::layout::{StatRec, S_IFDIR, S_IFLNK, S_IFREG};
+use fmcache_format::{Builder, Content, DirentRec, Record};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_fmcache");
+
+/// A private directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let p =
+            std::env::temp_dir().join(format!("fmcache-cli-{}-{n}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
+        TempDir(p)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn st(mode: u32, ino: u64, size: i64) -> StatRec {
+    StatRec {
+        dev: 42,
+        ino,
+        nlink: 1,
+        mode,
+        uid: 1000,
+        gid: 1000,
+        size,
+        blksize: 4096,
+        mtime: 1_700_000_000,
+        ..StatRec::default()
+    }
+}
+
+fn dirent(name: &str, d_type: u8, ino: u64) -> DirentRec {
+    DirentRec {
+        name: name.as_bytes().to_vec(),
+        d_type,
+        ino,
+    }
+}
+
+/// A cache with one of each kind:
+///
+/// - `/data` directory with its listing
+/// - `/data/file.txt` and `/data/copy.txt`, same contents (one blob)
+/// - `/data/link` symlink to `file.txt`
+/// - `/data/missing` ENOENT, `/data/file.txt/x` ENOTDIR
+/// - `/data/out` excluded
+fn build_cache(path: &Path) -> u64 {
+    let hello: &[u8] = b"hello";
+    let file = |p: &str, ino: u64| Record {
+        path: p.as_bytes().to_vec(),
+        lstat: Some(Ok(st(S_IFREG | 0o644, ino, 5))),
+        access: Some([0, 0, libc::EACCES as u8]),
+        content: Some(Content {
+            mirror: p.as_bytes().to_vec(),
+            bytes: Cow::Borrowed(hello),
+        }),
+        ..Record::default()
+    };
+    let mut b = Builder::new(1000, 1000);
+    b.add(Record {
+        path: b"/data".to_vec(),
+        lstat: Some(Ok(st(S_IFDIR | 0o755, 2, 4096))),
+        access: Some([0, 0, 0]),
+        listing: Some(vec![
+            dirent(".", libc::DT_DIR, 2),
+            dirent("..", libc::DT_DIR, 1),
+            dirent("file.txt", libc::DT_REG, 3),
+            dirent("copy.txt", libc::DT_REG, 4),
+            dirent("link", libc::DT_LNK, 5),
+            dirent("out", libc::DT_DIR, 6),
+        ]),
+        ..Record::default()
+    });
+    b.add(file("/data/file.txt", 3));
+    b.add(file("/data/copy.txt", 4));
+    b.add(Record {
+        path: b"/data/link".to_vec(),
+        lstat: Some(Ok(st(S_IFLNK | 0o777, 5, 8))),
+        follow: Some(Ok(st(S_IFREG | 0o644, 3, 5))),
+        link: Some(b"file.txt".to_vec()),
+        ..Record::default()
+    });
+    b.add(Record {
+        path: b"/data/missing".to_vec(),
+        lstat: Some(Err(libc::ENOENT)),
+        ..Record::default()
+    });
+    b.add(Record {
+        path: b"/data/file.txt/x".to_vec(),
+        lstat: Some(Err(libc::ENOTDIR)),
+        ..Record::default()
+    });
+    b.add(Record {
+        path: b"/data/out".to_vec(),
+        excluded: true,
+        ..Record::default()
+    });
+    let mut bytes = Vec::new();
+    let written = b.write(&mut bytes).unwrap();
+    std::fs::write(path, &bytes).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    written.file_size
+}
+
+/// Runs `fmcache` with a clean fmcache environment.
+fn fmcache(args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut c = Command::new(BIN);
+    c.args(args);
+    for k in [
+        "FMCACHE_FILE",
+        "FMCACHE_STATS",
+        "FMCACHE_LIB",
+        "FMCACHE_STAGE_DIR",
+        "FMCACHE_INCLUDE",
+        "FMCACHE_EXCLUDE",
+        "LD_PRELOAD",
+        "DLFM_OP",
+    ] {
+        c.env_remove(k);
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn inspect_counts_entries_by_kind() {
+    let dir = TempDir::new();
+    let cache = dir.path().join("c.dat");
+    let size = build_cache(&cache);
+    let o = fmcache(&["inspect", s(&cache)], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for want in [
+        "format version  1",
+        "recorded as     uid 1000 gid 1000",
+        "entries         7",
+        "(2 with contents, 0 without)",
+        "(1 with listing, 0 without)",
+        "(ENOENT 1, ENOTDIR 1)",
+        "contents        5 (5 B) in 1 blobs",
+        fmcache_format::build_name(),
+    ] {
+        assert!(out.contains(want), "{want:?} not in:\n{out}");
+    }
+    assert!(out.contains(&format!("file size       {size} ")), "{out}");
+    let symlinks = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("symlinks"))
+        .unwrap();
+    assert_eq!(symlinks.split_whitespace().nth(1), Some("1"));
+    let excluded = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("excluded"))
+        .unwrap();
+    assert_eq!(excluded.split_whitespace().nth(1), Some("1"));
+}
+
+#[test]
+fn inspect_json_has_stable_keys() {
+    let dir = TempDir::new();
+    let cache = dir.path().join("c.dat");
+    let size = build_cache(&cache);
+    // The cache path from the environment, as the library reads it.
+    let o = fmcache(
+        &["inspect", "--json", "--top", "2"],
+        &[("FMCACHE_FILE", &cache)],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["format_version"], 1);
+    assert_eq!(v["file_size"], size);
+    assert_eq!(v["entries"], 7);
+    assert_eq!(v["build_id"].as_str().map(str::len), Some(32));
+    assert_eq!(v["checksum"].as_str().map(str::len), Some(16));
+    let k = &v["kinds"];
+    assert_eq!(k["files_with_content"], 2);
+    assert_eq!(k["files_without_content"], 0);
+    assert_eq!(k["dirs_with_listing"], 1);
+    assert_eq!(k["dirs_without_listing"], 0);
+    assert_eq!(k["symlinks"], 1);
+    assert_eq!(k["other"], 0);
+    assert_eq!(k["failed"], 2);
+    assert_eq!(k["excluded"], 1);
+    assert_eq!(v["errnos"]["ENOENT"], 1);
+    assert_eq!(v["errnos"]["ENOTDIR"], 1);
+    assert_eq!(v["content_bytes"], 5);
+    assert_eq!(v["blobs"], 1);
+    // /data holds copy.txt, file.txt, link, missing (out is excluded).
+    assert_eq!(v["top_probed"][0]["dir"], "/data");
+    assert_eq!(v["top_probed"][0]["count"], 4);
+    assert_eq!(v["top_probed"][1]["dir"], "/");
+    assert_eq!(v["top_probed"].as_array().map(Vec::len), Some(2));
+    // One failure each: sorted by count, then by name.
+    assert_eq!(v["top_failed"][0]["dir"], "/data");
+    assert_eq!(v["top_failed"][1]["dir"], "/data/file.txt");
+    assert_eq!(v["top_failed"][1]["count"], 1);
+}
+
+fn assert_refused(path: &Path, reason: &str) {
+    let o = fmcache(&["inspect", s(path)], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with(&format!("fmcache: {}: ", s(path))), "{err}");
+    assert!(err.contains(reason), "{reason:?} not in {err}");
+    assert!(stdout(&o).is_empty());
+}
+
+#[test]
+fn inspect_refuses_damaged_caches() {
+    let dir = TempDir::new();
+    let cache = dir.path().join("c.dat");
+    build_cache(&cache);
+    let good = std::fs::read(&cache).unwrap();
+
+    let truncated = dir.path().join("truncated.dat");
+    std::fs::write(&truncated, &good[..good.len() - 3]).unwrap();
+    assert_refused(&truncated, "truncated");
+
+    let tiny = dir.path().join("tiny.dat");
+    std::fs::write(&tiny, &good[..100]).unwrap();
+    assert_refused(&tiny, "too small");
+
+    // A flipped bit in the contents, in the index, and in the magic.
+    for (name, at, reason) in [
+        ("data.dat", good.len() - 4, "checksum"),
+        ("index.dat", 300, "checksum"),
+        ("magic.dat", 0, "bad magic"),
+    ] {
+        let mut bad = good.clone();
+        bad[at] ^= 0x10;
+        let p = dir.path().join(name);
+        std::fs::write(&p, &bad).unwrap();
+        assert_refused(&p, reason);
+    }
+
+    assert_refused(&dir.path().join("absent.dat"), "No such file");
+}
+
+#[test]
+fn stats_sums_files() {
+    let dir = TempDir::new();
+    let a = dir.path().join("a.stats");
+    let b = dir.path().join("b.stats");
+    std::fs::write(
+        &a,
+        "pid=10 op=serve served=90 missed=10 passthrough=5 recorded=0 exe=/usr/bin/python3 -c x\n\
+         pid=11 op=serve served=10 missed=0 passthrough=1 recorded=0 future=1 exe=sh\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &b,
+        "pid=20 op=record served=0 missed=0 passthrough=0 recorded=40 exe=./pilot\n\
+         pid=21 op=serve served=bad\n\
+         \n\
+         pid=22 op=off served=0 missed=0 passthrough=7 recorded=0 exe=\n",
+    )
+    .unwrap();
+
+    let o = fmcache(&["stats", "--json", s(&a), s(&b)], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["processes"], 4);
+    assert_eq!(v["served"], 100);
+    assert_eq!(v["missed"], 10);
+    assert_eq!(v["passthrough"], 13);
+    assert_eq!(v["recorded"], 40);
+    assert_eq!(v["malformed"], 1);
+    assert_eq!(v["ops"]["serve"], 2);
+    assert_eq!(v["ops"]["record"], 1);
+    assert_eq!(v["ops"]["off"], 1);
+    let f = v["served_fraction"].as_f64().unwrap();
+    assert!((f - 100.0 / 110.0).abs() < 1e-9, "{f}");
+    // The malformed line is named by file and line number.
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("{}:2: malformed line", s(&b))),
+        "{err}"
+    );
+
+    // Text, with the file from FMCACHE_STATS.
+    let o = fmcache(&["stats"], &[("FMCACHE_STATS", &a)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("processes        2  (serve 2)"), "{out}");
+    assert!(out.contains("served           100"), "{out}");
+    assert!(out.contains("served fraction  0.9091 (90.9%)"), "{out}");
+    assert!(!out.contains("malformed"), "{out}");
+
+    let o = fmcache(&["stats"], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).starts_with("fmcache: "), "{}", stderr(&o));
+    let o = fmcache(&["stats", s(&dir.path().join("absent"))], &[]);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+/// A file in place of libfmcache.so: ld.so warns and ignores it, so the
+/// command runs with the environment `record` and `run` give it.
+fn dummy_lib(dir: &TempDir) -> PathBuf {
+    let lib = dir.path().join("libfmcache.so");
+    std::fs::write(&lib, b"not a library").unwrap();
+    lib
+}
+
+#[test]
+fn record_sets_the_environment_and_passes_the_exit_code() {
+    let dir = TempDir::new();
+    let lib = dummy_lib(&dir);
+    let cache = dir.path().join("c.dat");
+    std::fs::write(&cache, b"an old cache").unwrap();
+    let env_out = dir.path().join("env.txt");
+    let script = format!(
+        "echo \"$DLFM_OP|$FMCACHE_FILE|$LD_PRELOAD|$FMCACHE_INCLUDE|$FMCACHE_EXCLUDE\" > '{}'; exit 7",
+        s(&env_out)
+    );
+    let mut c = Command::new(BIN);
+    c.current_dir(dir.path())
+        .args([
+            "record",
+            "--cache",
+            "c.dat",
+            "--include",
+            "/opt/sw",
+            "--include",
+            "inc",
+            "--exclude",
+            "/opt/sw/tmp",
+            "--",
+        ])
+        .args(["sh", "-c", &script])
+        .env("FMCACHE_LIB", &lib)
+        .env("LD_PRELOAD", format!("/x.so:{}", s(&lib)))
+        .env_remove("FMCACHE_FILE");
+    let o = c.output().unwrap();
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    let seen = std::fs::read_to_string(&env_out).unwrap();
+    let lib = std::fs::canonicalize(&lib).unwrap();
+    let base = std::fs::canonicalize(dir.path()).unwrap();
+    // Relative paths are resolved against the (canonical) working directory.
+    let want = format!(
+        "write-cache|{}/c.dat|{}:/x.so|/opt/sw:{}/inc|/opt/sw/tmp\n",
+        s(&base),
+        s(&lib),
+        s(&base)
+    );
+    assert_eq!(seen, want);
+    // A fresh pilot removed the old cache; nothing was recorded, so there
+    // is no new one, and the record directory is tidied away.
+    assert!(!cache.exists());
+    assert!(!dir.path().join("c.dat.rec").exists());
+    let err = stderr(&o);
+    assert!(
+        err.contains("fmcache: the pilot exited with code 7"),
+        "{err}"
+    );
+    assert!(err.contains("fmcache: no cache written"), "{err}");
+    assert!(
+        err.lines()
+            .filter(|l| !l.contains("ld.so"))
+            .all(|l| l.starts_with("fmcache: ")),
+        "{err}"
+    );
+}
+
+#[test]
+fn record_append_keeps_the_cache_and_signals_map_to_128_plus() {
+    let dir = TempDir::new();
+    let lib = dummy_lib(&dir);
+    let cache = dir.path().join("c.dat");
+    build_cache(&cache);
+    let o = fmcache(
+        &[
+            "record",
+            "--append",
+            "--cache",
+            s(&cache),
+            "--",
+            "sh",
+            "-c",
+            "kill -TERM $$",
+        ],
+        &[("FMCACHE_LIB", &lib)],
+    );
+    assert_eq!(o.status.code(), Some(128 + libc::SIGTERM), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("killed by signal 15"), "{err}");
+    // The summary describes the kept cache.
+    assert!(err.contains("7 entries: 2 files with contents, 1 directories with listings, 1 symlinks, 2 failed lookups, 1 excluded"), "{err}");
+    assert!(cache.exists());
+}
+
+#[test]
+fn run_serves_and_reports_missing_commands() {
+    let dir = TempDir::new();
+    let lib = dummy_lib(&dir);
+    let cache = dir.path().join("c.dat");
+    let out = dir.path().join("env.txt");
+    let script = format!("echo \"$DLFM_OP|$FMCACHE_FILE\" > '{}'", s(&out));
+    let o = fmcache(
+        &["run", "--cache", s(&cache), "--", "sh", "-c", &script],
+        &[("FMCACHE_LIB", &lib)],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        format!("read-cache|{}\n", s(&cache))
+    );
+
+    let o = fmcache(
+        &["run", "--", "/nonexistent/program"],
+        &[("FMCACHE_LIB", &lib)],
+    );
+    assert_eq!(o.status.code(), Some(127));
+    assert!(
+        stderr(&o).starts_with("fmcache: /nonexistent/program: "),
+        "{}",
+        stderr(&o)
+    );
+
+    // No library: one line, non-zero.
+    let o = fmcache(
+        &["run", "--", "true"],
+        &[("FMCACHE_LIB", &dir.path().join("absent.so"))],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("FMCACHE_LIB="), "{err}");
+}
+
+#[test]
+fn stage_attaches_and_cleans() {
+    let dir = TempDir::new();
+    let cache = dir.path().join("c.dat");
+    build_cache(&cache);
+    let stage = dir.path().join("stage");
+    let env = [
+        ("FMCACHE_FILE", cache.as_path()),
+        ("FMCACHE_STAGE_DIR", stage.as_path()),
+    ];
+    let o = fmcache(&["stage"], &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains(s(&stage)) && out.contains("(7 entries"),
+        "{out}"
+    );
+    let staged: Vec<_> = std::fs::read_dir(&stage)
+        .unwrap()
+        .flatten()
+        .filter(|d| d.path().is_dir())
+        .collect();
+    assert_eq!(staged.len(), 1);
+    assert_eq!(
+        std::fs::read(staged[0].path().join("root/data/file.txt")).unwrap(),
+        b"hello"
+    );
+
+    let o = fmcache(&["stage", "--clean"], &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("removed 1 stage from"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(std::fs::read_dir(&stage).unwrap().next().is_none());
+
+    // A damaged cache is refused with one line.
+    std::fs::write(&cache, b"FMCACHE\0 but nothing more").unwrap();
+    let o = fmcache(&["stage"], &env);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+}
+
+#[test]
+fn merge_without_journals_keeps_the_cache() {
+    let dir = TempDir::new();
+    let cache = dir.path().join("c.dat");
+    build_cache(&cache);
+    let before = std::fs::read(&cache).unwrap();
+    let o = fmcache(&["merge", "--json", "--cache", s(&cache)], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["journals"], 0);
+    assert_eq!(v["rewritten"], false);
+    assert_eq!(v["entries"], 7);
+    assert_eq!(std::fs::read(&cache).unwrap(), before);
+    assert!(!dir.path().join("c.dat.rec").exists());
+}
