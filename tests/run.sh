@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The project's test command (README, .ci/run): installs what the tests
+# need, checks formatting and lints, builds, and runs every test.
+#   bash tests/run.sh          all tests
+#   FMCACHE_LONG=1 bash tests/run.sh   also the long trials
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash tests/env/setup.sh
+# shellcheck source=/dev/null
+source target/env/env.sh
+
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+cargo build --release -p fmcache-preload -p fmcache-tools
+export FMCACHE_LIB="$PWD/target/release/libfmcache.so"
+export FMCACHE_BIN="$PWD/target/release/fmcache"
+# Integration tests start many processes each; two at a time fit 2 cores.
+cargo test --release -- --test-threads=2
+echo "fmcache: all tests passed"
