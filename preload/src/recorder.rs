@@ -20,6 +20,7 @@ pub struct Recorder {
     path: std::sync::Mutex<Vec<u8>>,
 }
 
+const JOURNAL_FD_MIN: i32 = 900;
 const SEEN_SLOTS: usize = 1 << 15;
 static SEEN: [AtomicU64; SEEN_SLOTS] = [const { AtomicU64::new(0) }; SEEN_SLOTS];
 
@@ -67,6 +68,9 @@ impl Recorder {
         .map_err(|e| format!("journal {}: {}", show(&tmp), strerror(e)))?;
         rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| e.to_string())?;
+        // Far from the low numbers programs close and reuse, so our records
+        // never land in a file of theirs.
+        let fd = rustix::io::fcntl_dupfd_cloexec(&fd, JOURNAL_FD_MIN).unwrap_or(fd);
         let fin_c = sys::cstr(&fin).map_err(strerror)?;
         rustix::fs::renameat(rustix::fs::CWD, &*tmp_c, rustix::fs::CWD, &*fin_c)
             .map_err(|e| e.to_string())?;

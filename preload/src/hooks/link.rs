@@ -162,7 +162,8 @@ fn chdir_common(p: *const c_char, real: impl FnOnce() -> c_int) -> c_int {
         -1,
         real,
     );
-    if r == 0 {
+    // A vfork child shares our memory: only the owner moves the cwd.
+    if r == 0 && super::process::is_owner() {
         let saved = crate::errno::get();
         crate::cwd::refresh();
         crate::errno::set(saved);

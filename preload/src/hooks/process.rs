@@ -12,7 +12,7 @@ pub fn set_owner() {
     OWNER.store(rustix::process::getpid().as_raw_nonzero().get(), Relaxed);
 }
 
-fn is_owner() -> bool {
+pub fn is_owner() -> bool {
     OWNER.load(Relaxed) == rustix::process::getpid().as_raw_nonzero().get()
 }
 
