@@ -353,6 +353,10 @@ pub fn realpath(
 
 /// Pushes the components of `path` onto the reversed work list.
 fn push_reversed(todo: &mut PathBuf, path: &[u8]) -> bool {
+    // A trailing slash demands a directory, as a trailing "/." does.
+    if path.len() > 1 && path.ends_with(b"/") && !(todo.push(b"/") && todo.push(b".")) {
+        return false;
+    }
     for c in path.split(|&b| b == b'/').filter(|c| !c.is_empty()).rev() {
         let mut rev = [0u8; NAME_MAX + 1];
         if c.len() > NAME_MAX {

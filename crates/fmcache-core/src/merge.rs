@@ -229,6 +229,21 @@ pub fn record_of<'a>(view: &CacheView<'a>, e: EntryRef<'a>) -> Record<'a> {
     }
 }
 
+/// Equal stat answers, atime aside (reading a file or listing a directory
+/// moves it, and the merge itself does both).
+fn same_but_atime(a: &Option<Result<StatRec, i32>>, b: &Option<Result<StatRec, i32>>) -> bool {
+    let strip = |r: &Option<Result<StatRec, i32>>| {
+        r.map(|r| {
+            r.map(|mut st| {
+                st.atime = 0;
+                st.atime_nsec = 0;
+                st
+            })
+        })
+    };
+    strip(a) == strip(b)
+}
+
 /// Whether the cache already answers what `want` asks of `p`.
 fn satisfied(view: &CacheView<'_>, p: &[u8], want: u8, max_file: u64) -> bool {
     let Some(e) = view.lookup(p) else {
@@ -265,11 +280,14 @@ fn current_cache(cache: &CStr) -> Option<sys::Mapping> {
 
 /// Journal file names start with this in the record directory.
 pub const JOURNAL_PREFIX: &[u8] = b"j.";
+/// A cache being written, in the record directory.
+pub const TMP_PREFIX: &[u8] = b"cache.tmp.";
 
 /// Merges `own` (this process's journal path, if any) and every orphaned
 /// journal into the cache.
 pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<MergeReport, String> {
     let rec_dir = cfg.record_dir();
+    sys::mkdir_p(&rec_dir, 0o700).map_err(|e| format!("{}: {}", show(&rec_dir), strerror(e)))?;
     let mut lock_path = rec_dir.clone();
     lock_path.extend_from_slice(b"/lock");
     let _lock = sys::lock_file(&lock_path)
@@ -282,12 +300,19 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
     }
     let rec_c = sys::cstr(&rec_dir).map_err(strerror)?;
     for d in sys::list_dir(&rec_c).unwrap_or_default() {
-        if !d.name.starts_with(JOURNAL_PREFIX) {
-            continue;
-        }
         let mut p = rec_dir.clone();
         p.push(b'/');
         p.extend_from_slice(&d.name);
+        if d.name.starts_with(TMP_PREFIX) {
+            // Only the lock holder writes one: this is a killed merger's.
+            if let Ok(c) = sys::cstr(&p) {
+                let _ = rustix::fs::unlinkat(rustix::fs::CWD, &*c, rustix::fs::AtFlags::empty());
+            }
+            continue;
+        }
+        if !d.name.starts_with(JOURNAL_PREFIX) {
+            continue;
+        }
         if Some(p.as_slice()) == own {
             continue;
         }
@@ -373,14 +398,21 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
                 .and_then(|v| v.lookup(p).map(|e| record_of(v, e)));
             if let Some(prior) = &prior {
                 // Keep a listing another process recorded.
-                if rec.listing.is_none() && prior.lstat == rec.lstat && prior.follow == rec.follow {
+                if rec.listing.is_none()
+                    && same_but_atime(&prior.lstat, &rec.lstat)
+                    && same_but_atime(&prior.follow, &rec.follow)
+                {
                     rec.listing = prior.listing.clone();
                 }
             }
             if let Some(st) = wants_content(&rec, cfg.max_file) {
                 let reuse = prior.as_ref().and_then(|pr| {
                     match (&pr.content, pr.follow.as_ref().or(pr.lstat.as_ref())) {
-                        (Some(c), Some(Ok(pst))) if *pst == st => Some(c.clone()),
+                        (Some(c), Some(Ok(pst)))
+                            if same_but_atime(&Some(Ok(*pst)), &Some(Ok(st))) =>
+                        {
+                            Some(c.clone())
+                        }
                         _ => None,
                     }
                 });

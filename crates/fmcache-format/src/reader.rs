@@ -290,7 +290,8 @@ impl<'a> EntryRef<'a> {
     }
     pub fn link_target(&self) -> Option<&'a [u8]> {
         match self.lstat() {
-            Some(Ok(st)) if st.is_symlink() => self.view.str(self.e.link),
+            // No symlink has an empty target: an empty one was not recorded.
+            Some(Ok(st)) if st.is_symlink() && self.e.link.len != 0 => self.view.str(self.e.link),
             _ => None,
         }
     }
