@@ -95,14 +95,41 @@ impl Server {
     /// The recorded stat of the original file whose staged copy has this
     /// (dev, ino): what fstat on a served descriptor reports.
     pub fn staged_stat(&self, dev: u64, ino: u64) -> Option<&'static StatRec> {
-        if dev != self.stage_dev {
-            return None;
-        }
-        let e = self.view.entry(stage::staged_entry(self.inodes, ino)?)?;
-        match e.follow() {
+        match self.staged(dev, ino)?.follow() {
             Some(Ok(st)) => Some(st),
             _ => None,
         }
+    }
+
+    /// What fstat on the staged file (dev, ino) reports: the original's
+    /// recorded stat, or its live stat once this process changed it.
+    pub fn descriptor_stat(&self, dev: u64, ino: u64) -> Option<StatRec> {
+        let e = self.staged(dev, ino)?;
+        if self.trusted(e.index(), e.path()) {
+            if let Some(Ok(st)) = e.follow() {
+                return Some(*st);
+            }
+        }
+        let mut p = PathBuf::new();
+        if !p.set(e.path()) {
+            return None;
+        }
+        fmcache_core::sys::stat_rec(p.as_cstr(), true).ok()
+    }
+
+    /// The entry whose bytes the staged file (dev, ino) holds.
+    pub fn staged(&self, dev: u64, ino: u64) -> Option<fmcache_format::EntryRef<'static>> {
+        if dev != self.stage_dev {
+            return None;
+        }
+        self.view.entry(stage::staged_entry(self.inodes, ino)?)
+    }
+
+    /// The entry behind a served descriptor, if `fd` is one.
+    pub fn staged_fd(&self, fd: c_int) -> Option<fmcache_format::EntryRef<'static>> {
+        // SAFETY: only borrowed for one fstat.
+        let st = rustix::fs::fstat(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }).ok()?;
+        self.staged(st.st_dev as u64, st.st_ino as u64)
     }
 }
 

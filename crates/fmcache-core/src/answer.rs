@@ -313,6 +313,16 @@ pub fn realpath(
             out.truncate(keep);
             continue;
         }
+        if comp.len() > NAME_MAX {
+            // The kernel looks the name up after checking search permission
+            // on the directory resolved so far, and fails it as too long.
+            return match find(view, trust, out.as_bytes()) {
+                Found::Entry(e) if e.access_errno(acc::X) == Some(0) => {
+                    Answer::Errno(libc::ENAMETOOLONG)
+                }
+                _ => Answer::Miss,
+            };
+        }
         let base = out.as_bytes().len();
         if !out.as_bytes().ends_with(b"/") && !out.push(b"/") || !out.push(comp) {
             return Answer::Errno(libc::ENAMETOOLONG);
@@ -358,10 +368,9 @@ fn push_reversed(todo: &mut PathBuf, path: &[u8]) -> bool {
         return false;
     }
     for c in path.split(|&b| b == b'/').filter(|c| !c.is_empty()).rev() {
+        // Longer names only need to be seen as too long: keep NAME_MAX + 1.
+        let c = &c[..c.len().min(NAME_MAX + 1)];
         let mut rev = [0u8; NAME_MAX + 1];
-        if c.len() > NAME_MAX {
-            return false;
-        }
         for (i, b) in c.iter().rev().enumerate() {
             rev[i] = *b;
         }

@@ -21,6 +21,12 @@ fn readlink_at(
             if buf.is_null() || size == 0 || !srv.key(dirfd, p, &mut k) {
                 return Outcome::Pass;
             }
+            if let Some(orig) = served_fd_link(srv, k.as_bytes()) {
+                let n = orig.len().min(size);
+                // SAFETY: the caller's buffer holds `size` bytes.
+                unsafe { core::ptr::copy_nonoverlapping(orig.as_ptr(), buf.cast(), n) };
+                return Outcome::Served(n as ssize_t);
+            }
             match answer::readlink(&srv.view, srv, k.as_bytes()) {
                 Answer::Hit(target) => {
                     let n = target.len().min(size);
@@ -36,6 +42,53 @@ fn readlink_at(
         -1,
         real,
     )
+}
+
+/// `/proc/self/fd/N` or `/dev/fd/N` naming a served descriptor: the
+/// original file's canonical path, as the kernel shows natively (not the
+/// staged copy's).
+fn served_fd_link(srv: &crate::server::Server, key: &[u8]) -> Option<&'static [u8]> {
+    let fd = proc_fd_number(key)?;
+    srv.staged_fd(fd)?.mirror_path()
+}
+
+/// N from `/proc/self/fd/N`, `/dev/fd/N`, `/proc/thread-self/fd/N`, or
+/// `/proc/<our pid>/fd/N` and `/proc/<our pid>/task/<tid>/fd/N` (what
+/// resolving `/proc/self` gives).
+fn proc_fd_number(key: &[u8]) -> Option<i32> {
+    let num = |d: &[u8]| -> Option<i32> {
+        (!d.is_empty() && d.len() <= 9 && d.iter().all(u8::is_ascii_digit))
+            .then(|| d.iter().fold(0i32, |a, c| a * 10 + (c - b'0') as i32))
+    };
+    for p in [
+        &b"/proc/self/fd/"[..],
+        b"/dev/fd/",
+        b"/proc/thread-self/fd/",
+    ] {
+        if let Some(n) = key.strip_prefix(p) {
+            return num(n);
+        }
+    }
+    let rest = key.strip_prefix(b"/proc/")?;
+    let mut parts = rest.split(|&b| b == b'/');
+    let pid = num(parts.next()?)?;
+    if pid != rustix::process::getpid().as_raw_nonzero().get() {
+        return None;
+    }
+    match (
+        parts.next()?,
+        parts.next()?,
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
+        (b"fd", n, None, None, None) => num(n),
+        (b"task", tid, Some(b"fd"), Some(n), None) => {
+            num(tid)?;
+            num(n)
+        }
+        _ => None,
+    }
 }
 
 /// realpath(3): resolved from recorded entries. A failure with a caller

@@ -32,6 +32,48 @@ fn changed(dirfd: c_int, p: *const c_char, tree: bool, real: impl FnOnce() -> c_
     )
 }
 
+/// A change through a descriptor. On a served descriptor it is applied to
+/// the original file by path (the staged copy is shared by every process
+/// on the node and must never change), and the entry is no longer trusted.
+fn changed_fd(
+    fd: c_int,
+    on_original: impl FnOnce(*const c_char) -> c_int,
+    real: impl FnOnce() -> c_int,
+) -> c_int {
+    if let crate::state::Mode::Serve(srv) = crate::state::mode() {
+        if let Some(e) = srv.staged_fd(fd) {
+            let mut p = PathBuf::new();
+            if p.set(e.path()) {
+                srv.invalidate(p.as_bytes(), false);
+                return on_original(p.as_cstr().as_ptr());
+            }
+        }
+    }
+    dispatch(
+        |_| Outcome::Pass,
+        |rec| rec.note(Kind::Modify, fd, c"".as_ptr()),
+        -1,
+        real,
+    )
+}
+
+/// utimensat(fd, NULL, ...) changes the descriptor's file.
+fn utimens_at(
+    d: c_int,
+    p: *const c_char,
+    t: *const timespec,
+    real: impl FnOnce() -> c_int,
+) -> c_int {
+    if p.is_null() {
+        return changed_fd(
+            d,
+            |orig| call_real!(utimensat: fn(c_int, *const c_char, *const timespec, c_int) -> c_int, -1, (AT_FDCWD, orig, t, 0)),
+            real,
+        );
+    }
+    changed(d, p, false, real)
+}
+
 /// Two changed paths (rename, link).
 fn changed2(
     d1: c_int,
@@ -67,7 +109,11 @@ hook! {
     fn utimes(p: *const c_char, t: *const timeval) -> c_int, real => changed(AT_FDCWD, p, false, real);
     fn lutimes(p: *const c_char, t: *const timeval) -> c_int, real => changed(AT_FDCWD, p, false, real);
     fn futimesat(d: c_int, p: *const c_char, t: *const timeval) -> c_int, real => changed(d, p, false, real);
-    fn utimensat(d: c_int, p: *const c_char, t: *const timespec, f: c_int) -> c_int, real => changed(d, p, false, real);
+    fn utimensat(d: c_int, p: *const c_char, t: *const timespec, f: c_int) -> c_int, real => { let _ = f; utimens_at(d, p, t, real) };
+    fn futimens(fd: c_int, t: *const timespec) -> c_int, real => changed_fd(fd, |o| call_real!(utimensat: fn(c_int, *const c_char, *const timespec, c_int) -> c_int, -1, (AT_FDCWD, o, t, 0)), real);
+    fn futimes(fd: c_int, t: *const timeval) -> c_int, real => changed_fd(fd, |o| call_real!(utimes: fn(*const c_char, *const timeval) -> c_int, -1, (o, t)), real);
+    fn fchmod(fd: c_int, m: mode_t) -> c_int, real => changed_fd(fd, |o| call_real!(chmod: fn(*const c_char, mode_t) -> c_int, -1, (o, m)), real);
+    fn fchown(fd: c_int, u: uid_t, g: gid_t) -> c_int, real => changed_fd(fd, |o| call_real!(chown: fn(*const c_char, uid_t, gid_t) -> c_int, -1, (o, u, g)), real);
     fn mknod(p: *const c_char, m: mode_t, dev: libc::dev_t) -> c_int, real => changed(AT_FDCWD, p, false, real);
     fn mknodat(d: c_int, p: *const c_char, m: mode_t, dev: libc::dev_t) -> c_int, real => changed(d, p, false, real);
     fn mkfifo(p: *const c_char, m: mode_t) -> c_int, real => changed(AT_FDCWD, p, false, real);

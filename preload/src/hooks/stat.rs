@@ -67,8 +67,8 @@ pub fn fstat_fd(buf: *mut Stat, real: impl FnOnce() -> c_int) -> c_int {
         if let Mode::Serve(srv) = mode() {
             // SAFETY: the real call filled `buf`.
             let (dev, ino) = unsafe { ((*buf).st_dev, (*buf).st_ino) };
-            if let Some(st) = srv.staged_stat(dev, ino) {
-                fill_stat(st, buf);
+            if let Some(st) = srv.descriptor_stat(dev, ino) {
+                fill_stat(&st, buf);
             }
         }
     }
@@ -103,8 +103,8 @@ pub fn statx_at(
                         (*buf).stx_ino,
                     )
                 };
-                if let Some(st) = srv.staged_stat(dev, ino) {
-                    fill_statx(st, st.stx_mask, buf);
+                if let Some(st) = srv.descriptor_stat(dev, ino) {
+                    fill_statx(&st, st.stx_mask, buf);
                 }
             }
         }
