@@ -16,8 +16,10 @@ pub enum Op {
 
 pub const DEFAULT_CACHE: &str = "fmcache.dat";
 pub const DEFAULT_MAX_FILE: u64 = 64 << 20;
-/// Never recorded: kernel and per-boot state, and per-job scratch.
-pub const ALWAYS_EXCLUDED: [&str; 6] = ["/proc", "/sys", "/dev", "/run", "/tmp", "/var/tmp"];
+/// Never recorded: kernel and per-boot state. (Scratch space such as /tmp
+/// is left to the rules for written paths and to FMCACHE_EXCLUDE: software
+/// trees, and CI checkouts, do live under it.)
+pub const ALWAYS_EXCLUDED: [&str; 4] = ["/proc", "/sys", "/dev", "/run"];
 
 #[derive(Clone, Debug)]
 pub struct Config {
