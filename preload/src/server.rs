@@ -62,17 +62,19 @@ impl Server {
         }
     }
 
-    /// Where the staged copy of `mirror` lives.
-    pub fn staged_path(&self, mirror: &[u8]) -> Option<PathBuf> {
-        let mut p = PathBuf::new();
-        (p.push(self.root) && p.push(mirror)).then_some(p)
+    /// Writes where the staged copy of `mirror` lives into `out`.
+    pub fn staged_path(&self, mirror: &[u8], out: &mut PathBuf) -> bool {
+        out.set(self.root) && out.push(mirror)
     }
 
     /// Opens the staged copy of a cached file (with O_CLOEXEC/O_NONBLOCK
     /// from `extra`), checks it is the copy of exactly that file, and
     /// returns the descriptor.
     pub fn open_mirror(&self, mirror: &[u8], expect: &StatRec, extra: c_int) -> Option<c_int> {
-        let p = self.staged_path(mirror)?;
+        let mut p = PathBuf::new();
+        if !self.staged_path(mirror, &mut p) {
+            return None;
+        }
         let flags = rustix::fs::OFlags::RDONLY
             | rustix::fs::OFlags::NOCTTY
             | rustix::fs::OFlags::from_bits_retain(

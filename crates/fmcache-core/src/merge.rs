@@ -325,7 +325,13 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
         }
     }
 
+    // Recording changes the cache's directory (the cache, its .rec, the
+    // stats file): treat those as the pilot's own writes.
     let mut wants = Wants::default();
+    wants.modified.insert(cfg.cache.clone());
+    if let Some(stats) = &cfg.stats {
+        wants.modified.insert(stats.clone());
+    }
     for (p, _) in &journals {
         if let Ok(c) = sys::cstr(p) {
             if let Ok(fd) = sys::open(&c, OFlags::RDONLY, 0) {
@@ -361,10 +367,11 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
                 && wants
                     .modified
                     .iter()
+                    .filter(|m| cfg.in_scope(m))
                     .all(|m| view.lookup(m).is_some_and(|e| e.is_excluded()))
                 && !newly_excluded(view)
         }
-        None => wants.paths.is_empty() && wants.modified.is_empty(),
+        None => wants.paths.is_empty() && !wants.modified.iter().any(|m| cfg.in_scope(m)),
     };
 
     if !up_to_date {

@@ -12,9 +12,11 @@ pub const PATH_MAX: usize = 4096;
 /// Longest file-name component.
 pub const NAME_MAX: usize = 255;
 
-/// A path in a fixed buffer, NUL-terminated for system calls.
+/// A path in a fixed buffer, NUL-terminated for system calls. The buffer
+/// is left uninitialised past the path (hooks build several per call, and
+/// zeroing 4 KiB each time showed up in profiles).
 pub struct PathBuf {
-    buf: [u8; PATH_MAX],
+    buf: [core::mem::MaybeUninit<u8>; PATH_MAX],
     len: usize,
 }
 
@@ -26,32 +28,42 @@ impl Default for PathBuf {
 
 impl PathBuf {
     pub const fn new() -> Self {
-        PathBuf {
-            buf: [0; PATH_MAX],
-            len: 0,
-        }
+        let mut buf = [core::mem::MaybeUninit::uninit(); PATH_MAX];
+        buf[0] = core::mem::MaybeUninit::new(0);
+        PathBuf { buf, len: 0 }
     }
     pub fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
+        // SAFETY: bytes [0, len) are always initialised.
+        unsafe { core::slice::from_raw_parts(self.buf.as_ptr().cast::<u8>(), self.len) }
     }
     /// The path with its NUL, for raw system calls.
     pub fn as_cstr(&self) -> &core::ffi::CStr {
-        // SAFETY: `push` refuses NUL bytes and always leaves a NUL after
-        // `len` (the buffer is one longer than any accepted path).
-        unsafe { core::ffi::CStr::from_bytes_with_nul_unchecked(&self.buf[..self.len + 1]) }
+        // SAFETY: `push` refuses NUL bytes and always writes a NUL at `len`
+        // (the buffer is one longer than any accepted path).
+        unsafe {
+            let bytes = core::slice::from_raw_parts(self.buf.as_ptr().cast::<u8>(), self.len + 1);
+            core::ffi::CStr::from_bytes_with_nul_unchecked(bytes)
+        }
     }
     pub fn clear(&mut self) {
         self.len = 0;
-        self.buf[0] = 0;
+        self.buf[0] = core::mem::MaybeUninit::new(0);
     }
     /// Appends raw bytes; `false` if the result would not fit or holds NUL.
     pub fn push(&mut self, bytes: &[u8]) -> bool {
         if self.len + bytes.len() >= PATH_MAX || bytes.contains(&0) {
             return false;
         }
-        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        // SAFETY: in bounds (checked above); u8 and MaybeUninit<u8> match.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.buf.as_mut_ptr().cast::<u8>().add(self.len),
+                bytes.len(),
+            );
+        }
         self.len += bytes.len();
-        self.buf[self.len] = 0;
+        self.buf[self.len] = core::mem::MaybeUninit::new(0);
         true
     }
     pub fn set(&mut self, bytes: &[u8]) -> bool {
@@ -61,7 +73,7 @@ impl PathBuf {
     pub fn truncate(&mut self, len: usize) {
         if len < self.len {
             self.len = len;
-            self.buf[len] = 0;
+            self.buf[len] = core::mem::MaybeUninit::new(0);
         }
     }
 }

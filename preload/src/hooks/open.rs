@@ -160,9 +160,10 @@ pub fn freopen_common(
             };
             // SAFETY: the descriptor we just opened.
             unsafe { libc::close(fd) };
-            let Some(staged) = srv.staged_path(f.mirror) else {
+            let mut staged = PathBuf::new();
+            if !srv.staged_path(f.mirror, &mut staged) {
                 return Outcome::Miss;
-            };
+            }
             let r = call_real!(freopen64: fn(*const c_char, *const c_char, *mut FILE) -> *mut FILE, core::ptr::null_mut(), (staged.as_cstr().as_ptr(), mode, stream));
             if r.is_null() {
                 Outcome::Fail(crate::errno::get())
