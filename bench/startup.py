@@ -372,7 +372,7 @@ def render_md(a, b, m, commit, dirty, versions, seed, started, loads, info, st, 
             p(f"| {mode} | {c['user']:.4f} | {c['sys']:.4f} | {c['total']:.4f} | "
               f"{c['total'] / cpu['native']['total']:.3f} |")
     p("")
-    nat_sd = st["native"]["stdev"]
+    nat_sd, nat = st["native"]["stdev"], st["native"]["median"]
     p(f"Noise: the native samples' standard deviation is {1000 * nat_sd:.0f} ms "
       f"({100 * nat_sd / nat:.1f}% of their median), so with {st['native']['n']} rounds a difference "
       "of medians of a few percent is not resolved; `startup-diag.md` compares read-cache and native over "
