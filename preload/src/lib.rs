@@ -7,6 +7,7 @@
 mod real;
 #[macro_use]
 mod log;
+mod audit;
 mod cwd;
 mod dirs;
 mod errno;

@@ -67,6 +67,14 @@ impl Server {
         out.set(self.root) && out.push(mirror)
     }
 
+    /// The original path of a path under the stage's mirror tree.
+    pub fn original_of_staged(&self, p: &[u8], out: &mut PathBuf) -> bool {
+        match p.strip_prefix(self.root) {
+            Some(rest) if rest.first() == Some(&b'/') => out.set(rest),
+            _ => false,
+        }
+    }
+
     /// Opens the staged copy of a cached file (with O_CLOEXEC/O_NONBLOCK
     /// from `extra`), checks it is the copy of exactly that file, and
     /// returns the descriptor.

@@ -1,0 +1,68 @@
+//! The loader's own library search under LD_AUDIT (first step of the
+//! shared-library work): with the library also named in LD_AUDIT, a pilot
+//! records every candidate ld.so tries, and a served run skips known
+//! misses and maps found libraries from the stage. Output must equal
+//! native; the loader's calls on the venv and prefix must fall to a small
+//! remainder (the auditor's own dependencies, loaded before auditing
+//! starts, are still searched: see the closing note of the core issue).
+
+use fmcache_tests::{assert_same, fixture, lib, py_env, Run};
+
+#[test]
+fn numpy_scipy_loader_search_served_under_audit() {
+    let py = py_env();
+    let fx = fixture!("audit_numpy");
+    let roots = [py.venv.as_path(), py.prefix.as_path()];
+    let cache = fx.cache("c");
+    let code =
+        "import numpy.fft; import scipy.interpolate; print(numpy.fft.fft([1, 2, 3]).real.sum())";
+    let run = Run::new(&py.python).args(["-c", code]).cwd(&fx.tree);
+    let native = run.clone().native().run().ok("native");
+
+    // Plain preload: the loader's search is untouched.
+    let preload_cache = fx.cache("p");
+    run.clone()
+        .record(&preload_cache)
+        .run()
+        .ok("pilot (preload)");
+    let (_, plain) = run
+        .clone()
+        .serve(&preload_cache)
+        .run_traced(&fx.trace_dir("plain"), &roots);
+
+    run.clone()
+        .record(&cache)
+        .env("LD_AUDIT", lib())
+        .run()
+        .ok("pilot (audit)");
+    let (served, st) = run
+        .clone()
+        .serve(&cache)
+        .env("LD_AUDIT", lib())
+        .run_traced(&fx.trace_dir("audit"), &roots);
+    let served = served.ok("served (audit)");
+    eprintln!(
+        "loader calls on venv+prefix: preload only {}, with LD_AUDIT {}; program calls {}",
+        plain.loader, st.loader, st.program
+    );
+    assert_same("stdout", "native", &native.stdout, "served", &served.stdout);
+    assert_same("stderr", "native", &native.stderr, "served", &served.stderr);
+    assert_eq!(
+        st.program,
+        0,
+        "program calls under audit:\n{}",
+        st.first_calls(20)
+    );
+    assert!(
+        plain.loader > 100,
+        "sanity: ld.so searches the venv without LD_AUDIT ({})",
+        plain.loader
+    );
+    assert!(
+        st.loader * 4 < plain.loader,
+        "LD_AUDIT should serve most of ld.so's search: {} of {} remain:\n{}",
+        st.loader,
+        plain.loader,
+        st.first_calls(30)
+    );
+}
