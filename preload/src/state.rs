@@ -88,6 +88,17 @@ pub enum Outcome<T> {
     Pass,
 }
 
+impl<T> Outcome<T> {
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Outcome<U> {
+        match self {
+            Outcome::Served(v) => Outcome::Served(f(v)),
+            Outcome::Fail(e) => Outcome::Fail(e),
+            Outcome::Miss => Outcome::Miss,
+            Outcome::Pass => Outcome::Pass,
+        }
+    }
+}
+
 /// Runs one hook: serve it, or record it after the real call, or just
 /// pass it through. A panic in our code passes the call through.
 #[inline]

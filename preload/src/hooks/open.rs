@@ -76,6 +76,15 @@ pub fn open_at(
     )
 }
 
+/// Records an fopen/freopen: an open for reading, or a change.
+fn note_stdio(rec: &crate::recorder::Recorder, read_only: bool, p: *const c_char) {
+    rec.note(
+        if read_only { Kind::Open } else { Kind::Modify },
+        AT_FDCWD,
+        p,
+    );
+}
+
 /// stdio mode string -> (read-only, open flags).
 fn fopen_flags(mode: *const c_char) -> Option<(bool, c_int)> {
     let m = cbytes(mode)?;
@@ -115,13 +124,7 @@ pub fn fopen_common(
             Outcome::Miss => Outcome::Miss,
             Outcome::Pass => Outcome::Pass,
         },
-        |rec| {
-            rec.note(
-                if read_only { Kind::Open } else { Kind::Modify },
-                AT_FDCWD,
-                p,
-            )
-        },
+        |rec| note_stdio(rec, read_only, p),
         core::ptr::null_mut(),
         real,
     )
@@ -171,13 +174,7 @@ pub fn freopen_common(
                 Outcome::Served(r)
             }
         },
-        |rec| {
-            rec.note(
-                if read_only { Kind::Open } else { Kind::Modify },
-                AT_FDCWD,
-                p,
-            )
-        },
+        |rec| note_stdio(rec, read_only, p),
         core::ptr::null_mut(),
         real,
     )

@@ -11,7 +11,9 @@ use fmcache_core::journal::Kind;
 use fmcache_core::path::PathBuf;
 
 use super::{cbytes, fill_stat, fill_statx};
+use crate::server::Server;
 use crate::state::{dispatch, mode, Mode, Outcome};
+use fmcache_format::StatRec;
 
 const AT_NO_AUTOMOUNT: c_int = 0x800;
 /// _STAT_VER_KERNEL and _STAT_VER_LINUX on x86-64: both mean `struct stat`.
@@ -35,28 +37,39 @@ pub fn stat_at(
             {
                 return Outcome::Pass;
             }
-            let mut k = PathBuf::new();
-            if !srv.key(dirfd, p, &mut k) {
-                return Outcome::Pass;
-            }
-            match answer::stat(
-                &srv.view,
-                srv,
-                k.as_bytes(),
-                flags & AT_SYMLINK_NOFOLLOW == 0,
-            ) {
-                Answer::Hit(st) => {
-                    fill_stat(st, buf);
-                    Outcome::Served(0)
-                }
-                Answer::Errno(e) => Outcome::Fail(e),
-                Answer::Miss => Outcome::Miss,
-            }
+            cached_stat(srv, dirfd, p, flags).map(|st| {
+                fill_stat(st, buf);
+                0
+            })
         },
         |rec| rec.note(Kind::Stat, dirfd, p),
         -1,
         real,
     )
+}
+
+/// The cached stat(2)/lstat(2) answer for a path (AT_SYMLINK_NOFOLLOW in
+/// `flags` chooses lstat).
+fn cached_stat(
+    srv: &'static Server,
+    dirfd: c_int,
+    p: *const c_char,
+    flags: c_int,
+) -> Outcome<&'static StatRec> {
+    let mut k = PathBuf::new();
+    if !srv.key(dirfd, p, &mut k) {
+        return Outcome::Pass;
+    }
+    match answer::stat(
+        &srv.view,
+        srv,
+        k.as_bytes(),
+        flags & AT_SYMLINK_NOFOLLOW == 0,
+    ) {
+        Answer::Hit(st) => Outcome::Served(st),
+        Answer::Errno(e) => Outcome::Fail(e),
+        Answer::Miss => Outcome::Miss,
+    }
 }
 
 /// fstat-like call: the real answer, with a staged copy's stat replaced
@@ -119,23 +132,14 @@ pub fn statx_at(
             {
                 return Outcome::Pass;
             }
-            let mut k = PathBuf::new();
-            if !srv.key(dirfd, p, &mut k) {
-                return Outcome::Pass;
-            }
-            match answer::stat(
-                &srv.view,
-                srv,
-                k.as_bytes(),
-                flags & AT_SYMLINK_NOFOLLOW == 0,
-            ) {
-                Answer::Hit(st) if st.stx_mask != 0 => {
+            match cached_stat(srv, dirfd, p, flags) {
+                Outcome::Served(st) if st.stx_mask != 0 => {
                     fill_statx(st, st.stx_mask, buf);
                     Outcome::Served(0)
                 }
-                Answer::Hit(_) => Outcome::Miss,
-                Answer::Errno(e) => Outcome::Fail(e),
-                Answer::Miss => Outcome::Miss,
+                // Recorded without statx: the kernel must answer.
+                Outcome::Served(_) => Outcome::Miss,
+                other => other.map(|_| 0),
             }
         },
         |rec| rec.note(Kind::Stat, dirfd, p),
