@@ -157,43 +157,39 @@ pub fn resolve(dirfd: c_int, p: *const c_char, out: &mut PathBuf) -> bool {
     }
     // SAFETY: the caller passed a NUL-terminated path.
     let input = unsafe { CStr::from_ptr(p) }.to_bytes();
-    let mut link = PathBuf::new();
-    let num = itoa_buf(dirfd as u64);
-    if !link.push(b"/proc/self/fd/") || !link.push(num.as_str().as_bytes()) {
+    let mut dir = PathBuf::new();
+    if !fd_path(dirfd, &mut dir) {
         return false;
     }
-    let mut dir = [0u8; fmcache_core::path::PATH_MAX];
-    let Ok(n) = rustix::fs::readlinkat_raw(rustix::fs::CWD, link.as_cstr(), &mut dir[..]) else {
-        return false;
-    };
-    let dir = &dir[..n.min(dir.len())];
+    let dir = dir.as_bytes();
     if input.is_empty() {
         return fmcache_core::path::normalize(None, dir, out);
     }
     fmcache_core::path::normalize(Some(dir), input, out)
 }
 
-struct Digits {
-    buf: [u8; 20],
-    start: usize,
-}
-impl Digits {
-    fn as_str(&self) -> &str {
-        core::str::from_utf8(&self.buf[self.start..]).unwrap_or("0")
-    }
-}
-fn itoa_buf(mut v: u64) -> Digits {
-    let mut d = Digits {
-        buf: [0; 20],
-        start: 20,
-    };
+/// The path the kernel has for descriptor `fd` (/proc/self/fd/N), with no
+/// allocation. Recording and fd-placed changes only: a system call.
+pub fn fd_path(fd: c_int, out: &mut PathBuf) -> bool {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    let mut v = fd as u32;
     loop {
-        d.start -= 1;
-        d.buf[d.start] = b'0' + (v % 10) as u8;
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
         v /= 10;
         if v == 0 {
-            return d;
+            break;
         }
+    }
+    let mut link = PathBuf::new();
+    let mut buf = [0u8; fmcache_core::path::PATH_MAX];
+    if fd < 0 || !link.push(b"/proc/self/fd/") || !link.push(&digits[i..]) {
+        return false;
+    }
+    match rustix::fs::readlinkat_raw(rustix::fs::CWD, link.as_cstr(), &mut buf[..]) {
+        Ok(n) if n < buf.len() => out.set(&buf[..n]),
+        _ => false,
     }
 }
 

@@ -4,7 +4,7 @@ use libc::{c_char, c_int, size_t, ssize_t, AT_FDCWD};
 
 use fmcache_core::answer::{self, Answer};
 use fmcache_core::journal::Kind;
-use fmcache_core::path::{PathBuf, PATH_MAX};
+use fmcache_core::path::PathBuf;
 
 use crate::state::{dispatch, Outcome};
 
@@ -134,9 +134,9 @@ fn realpath_common(
             // The resolved path's ancestors are what serving walks.
             let mut k = PathBuf::new();
             if crate::recorder::resolve(AT_FDCWD, p, &mut k) {
-                let mut buf = [0u8; PATH_MAX];
-                if let Some(r) = real_resolve(k.as_cstr(), &mut buf) {
-                    rec.note_key(Kind::Stat, r);
+                let mut r = PathBuf::new();
+                if real_resolve(k.as_cstr(), &mut r) {
+                    rec.note_key(Kind::Stat, r.as_bytes());
                 }
             }
         },
@@ -146,35 +146,12 @@ fn realpath_common(
 }
 
 /// Canonical path of `p` through the kernel (recording only).
-fn real_resolve<'a>(p: &core::ffi::CStr, buf: &'a mut [u8; PATH_MAX]) -> Option<&'a [u8]> {
+fn real_resolve(p: &core::ffi::CStr, out: &mut PathBuf) -> bool {
     use rustix::fs::OFlags;
-    let fd = rustix::fs::openat(
-        rustix::fs::CWD,
-        p,
-        OFlags::PATH | OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .ok()?;
-    let mut link = PathBuf::new();
-    let num = std::os::fd::AsRawFd::as_raw_fd(&fd);
-    let mut digits = [0u8; 12];
-    let s = fmt_int(num as u32, &mut digits);
-    if !link.push(b"/proc/self/fd/") || !link.push(s) {
-        return None;
-    }
-    let n = rustix::fs::readlinkat_raw(rustix::fs::CWD, link.as_cstr(), &mut buf[..]).ok()?;
-    Some(&buf[..n.min(PATH_MAX)])
-}
-
-fn fmt_int(mut v: u32, out: &mut [u8; 12]) -> &[u8] {
-    let mut i = out.len();
-    loop {
-        i -= 1;
-        out[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            return &out[i..];
-        }
+    let flags = OFlags::PATH | OFlags::CLOEXEC;
+    match rustix::fs::openat(rustix::fs::CWD, p, flags, rustix::fs::Mode::empty()) {
+        Ok(fd) => crate::recorder::fd_path(std::os::fd::AsRawFd::as_raw_fd(&fd), out),
+        Err(_) => false,
     }
 }
 
