@@ -220,7 +220,7 @@ def report(a, b, rng, seed, results):
     load_start = loadavg()
     m = machine()
     commit = sh("git", "-C", a.repo, "rev-parse", "--short=12", "HEAD")
-    dirty = sh("git", "-C", a.repo, "status", "--porcelain", "--untracked-files=no")
+    dirty = sh("git", "-C", a.repo, "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results")
     versions = subprocess.run(
         [b.py, "-c", "import sys, numpy, scipy; print(sys.version.split()[0], numpy.__version__, scipy.__version__)"],
         env=b.env("native"), capture_output=True, text=True, check=True,
