@@ -50,7 +50,7 @@ print("== file-system calls on the venv and interpreter prefix (strace -f)")
 print(f"   {'':10} {'by Python':>10} {'by ld.so':>10} {'all calls':>10}")
 for name, d in (("native", n), ("read-cache", s)):
     print(f"   {name:10} {d['program']:>10} {d['loader']:>10} {d['total']:>10}")
-print("   (ld.so's own library search is served by the LD_AUDIT work, issue 3)")
+print("   (served: env, started with LD_PRELOAD alone, hands python LD_AUDIT too, so ld.so's search is served)")
 print(f"== output of the two runs: {sys.argv[5]}")
 print(f"== wall time, median of 7: native {sys.argv[3]} s, read-cache {sys.argv[4]} s")
 PY

@@ -15,6 +15,7 @@ use fmcache_core::answer::{self, Answer};
 use fmcache_core::journal::Kind;
 use fmcache_core::path::PathBuf;
 
+use crate::carry::LinkMap;
 use crate::state::{mode, Mode};
 
 /// la_version: accept the loader's interface version as given.
@@ -25,15 +26,78 @@ pub extern "C" fn la_version(version: c_uint) -> c_uint {
 
 const LA_SER_ORIG: c_uint = 0x01;
 
+/// la_objopen: an object ld.so mapped from the stage gets its original
+/// path back in `l_name`, which is what dlerror(), dladdr() and
+/// dl_iterate_phdr() show and what later dlopen() calls match by name.
+/// The original is never longer than the staged path, so it is written in
+/// place: ld.so owns (and frees) that buffer.
+#[no_mangle]
+pub unsafe extern "C" fn la_objopen(
+    map: *mut LinkMap,
+    _lmid: libc::c_long,
+    _cookie: *mut usize,
+) -> c_uint {
+    let _ = std::panic::catch_unwind(|| {
+        if let (Mode::Serve(srv), false) = (mode(), map.is_null()) {
+            // SAFETY: ld.so passes the new object's link map.
+            unsafe { restore_name(srv, &mut *map) };
+        }
+    });
+    0
+}
+
+unsafe fn restore_name(srv: &crate::server::Server, map: &mut LinkMap) {
+    if map.l_name.is_null() {
+        return;
+    }
+    // SAFETY: l_name is a NUL-terminated string ld.so allocated.
+    let name = unsafe { CStr::from_ptr(map.l_name) }.to_bytes();
+    let mut orig = PathBuf::new();
+    // The name the program asked for, if this is the object just
+    // redirected from an absolute path (a symlink's own name, say).
+    // SAFETY: the loader lock serialises la_* calls.
+    let asked = unsafe { &*core::ptr::addr_of!(LAST_ASKED) };
+    let chosen = if asked.staged.as_bytes() == name && !asked.orig.as_bytes().is_empty() {
+        asked.orig.as_bytes()
+    } else if srv.original_of_staged(name, &mut orig) {
+        orig.as_bytes()
+    } else {
+        return;
+    };
+    if chosen.len() <= name.len() {
+        // SAFETY: within the buffer holding `name` and its NUL.
+        unsafe {
+            core::ptr::copy(chosen.as_ptr(), map.l_name.cast::<u8>(), chosen.len());
+            *map.l_name.add(chosen.len()) = 0;
+        }
+    }
+}
+
+/// The last absolute name redirected at LA_SER_ORIG and where it went.
+struct Asked {
+    orig: PathBuf,
+    staged: PathBuf,
+}
+static mut LAST_ASKED: Asked = Asked {
+    orig: PathBuf::new(),
+    staged: PathBuf::new(),
+};
+
 /// The path ld.so should try instead of `name`, or NULL to skip it.
 #[no_mangle]
 pub unsafe extern "C" fn la_objsearch(
     name: *const c_char,
-    _cookie: *mut usize,
+    cookie: *mut usize,
     flag: c_uint,
 ) -> *mut c_char {
     let keep = name as *mut c_char;
-    let Ok(out) = std::panic::catch_unwind(|| search(name, flag)) else {
+    // SAFETY: the slot la_objopen filled for the searching object.
+    let loader = if cookie.is_null() {
+        0
+    } else {
+        unsafe { *cookie }
+    } as *const LinkMap;
+    let Ok(out) = std::panic::catch_unwind(|| search(name, flag, loader)) else {
         return keep;
     };
     out.unwrap_or(keep)
@@ -44,14 +108,39 @@ pub unsafe extern "C" fn la_objsearch(
 static mut RING: [[u8; fmcache_core::path::PATH_MAX]; 8] = [[0; fmcache_core::path::PATH_MAX]; 8];
 static NEXT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
-fn search(name: *const c_char, flag: c_uint) -> Option<*mut c_char> {
+fn search(name: *const c_char, flag: c_uint, loader: *const LinkMap) -> Option<*mut c_char> {
     if name.is_null() {
         return None;
     }
     // SAFETY: ld.so passes a NUL-terminated name.
     let given = unsafe { CStr::from_ptr(name) }.to_bytes();
-    // A bare name (no '/') is not a path yet: the search follows.
-    if !given.contains(&b'/') || flag & LA_SER_ORIG != 0 && given.first() != Some(&b'/') {
+    // The library itself (as preload or auditor) stays where it is: its
+    // path is what it hands on in LD_AUDIT.
+    if fmcache_core::path::file_name(given) == fmcache_core::carry::LIB_FILE {
+        return None;
+    }
+    // A bare name (no '/') is not a path yet: answered at once when the
+    // cache settles the whole search, else the search follows.
+    if !given.contains(&b'/') {
+        return match (mode(), flag & LA_SER_ORIG != 0) {
+            (Mode::Record(rec), true) => {
+                crate::libsearch::search_dirs(loader, |d| {
+                    rec.note(Kind::List, libc::AT_FDCWD, d.as_cstr().as_ptr())
+                });
+                None
+            }
+            (Mode::Serve(srv), true) => {
+                let r = crate::libsearch::resolve(srv, loader, given)?;
+                remember(r.name.as_bytes(), r.staged.as_bytes());
+                crate::state::COUNTERS
+                    .served
+                    .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+                Some(hand_over(r.staged.as_bytes()))
+            }
+            _ => None,
+        };
+    }
+    if flag & LA_SER_ORIG != 0 && given.first() != Some(&b'/') {
         return None;
     }
     match mode() {
@@ -70,36 +159,70 @@ fn search(name: *const c_char, flag: c_uint) -> Option<*mut c_char> {
                 false => k.as_bytes(),
             };
             match answer::open_read(&srv.view, srv, key, 0) {
-                Answer::Errno(_) => Some(core::ptr::null_mut()),
+                // A known-missing candidate: its place under the stage,
+                // which holds no such file, so ld.so's open fails with
+                // ENOENT locally and ld.so goes on exactly as it would
+                // (NULL would skip the open but leave ld.so's errno stale,
+                // which ends the search of that path list early).
+                Answer::Errno(libc::ENOENT)
+                    if flag & LA_SER_ORIG == 0
+                        || crate::libsearch::AFTER_STARTUP
+                            .load(core::sync::atomic::Ordering::Relaxed) =>
+                {
+                    let mut staged = PathBuf::new();
+                    if !srv.staged_path(key, &mut staged) {
+                        return None;
+                    }
+                    Some(hand_over(staged.as_bytes()))
+                }
+                Answer::Errno(_) => None,
                 Answer::Hit(f) => {
                     let mut staged = PathBuf::new();
                     if !srv.staged_path(f.mirror, &mut staged) {
                         return None;
                     }
-                    let slot = NEXT.fetch_add(1, core::sync::atomic::Ordering::Relaxed) % 8;
-                    let bytes = staged.as_cstr().to_bytes_with_nul();
-                    // SAFETY: the loader lock serialises la_objsearch calls.
-                    unsafe {
-                        let dst = &mut *core::ptr::addr_of_mut!(RING[slot]);
-                        dst[..bytes.len()].copy_from_slice(bytes);
-                        Some(dst.as_mut_ptr().cast())
+                    if flag & LA_SER_ORIG != 0 {
+                        remember(given, staged.as_bytes());
                     }
+                    Some(hand_over(staged.as_bytes()))
                 }
                 // Unknown here, or under the stage without a copy: the
                 // original path (never a stage path ld.so would miss).
-                Answer::Miss if key.len() != k.as_bytes().len() => {
-                    let slot = NEXT.fetch_add(1, core::sync::atomic::Ordering::Relaxed) % 8;
-                    // SAFETY: as above.
-                    unsafe {
-                        let dst = &mut *core::ptr::addr_of_mut!(RING[slot]);
-                        dst[..key.len()].copy_from_slice(key);
-                        dst[key.len()] = 0;
-                        Some(dst.as_mut_ptr().cast())
-                    }
-                }
+                Answer::Miss if key.len() != k.as_bytes().len() => Some(hand_over(key)),
                 Answer::Miss => None,
             }
         }
         Mode::Off => None,
+    }
+}
+
+/// la_preinit: the program's start-up objects are loaded; from here on a
+/// failed load is reported through dlerror().
+#[no_mangle]
+pub extern "C" fn la_preinit(_cookie: *mut usize) {
+    crate::libsearch::AFTER_STARTUP.store(true, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Notes the name an object was asked for under, for la_objopen.
+fn remember(asked: &[u8], staged: &[u8]) {
+    // SAFETY: the loader lock serialises la_* calls.
+    let a = unsafe { &mut *core::ptr::addr_of_mut!(LAST_ASKED) };
+    if !(a.orig.set(asked) && a.staged.set(staged)) {
+        a.orig.clear();
+    }
+}
+
+/// A path for ld.so to open instead, in a ring slot that outlives the call
+/// (ld.so copies the name it opens).
+fn hand_over(path: &[u8]) -> *mut c_char {
+    let slot = NEXT.fetch_add(1, core::sync::atomic::Ordering::Relaxed) % 8;
+    // SAFETY: the loader lock serialises la_objsearch calls; callers pass
+    // paths shorter than PATH_MAX (PathBuf contents).
+    unsafe {
+        let dst = &mut *core::ptr::addr_of_mut!(RING[slot]);
+        let n = path.len().min(dst.len() - 1);
+        dst[..n].copy_from_slice(&path[..n]);
+        dst[n] = 0;
+        dst.as_mut_ptr().cast()
     }
 }

@@ -8,11 +8,13 @@ mod real;
 #[macro_use]
 mod log;
 mod audit;
+mod carry;
 mod cwd;
 mod dirs;
 mod errno;
 #[macro_use]
 mod hooks;
+mod libsearch;
 mod recorder;
 mod server;
 mod state;
@@ -40,6 +42,9 @@ extern "C" fn fini() {
 fn start() {
     hooks::process::set_owner();
     cwd::refresh();
+    carry::identify();
+    hooks::exec::resolve();
+    hooks::dl::resolve();
     // Never in setuid/setgid programs: their environment is not theirs.
     // SAFETY: getauxval has no preconditions.
     if unsafe { libc::getauxval(libc::AT_SECURE) } != 0 {
@@ -51,6 +56,13 @@ fn start() {
         here.set(b"/");
     }
     let cfg = Config::from_lookup(|k| std::env::var_os(k), here.as_bytes(), euid);
+    if cfg.op != Op::Off {
+        if !carry::is_auditor() {
+            carry::export_audit();
+        } else if preloaded_too() {
+            log::quiet();
+        }
+    }
     let op = match cfg.op {
         Op::Off => "off",
         Op::Record => "record",
@@ -61,14 +73,17 @@ fn start() {
     unsafe { libc::pthread_atfork(None, None, Some(hooks::process::after_fork_child)) };
     match cfg.op {
         Op::Off => {}
-        Op::Record => match recorder::Recorder::start(cfg.clone()) {
+        Op::Record => match recorder::Recorder::start(cfg.clone()).inspect(|_| libsearch::init()) {
             Ok(r) => state::set_recorder(Box::leak(Box::new(r))),
             Err(e) => warn!(
                 "{}: cannot record: {e}; running unrecorded",
                 String::from_utf8_lossy(&cfg.cache)
             ),
         },
-        Op::Serve => match serve_check().and_then(|()| server::Server::attach(&cfg)) {
+        Op::Serve => match serve_check()
+            .inspect(|()| libsearch::init())
+            .and_then(|()| server::Server::attach(&cfg))
+        {
             Ok(s) => state::set_server(Box::leak(Box::new(s))),
             Err(e) => warn!(
                 "{}: {e}; running uncached",
@@ -76,6 +91,14 @@ fn start() {
             ),
         },
     }
+}
+
+/// Whether LD_PRELOAD names the library (its copy there warns for both).
+fn preloaded_too() -> bool {
+    let lib = carry::self_path().unwrap_or(fmcache_core::carry::LIB_FILE);
+    std::env::var_os("LD_PRELOAD").is_some_and(|p| {
+        fmcache_core::carry::names_lib(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()), lib)
+    })
 }
 
 /// Answers are valid for one identity: real and effective ids must agree

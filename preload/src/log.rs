@@ -2,6 +2,7 @@
 //! no allocation, no stdio lock, safe in any hook.
 
 use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 struct Line {
     buf: [u8; 1024],
@@ -17,7 +18,18 @@ impl Write for Line {
     }
 }
 
+/// Set in the auditor copy when the preload copy is there too: it reads
+/// the same settings and cache, so one line per process is enough.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+pub fn quiet() {
+    QUIET.store(true, Relaxed);
+}
+
 pub fn warn(args: fmt::Arguments<'_>) {
+    if QUIET.load(Relaxed) {
+        return;
+    }
     let mut line = Line {
         buf: [0; 1024],
         len: 0,

@@ -67,6 +67,20 @@ impl Server {
         out.set(self.root) && out.push(mirror)
     }
 
+    /// Takes the stage out of a message in place (dlerror text): a staged
+    /// path becomes its original, a name pointed into the missing
+    /// directory becomes the bare name again.
+    pub fn unstage_message(&self, msg: &mut [u8]) -> usize {
+        let mut missing = PathBuf::new();
+        let ok =
+            missing.set(self.root) && missing.push(crate::libsearch::MISSING) && missing.push(b"/");
+        let mut n = msg.len();
+        if ok {
+            n = remove_all(&mut msg[..n], missing.as_bytes(), |_| true);
+        }
+        remove_all(&mut msg[..n], self.root, |rest| rest.first() == Some(&b'/'))
+    }
+
     /// The original path of a path under the stage's mirror tree.
     pub fn original_of_staged(&self, p: &[u8], out: &mut PathBuf) -> bool {
         match p.strip_prefix(self.root) {
@@ -217,4 +231,20 @@ impl Prefixes {
                 && path::under(p, unsafe { (*self.paths[i].get()).as_bytes() })
         })
     }
+}
+
+/// Removes every `pat` followed by what `keep_if` accepts, shifting the
+/// rest down; returns the new length.
+fn remove_all(buf: &mut [u8], pat: &[u8], keep_if: impl Fn(&[u8]) -> bool) -> usize {
+    let (mut r, mut w) = (0, 0);
+    while r < buf.len() {
+        if !pat.is_empty() && buf[r..].starts_with(pat) && keep_if(&buf[r + pat.len()..]) {
+            r += pat.len();
+            continue;
+        }
+        buf[w] = buf[r];
+        w += 1;
+        r += 1;
+    }
+    w
 }

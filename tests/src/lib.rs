@@ -678,3 +678,5 @@ pub fn names(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+pub mod procs;

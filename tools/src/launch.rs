@@ -157,7 +157,26 @@ pub fn preload_env(op: &str, cfg: &Config, lib: &[u8]) -> Vec<(&'static str, OsS
             "LD_PRELOAD",
             ld_preload(lib, std::env::var_os("LD_PRELOAD").as_deref()),
         ),
+        // The loader's own search is seen only by an auditor, named at exec.
+        (
+            "LD_AUDIT",
+            ld_audit(lib, std::env::var_os("LD_AUDIT").as_deref()),
+        ),
     ]
+}
+
+/// LD_AUDIT with `lib` last (after any auditor already there, whose
+/// choices it then sees), once.
+pub fn ld_audit(lib: &[u8], existing: Option<&OsStr>) -> OsString {
+    let existing = existing.map(|e| e.as_bytes()).filter(|e| !e.is_empty());
+    if existing.is_some_and(|e| fmcache_core::carry::names_lib(e, lib)) {
+        return existing
+            .map(|e| OsString::from_vec(e.to_vec()))
+            .unwrap_or_default();
+    }
+    let mut buf = vec![0u8; lib.len() + existing.map_or(0, |e| e.len()) + 16];
+    let n = fmcache_core::carry::audit_assignment(existing, lib, &mut buf).unwrap_or(0);
+    OsString::from_vec(buf[b"LD_AUDIT=".len().min(n)..n].to_vec())
 }
 
 /// How the child ended.
@@ -322,6 +341,20 @@ pub fn human_bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audit_is_appended_once() {
+        let lib = b"/opt/fm/libfmcache.so";
+        assert_eq!(ld_audit(lib, None), OsStr::new("/opt/fm/libfmcache.so"));
+        assert_eq!(
+            ld_audit(lib, Some(OsStr::new("/a/x.so"))),
+            OsStr::new("/a/x.so:/opt/fm/libfmcache.so")
+        );
+        assert_eq!(
+            ld_audit(lib, Some(OsStr::new("/b/libfmcache.so"))),
+            OsStr::new("/b/libfmcache.so")
+        );
+    }
 
     #[test]
     fn preload_is_prepended_once() {

@@ -3,6 +3,7 @@
 //! staging and configuration. Used by the preload library and the tool.
 
 pub mod answer;
+pub mod carry;
 pub mod config;
 pub mod journal;
 pub mod merge;

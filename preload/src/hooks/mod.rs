@@ -46,6 +46,8 @@ macro_rules! hook {
 
 pub mod access;
 pub mod dir;
+pub mod dl;
+pub mod exec;
 pub mod link;
 pub mod modify;
 pub mod open;

@@ -1,0 +1,181 @@
+//! Who this copy of the library is, and carrying it into `LD_AUDIT`.
+//!
+//! The same file is loaded twice in an audited process: as the preload
+//! (the application's namespace) and as the auditor (its own namespace,
+//! first object there). ld.so reads `LD_AUDIT` only at exec, so the
+//! preload copy adds the library to `LD_AUDIT` in its own environment
+//! (what `environ`-based exec, `system`, and launchers such as srun and
+//! mpirun hand on) and the exec hooks add it to explicit `envp` arrays.
+
+use core::ffi::{c_char, c_void, CStr};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
+
+use fmcache_core::carry;
+use fmcache_core::path::{PathBuf, PATH_MAX};
+
+use crate::cwd;
+
+/// This copy's own path (absolute), written once at start-up.
+static mut SELF_PATH: [u8; PATH_MAX] = [0; PATH_MAX];
+static SELF_LEN: AtomicUsize = AtomicUsize::new(0);
+static AUDITOR: AtomicBool = AtomicBool::new(false);
+
+/// The minimal head of glibc's `struct link_map` (public in <link.h>).
+#[repr(C)]
+pub struct LinkMap {
+    pub l_addr: usize,
+    pub l_name: *mut c_char,
+    pub l_ld: *mut c_void,
+    pub l_next: *mut LinkMap,
+    pub l_prev: *mut LinkMap,
+}
+
+extern "C" {
+    fn dladdr1(
+        addr: *const c_void,
+        info: *mut libc::Dl_info,
+        extra: *mut *mut c_void,
+        flags: i32,
+    ) -> i32;
+}
+const RTLD_DL_LINKMAP: i32 = 2;
+
+/// Finds this copy's path and role. Runs in the constructor.
+pub fn identify() {
+    // SAFETY: all-zero is a valid Dl_info; dladdr1 fills it for an
+    // address inside this object.
+    let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
+    let mut map: *mut c_void = core::ptr::null_mut();
+    let here = identify as *const c_void;
+    if unsafe { dladdr1(here, &mut info, &mut map, RTLD_DL_LINKMAP) } == 0
+        || info.dli_fname.is_null()
+    {
+        return;
+    }
+    // The auditor is the first object of its namespace; the preload
+    // always follows the executable.
+    if !map.is_null() {
+        // SAFETY: ld.so returned its link map for this object.
+        AUDITOR.store(
+            unsafe { (*(map as *const LinkMap)).l_prev.is_null() },
+            Relaxed,
+        );
+    }
+    // SAFETY: dladdr's file name is NUL-terminated.
+    let name = unsafe { CStr::from_ptr(info.dli_fname) }.to_bytes();
+    let mut abs = PathBuf::new();
+    let mut cwd = PathBuf::new();
+    let base = cwd::get(&mut cwd).then(|| cwd.as_bytes());
+    if !fmcache_core::path::normalize(base, name, &mut abs) {
+        return;
+    }
+    let p = abs.as_bytes();
+    // SAFETY: written once, before SELF_LEN publishes it.
+    unsafe { (&mut *core::ptr::addr_of_mut!(SELF_PATH))[..p.len()].copy_from_slice(p) };
+    SELF_LEN.store(p.len(), Release);
+}
+
+/// This copy's absolute path, if known.
+pub fn self_path() -> Option<&'static [u8]> {
+    let n = SELF_LEN.load(Acquire);
+    // SAFETY: the first n bytes were written before n was published.
+    (n > 0).then(|| unsafe { &(&*core::ptr::addr_of!(SELF_PATH))[..n] })
+}
+
+/// Whether this copy is the one loaded through LD_AUDIT.
+pub fn is_auditor() -> bool {
+    AUDITOR.load(Relaxed)
+}
+
+/// Adds the library to `LD_AUDIT` in this process's environment, for
+/// everything it starts. Constructor only (it allocates).
+pub fn export_audit() {
+    let Some(lib) = self_path() else { return };
+    let get = |k: &str| std::env::var_os(k).map(std::os::unix::ffi::OsStringExt::into_vec);
+    let (op, preload, audit) = (get("DLFM_OP"), get("LD_PRELOAD"), get("LD_AUDIT"));
+    if !carry::audit_missing(op.as_deref(), preload.as_deref(), audit.as_deref(), lib) {
+        return;
+    }
+    let mut buf = vec![0u8; lib.len() + audit.as_ref().map_or(0, |a| a.len()) + 16];
+    if let Some(n) = carry::audit_assignment(audit.as_deref(), lib, &mut buf) {
+        let value = &buf[b"LD_AUDIT=".len()..n];
+        std::env::set_var(
+            "LD_AUDIT",
+            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(value),
+        );
+    }
+}
+
+/// Most environment entries an exec hook rewrites; a larger environment
+/// passes through unchanged.
+const MAX_ENV: usize = 1024;
+const ENTRY: usize = 2 * PATH_MAX;
+
+/// An `envp` with `LD_AUDIT` carrying the library, built on the caller's
+/// stack (exec hooks may run in a vfork child: no heap).
+pub struct Patched {
+    ptrs: [*const c_char; MAX_ENV + 1],
+    entry: [u8; ENTRY],
+}
+
+impl Patched {
+    pub const fn new() -> Patched {
+        Patched {
+            ptrs: [core::ptr::null(); MAX_ENV + 1],
+            entry: [0; ENTRY],
+        }
+    }
+
+    /// `envp`, or the patched copy when it asks for the library (DLFM_OP,
+    /// LD_PRELOAD) but its LD_AUDIT does not name it.
+    ///
+    /// # Safety
+    /// `envp` is NULL or a NULL-terminated array of C strings.
+    pub unsafe fn apply(&mut self, envp: *const *const c_char) -> *const *const c_char {
+        let Some(lib) = self_path() else { return envp };
+        if envp.is_null() {
+            return envp;
+        }
+        let (mut op, mut preload, mut audit, mut audit_at) = (None, None, None, usize::MAX);
+        let mut n = 0;
+        loop {
+            // SAFETY: NULL-terminated, per the contract.
+            let p = unsafe { *envp.add(n) };
+            if p.is_null() {
+                break;
+            }
+            if n == MAX_ENV {
+                return envp;
+            }
+            // SAFETY: each entry is a C string.
+            let kv = unsafe { CStr::from_ptr(p) }.to_bytes();
+            if let Some(v) = kv.strip_prefix(b"DLFM_OP=") {
+                op = Some(v);
+            } else if let Some(v) = kv.strip_prefix(b"LD_PRELOAD=") {
+                preload = Some(v);
+            } else if let Some(v) = kv.strip_prefix(b"LD_AUDIT=") {
+                (audit, audit_at) = (Some(v), n);
+            }
+            n += 1;
+        }
+        if !carry::audit_missing(op, preload, audit, lib) {
+            return envp;
+        }
+        let Some(len) = carry::audit_assignment(audit, lib, &mut self.entry[..ENTRY - 1]) else {
+            return envp;
+        };
+        self.entry[len] = 0;
+        let mut k = 0;
+        for i in (0..n).filter(|&i| i != audit_at) {
+            // SAFETY: i < n, within the array.
+            self.ptrs[k] = unsafe { *envp.add(i) };
+            k += 1;
+        }
+        if k == MAX_ENV {
+            return envp;
+        }
+        self.ptrs[k] = self.entry.as_ptr().cast();
+        self.ptrs[k + 1] = core::ptr::null();
+        self.ptrs.as_ptr()
+    }
+}

@@ -1,0 +1,485 @@
+//! Answers a library search by bare name at once (la_objsearch with
+//! LA_SER_ORIG), from the cache, so ld.so neither tries candidates nor
+//! stats the directories it found nothing in: those `stat`s of hwcaps and
+//! tls subdirectories happen inside ld.so after every failed candidate,
+//! where no hook can answer them.
+//!
+//! The answer must be the library ld.so would find, so this follows its
+//! order for a loader with DT_RUNPATH (glibc ignores every RPATH then):
+//! LD_LIBRARY_PATH, then the loader's RUNPATH with `$ORIGIN` expanded.
+//! A directory is passed over only when the cache holds its listing, the
+//! name is absent and no subdirectory ld.so could try (glibc-hwcaps, tls,
+//! platform and hwcap names) exists in it; the first directory listing the
+//! name gives the answer, if the cache can serve that file and the file's
+//! copy sits in the same directory (so `$ORIGIN` of the new object is that
+//! directory). Anything else (no RUNPATH, other dynamic string tokens,
+//! unknown directories) returns None and the ordinary search goes on,
+//! candidate by candidate. A name in none of those directories comes, as
+//! in ld.so, from /etc/ld.so.cache (read here from node-local disk), when
+//! it holds exactly one plain entry for it.
+
+use core::ffi::{c_char, CStr};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
+
+use fmcache_core::answer::{self, Answer};
+use fmcache_core::path::{parent, PathBuf, PATH_MAX};
+
+use crate::carry::LinkMap;
+use crate::server::Server;
+
+/// First components of every subdirectory ld.so tries below a search
+/// directory (x86-64's legacy names; AT_PLATFORM is added at run time).
+const SUBDIRS: [&[u8]; 6] = [
+    b"glibc-hwcaps",
+    b"tls",
+    b"x86_64",
+    b"avx512_1",
+    b"haswell",
+    b"xeon_phi",
+];
+
+const ENV_MAX: usize = 8192;
+static mut LIBRARY_PATH: [u8; ENV_MAX] = [0; ENV_MAX];
+static LIBRARY_PATH_LEN: AtomicUsize = AtomicUsize::new(0);
+/// LD_LIBRARY_PATH is set but could not be kept: never answer.
+static LIBRARY_PATH_UNUSABLE: AtomicBool = AtomicBool::new(false);
+/// /etc/ld.so.cache, mapped read-only (address, length; 0 if unusable).
+static LD_CACHE: AtomicUsize = AtomicUsize::new(0);
+static LD_CACHE_LEN: AtomicUsize = AtomicUsize::new(0);
+static mut EXE_DIR: PathBuf = PathBuf::new();
+static EXE_DIR_OK: AtomicBool = AtomicBool::new(false);
+
+/// Keeps what ld.so read at exec: LD_LIBRARY_PATH and the executable's
+/// directory (`$ORIGIN` of the main program). Constructor only.
+pub fn init() {
+    if let Some(v) = std::env::var_os("LD_LIBRARY_PATH") {
+        let b = std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str());
+        if b.len() <= ENV_MAX {
+            // SAFETY: written once, before the length publishes it.
+            unsafe { (&mut *core::ptr::addr_of_mut!(LIBRARY_PATH))[..b.len()].copy_from_slice(b) };
+            LIBRARY_PATH_LEN.store(b.len(), Release);
+        } else {
+            LIBRARY_PATH_UNUSABLE.store(true, Release);
+        }
+    }
+    map_ld_cache();
+    let mut buf = [0u8; PATH_MAX];
+    // SAFETY: readlink(2) into our buffer.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_readlinkat,
+            libc::AT_FDCWD,
+            c"/proc/self/exe".as_ptr(),
+            buf.as_mut_ptr(),
+            buf.len(),
+        )
+    };
+    if n > 0 && (n as usize) < buf.len() {
+        if let Some(dir) = parent(&buf[..n as usize]) {
+            // SAFETY: written once, before EXE_DIR_OK publishes it.
+            if unsafe { (*core::ptr::addr_of_mut!(EXE_DIR)).set(dir) } {
+                EXE_DIR_OK.store(true, Release);
+            }
+        }
+    }
+}
+
+fn library_path() -> Option<&'static [u8]> {
+    let n = LIBRARY_PATH_LEN.load(Acquire);
+    // SAFETY: the first n bytes were written before n was published.
+    (n > 0).then(|| unsafe { &(&*core::ptr::addr_of!(LIBRARY_PATH))[..n] })
+}
+
+/// The library found, and the path ld.so would have given it (`l_name`).
+pub struct Resolved {
+    pub staged: PathBuf,
+    pub name: PathBuf,
+}
+
+enum Step {
+    Next,
+    /// The answer is in the caller's `Resolved`.
+    Found,
+    GiveUp,
+}
+
+/// The staged copy to load for `name` requested by `loader`, if the cache
+/// settles the whole search up to it.
+pub fn resolve(srv: &Server, loader: *const LinkMap, name: &[u8]) -> Option<Resolved> {
+    if loader.is_null() || LIBRARY_PATH_UNUSABLE.load(Acquire) {
+        return None;
+    }
+    // SAFETY: the cookie holds the link map la_objopen was given.
+    let map = unsafe { &*loader };
+    // SAFETY: as above; ld.so keeps the dynamic section mapped.
+    let dynamic = unsafe { read_dynamic(map) };
+    let origin = origin_of(map)?;
+    let mut r = Resolved {
+        staged: PathBuf::new(),
+        name: PathBuf::new(),
+    };
+    let mut step = Step::Next;
+    let complete = each_dir(&dynamic, origin.as_bytes(), |d| {
+        step = in_dir(srv, d, name, &mut r);
+        matches!(step, Step::Next)
+    });
+    match step {
+        Step::Found => return Some(r),
+        Step::GiveUp => return None,
+        Step::Next if !complete => return None,
+        Step::Next => {}
+    }
+    if dynamic.nodeflib {
+        return None;
+    }
+    let Some(system) = ld_cache_lookup(name) else {
+        return missing_everywhere(srv, name, r);
+    };
+    if !r.name.set(system) {
+        return None;
+    }
+    // A cached copy of the system library if there is one, else the file.
+    let staged = match answer::open_read(&srv.view, srv, system, 0) {
+        Answer::Hit(f) if parent(f.mirror) == parent(system) => {
+            srv.staged_path(f.mirror, &mut r.staged)
+        }
+        _ => r.staged.set(system),
+    };
+    staged.then_some(r)
+}
+
+/// ld.so's default directories (Debian x86-64), searched after the cache.
+const SYSTEM_DIRS: [&[u8]; 4] = [
+    b"/lib/x86_64-linux-gnu",
+    b"/usr/lib/x86_64-linux-gnu",
+    b"/lib",
+    b"/usr/lib",
+];
+
+/// Set by la_preinit: start-up loading is over and failures go to
+/// dlerror(), where the stage prefix is taken out again.
+pub static AFTER_STARTUP: AtomicBool = AtomicBool::new(false);
+
+/// A name found nowhere ld.so would look: a path under the stage that
+/// does not exist, so ld.so fails with ENOENT from one local call. Only
+/// for dlopen (a start-up failure is printed by ld.so itself, with the
+/// name it tried, which cannot be rewritten).
+fn missing_everywhere(srv: &Server, name: &[u8], mut r: Resolved) -> Option<Resolved> {
+    if !AFTER_STARTUP.load(Relaxed) || cfg!(not(target_arch = "x86_64")) {
+        return None;
+    }
+    for d in SYSTEM_DIRS {
+        if !matches!(in_dir(srv, d, name, &mut r), Step::Next) {
+            return None;
+        }
+    }
+    r.name.clear();
+    (srv.staged_path(MISSING, &mut r.staged) && r.staged.push(b"/") && r.staged.push(name))
+        .then_some(r)
+}
+
+/// The stage subdirectory (never created) that missing names point into.
+pub const MISSING: &[u8] = b"/.fmcache-missing";
+
+fn map_ld_cache() {
+    use rustix::fs::{Mode, OFlags};
+    let Ok(fd) = rustix::fs::open(
+        "/etc/ld.so.cache",
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return;
+    };
+    let Ok(st) = rustix::fs::fstat(&fd) else {
+        return;
+    };
+    let len = st.st_size as usize;
+    if len < 48 {
+        return;
+    }
+    // SAFETY: a fresh private read-only mapping, never unmapped.
+    let Ok(p) = (unsafe {
+        rustix::mm::mmap(
+            core::ptr::null_mut(),
+            len,
+            rustix::mm::ProtFlags::READ,
+            rustix::mm::MapFlags::PRIVATE,
+            &fd,
+            0,
+        )
+    }) else {
+        return;
+    };
+    LD_CACHE_LEN.store(len, Relaxed);
+    LD_CACHE.store(p as usize, Release);
+}
+
+/// The path ld.so.cache gives `name`: the one entry for it that is a
+/// plain x86-64 libc6 library. Several, or a glibc-hwcaps variant, or an
+/// OS-version condition: None (ld.so's own choice then decides).
+fn ld_cache_lookup(name: &[u8]) -> Option<&'static [u8]> {
+    const MAGIC: &[u8] = b"glibc-ld.so.cache1.1";
+    const FLAGS_X8664_LIBC6: u32 = 0x0303;
+    let addr = LD_CACHE.load(Acquire);
+    if addr == 0 || cfg!(not(target_arch = "x86_64")) {
+        return None;
+    }
+    // SAFETY: the mapping published by map_ld_cache, never unmapped.
+    let b = unsafe { core::slice::from_raw_parts(addr as *const u8, LD_CACHE_LEN.load(Relaxed)) };
+    if !b.starts_with(MAGIC) {
+        return None;
+    }
+    let u32_at = |o: usize| {
+        b.get(o..o + 4)
+            .map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+    };
+    let cstr_at = |o: usize| {
+        let rest = b.get(o..)?;
+        rest.iter().position(|&c| c == 0).map(|n| &rest[..n])
+    };
+    let n = u32_at(20)? as usize;
+    let mut found = None;
+    for i in 0..n {
+        let e = 48 + i * 24;
+        let (flags, key, value, osv) =
+            (u32_at(e)?, u32_at(e + 4)?, u32_at(e + 8)?, u32_at(e + 12)?);
+        let hwcap = u32_at(e + 16)? as u64 | (u32_at(e + 20)? as u64) << 32;
+        if cstr_at(key as usize)? != name {
+            continue;
+        }
+        if hwcap != 0 || osv != 0 {
+            return None;
+        }
+        if flags == FLAGS_X8664_LIBC6 {
+            if found.is_some() {
+                return None;
+            }
+            found = Some(cstr_at(value as usize)?);
+        }
+    }
+    found.filter(|p| p.first() == Some(&b'/'))
+}
+
+/// What the search needs from the loader's dynamic section.
+struct Dynamic {
+    runpath: Option<&'static [u8]>,
+    nodeflib: bool,
+}
+
+/// Calls `f` on each directory ld.so searches for a loader with RUNPATH,
+/// in order, while it returns true; false if a directory could not be
+/// formed as ld.so would (the search must then be left to ld.so).
+fn each_dir(dynamic: &Dynamic, origin: &[u8], mut f: impl FnMut(&[u8]) -> bool) -> bool {
+    let Some(runpath) = dynamic.runpath else {
+        return false;
+    };
+    let lists: [(&[u8], &[u8]); 2] = [(library_path().unwrap_or(b""), b":;"), (runpath, b":")];
+    for (list, seps) in lists {
+        if list.is_empty() {
+            continue;
+        }
+        for dir in list.split(|b| seps.contains(b)) {
+            let mut d = PathBuf::new();
+            if !expand(dir, origin, &mut d) {
+                return false;
+            }
+            if !f(d.as_bytes()) {
+                return true;
+            }
+        }
+    }
+    true
+}
+
+/// For the pilot: the directories a bare-name search by `loader` walks,
+/// so the cache holds their listings (or their absence) under the names
+/// ld.so uses, `$ORIGIN/..` spellings included.
+pub fn search_dirs(loader: *const LinkMap, mut f: impl FnMut(&PathBuf)) {
+    if loader.is_null() {
+        return;
+    }
+    // SAFETY: the cookie holds the link map la_objopen was given.
+    let map = unsafe { &*loader };
+    // SAFETY: as in resolve.
+    let dynamic = unsafe { read_dynamic(map) };
+    let Some(origin) = origin_of(map) else { return };
+    each_dir(&dynamic, origin.as_bytes(), |d| {
+        let mut p = PathBuf::new();
+        if p.set(d) {
+            f(&p);
+        }
+        true
+    });
+}
+
+/// The loader's DT_RUNPATH string and DF_1_NODEFLIB.
+unsafe fn read_dynamic(map: &LinkMap) -> Dynamic {
+    const DT_NULL: i64 = 0;
+    const DT_STRTAB: i64 = 5;
+    const DT_RUNPATH: i64 = 29;
+    const DT_FLAGS_1: i64 = 0x6fff_fffb;
+    const DF_1_NODEFLIB: u64 = 0x800;
+    let mut out = Dynamic {
+        runpath: None,
+        nodeflib: false,
+    };
+    let mut dynp = map.l_ld as *const [u64; 2];
+    if dynp.is_null() {
+        return out;
+    }
+    let (mut strtab, mut runpath) = (None, None);
+    for _ in 0..4096 {
+        // SAFETY: the dynamic section ends with DT_NULL.
+        let [tag, val] = unsafe { *dynp };
+        match tag as i64 {
+            DT_NULL => break,
+            DT_STRTAB => strtab = Some(val as usize),
+            DT_RUNPATH => runpath = Some(val as usize),
+            DT_FLAGS_1 => out.nodeflib = val & DF_1_NODEFLIB != 0,
+            _ => {}
+        }
+        dynp = unsafe { dynp.add(1) };
+    }
+    let (Some(mut tab), Some(off)) = (strtab, runpath) else {
+        return out;
+    };
+    // ld.so relocates the dynamic section in place on x86-64; an
+    // unrelocated (file-relative) address lies below the load address.
+    if tab < map.l_addr {
+        tab += map.l_addr;
+    }
+    // SAFETY: a NUL-terminated string in the loaded string table.
+    out.runpath = Some(unsafe { CStr::from_ptr((tab + off) as *const c_char) }.to_bytes());
+    out
+}
+
+/// `$ORIGIN` of the loader: its directory, or the executable's.
+fn origin_of(map: &LinkMap) -> Option<PathBuf> {
+    let mut o = PathBuf::new();
+    // SAFETY: l_name is a C string ("" for the main program).
+    let name = (!map.l_name.is_null()).then(|| unsafe { CStr::from_ptr(map.l_name) }.to_bytes());
+    match name {
+        Some(n) if !n.is_empty() => {
+            if n.first() != Some(&b'/') || !o.set(parent(n)?) {
+                return None;
+            }
+        }
+        _ => {
+            if !EXE_DIR_OK.load(Acquire) {
+                return None;
+            }
+            // SAFETY: published by init.
+            o.set(unsafe { (*core::ptr::addr_of!(EXE_DIR)).as_bytes() });
+        }
+    }
+    Some(o)
+}
+
+/// One search-path entry with `$ORIGIN`/`${ORIGIN}` expanded and trailing
+/// slashes removed, as ld.so builds it; false for anything it would treat
+/// otherwise (empty or relative entries, other tokens).
+fn expand(entry: &[u8], origin: &[u8], out: &mut PathBuf) -> bool {
+    let mut rest = entry;
+    out.clear();
+    while let Some(i) = rest.iter().position(|&b| b == b'$') {
+        if !out.push(&rest[..i]) {
+            return false;
+        }
+        let after = &rest[i + 1..];
+        let (tok, len) = if after.starts_with(b"{ORIGIN}") {
+            (true, 8)
+        } else if after.starts_with(b"ORIGIN")
+            && !after
+                .get(6)
+                .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
+        {
+            (true, 6)
+        } else {
+            (false, 0)
+        };
+        if !tok || !out.push(origin) {
+            return false;
+        }
+        rest = &after[len..];
+    }
+    if !out.push(rest) {
+        return false;
+    }
+    let b = out.as_bytes();
+    let mut n = b.len();
+    while n > 1 && b[n - 1] == b'/' {
+        n -= 1;
+    }
+    out.truncate(n);
+    out.as_bytes().first() == Some(&b'/')
+}
+
+/// What the cache says about `name` in the search directory `dir`.
+fn in_dir(srv: &Server, dir: &[u8], name: &[u8], r: &mut Resolved) -> Step {
+    // The original path a staged directory stands for (its listing).
+    let mut orig = PathBuf::new();
+    let literal = if srv.original_of_staged(dir, &mut orig) {
+        orig.as_bytes()
+    } else {
+        dir
+    };
+    let mut key = PathBuf::new();
+    if !fmcache_core::path::normalize(None, literal, &mut key) {
+        return Step::GiveUp;
+    }
+    let mut listed = answer::list(&srv.view, srv, key.as_bytes());
+    // `$ORIGIN/../lib` is recorded as spelled; if not, resolve it (`..` has
+    // its kernel meaning, through symlinks) from recorded entries.
+    if matches!(listed, Answer::Miss) && fmcache_core::path::has_dot_components(key.as_bytes()) {
+        let mut real = PathBuf::new();
+        match answer::realpath(&srv.view, srv, key.as_bytes(), &mut real) {
+            Answer::Hit(()) => key = real,
+            Answer::Errno(libc::ENOENT) | Answer::Errno(libc::ENOTDIR) => return Step::Next,
+            _ => return Step::GiveUp,
+        }
+        listed = answer::list(&srv.view, srv, key.as_bytes());
+    }
+    let listing = match listed {
+        Answer::Hit((_, l)) => l,
+        Answer::Errno(libc::ENOENT) | Answer::Errno(libc::ENOTDIR) => return Step::Next,
+        _ => return Step::GiveUp,
+    };
+    // SAFETY: getauxval has no preconditions; AT_PLATFORM is a C string.
+    let platform = unsafe { libc::getauxval(libc::AT_PLATFORM) } as *const c_char;
+    let platform = (!platform.is_null()).then(|| unsafe { CStr::from_ptr(platform) }.to_bytes());
+    let subdir = SUBDIRS.iter().copied().chain(platform);
+    for s in subdir {
+        if listing.contains(s) != Some(false) {
+            return Step::GiveUp;
+        }
+    }
+    match listing.contains(name) {
+        Some(false) => return Step::Next,
+        Some(true) => {}
+        None => return Step::GiveUp,
+    }
+    let mut file = PathBuf::new();
+    if !(file.set(key.as_bytes()) && file.push(b"/") && file.push(name)) {
+        return Step::GiveUp;
+    }
+    let Answer::Hit(f) = answer::open_read(&srv.view, srv, file.as_bytes(), 0) else {
+        return Step::GiveUp;
+    };
+    // The copy must sit in the directory ld.so would name: the same path,
+    // or (through `..` or symlinked directories) the same recorded inode.
+    let dir_id = |p: &[u8]| match answer::stat(&srv.view, srv, p, true) {
+        Answer::Hit(st) => Some((st.dev, st.ino)),
+        _ => None,
+    };
+    let same_dir = parent(f.mirror) == Some(key.as_bytes())
+        || parent(f.mirror)
+            .is_some_and(|m| dir_id(m).is_some() && dir_id(m) == dir_id(key.as_bytes()));
+    if !same_dir {
+        return Step::GiveUp;
+    }
+    let named = r.name.set(literal) && r.name.push(b"/") && r.name.push(name);
+    if !named || !srv.staged_path(f.mirror, &mut r.staged) {
+        return Step::GiveUp;
+    }
+    Step::Found
+}
