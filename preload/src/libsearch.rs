@@ -46,12 +46,18 @@ static LIBRARY_PATH_UNUSABLE: AtomicBool = AtomicBool::new(false);
 /// /etc/ld.so.cache, mapped read-only (address, length; 0 if unusable).
 static LD_CACHE: AtomicUsize = AtomicUsize::new(0);
 static LD_CACHE_LEN: AtomicUsize = AtomicUsize::new(0);
+static DEBUG: AtomicBool = AtomicBool::new(false);
 static mut EXE_DIR: PathBuf = PathBuf::new();
 static EXE_DIR_OK: AtomicBool = AtomicBool::new(false);
 
 /// Keeps what ld.so read at exec: LD_LIBRARY_PATH and the executable's
 /// directory (`$ORIGIN` of the main program). Constructor only.
 pub fn init() {
+    let debug = std::env::var_os("FMCACHE_DEBUG");
+    DEBUG.store(
+        debug.is_some_and(|v| v.to_string_lossy().split(',').any(|w| w == "search")),
+        Relaxed,
+    );
     if let Some(v) = std::env::var_os("LD_LIBRARY_PATH") {
         let b = std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str());
         if b.len() <= ENV_MAX {
@@ -260,6 +266,19 @@ fn ld_cache_lookup(name: &[u8]) -> Option<&'static [u8]> {
     found.filter(|p| p.first() == Some(&b'/'))
 }
 
+/// Why a search was left to ld.so, with FMCACHE_DEBUG=search (the place
+/// to look when a served run still probes a search directory).
+fn give_up(dir: &[u8], name: &[u8], why: &str) -> Step {
+    if DEBUG.load(Relaxed) {
+        crate::log::debug(format_args!(
+            "search for {} left to ld.so at {}: {why}",
+            String::from_utf8_lossy(name),
+            String::from_utf8_lossy(dir)
+        ));
+    }
+    Step::GiveUp
+}
+
 /// What the search needs from the loader's dynamic section.
 struct Dynamic {
     runpath: Option<&'static [u8]>,
@@ -425,7 +444,7 @@ fn in_dir(srv: &Server, dir: &[u8], name: &[u8], r: &mut Resolved) -> Step {
     };
     let mut key = PathBuf::new();
     if !fmcache_core::path::normalize(None, literal, &mut key) {
-        return Step::GiveUp;
+        return give_up(dir, name, "path too long");
     }
     let mut listed = answer::list(&srv.view, srv, key.as_bytes());
     // `$ORIGIN/../lib` is recorded as spelled; if not, resolve it (`..` has
@@ -435,14 +454,14 @@ fn in_dir(srv: &Server, dir: &[u8], name: &[u8], r: &mut Resolved) -> Step {
         match answer::realpath(&srv.view, srv, key.as_bytes(), &mut real) {
             Answer::Hit(()) => key = real,
             Answer::Errno(libc::ENOENT) | Answer::Errno(libc::ENOTDIR) => return Step::Next,
-            _ => return Step::GiveUp,
+            _ => return give_up(dir, name, "directory unknown to the cache"),
         }
         listed = answer::list(&srv.view, srv, key.as_bytes());
     }
     let listing = match listed {
         Answer::Hit((_, l)) => l,
         Answer::Errno(libc::ENOENT) | Answer::Errno(libc::ENOTDIR) => return Step::Next,
-        _ => return Step::GiveUp,
+        _ => return give_up(dir, name, "listing unknown to the cache"),
     };
     // SAFETY: getauxval has no preconditions; AT_PLATFORM is a C string.
     let platform = unsafe { libc::getauxval(libc::AT_PLATFORM) } as *const c_char;
@@ -450,36 +469,37 @@ fn in_dir(srv: &Server, dir: &[u8], name: &[u8], r: &mut Resolved) -> Step {
     let subdir = SUBDIRS.iter().copied().chain(platform);
     for s in subdir {
         if listing.contains(s) != Some(false) {
-            return Step::GiveUp;
+            return give_up(dir, name, "a hwcaps/tls/platform subdirectory may hold it");
         }
     }
     match listing.contains(name) {
         Some(false) => return Step::Next,
         Some(true) => {}
-        None => return Step::GiveUp,
+        None => return give_up(dir, name, "listing unknown to the cache"),
     }
     let mut file = PathBuf::new();
     if !(file.set(key.as_bytes()) && file.push(b"/") && file.push(name)) {
-        return Step::GiveUp;
+        return give_up(dir, name, "path too long");
     }
     let Answer::Hit(f) = answer::open_read(&srv.view, srv, file.as_bytes(), 0) else {
-        return Step::GiveUp;
+        return give_up(dir, name, "file not servable from the cache");
     };
-    // The copy must sit in the directory ld.so would name: the same path,
-    // or (through `..` or symlinked directories) the same recorded inode.
-    let dir_id = |p: &[u8]| match answer::stat(&srv.view, srv, p, true) {
-        Answer::Hit(st) => Some((st.dev, st.ino)),
-        _ => None,
+    // The copy must sit in the directory ld.so names (the new object's
+    // `$ORIGIN`): the same path, or the listed directory itself holds the
+    // file under the copy's name (same inode; `..` and symlinked sonames
+    // such as libx.so -> libx.so.1 -> libx.so.1.2.3 resolve this way).
+    let own = fmcache_core::path::file_name(f.mirror);
+    let holds_it = || {
+        listing
+            .iter()
+            .any(|(n, _, ino)| n == own && ino == f.stat.ino)
     };
-    let same_dir = parent(f.mirror) == Some(key.as_bytes())
-        || parent(f.mirror)
-            .is_some_and(|m| dir_id(m).is_some() && dir_id(m) == dir_id(key.as_bytes()));
-    if !same_dir {
-        return Step::GiveUp;
+    if parent(f.mirror) != Some(key.as_bytes()) && !holds_it() {
+        return give_up(dir, name, "copy not in the directory ld.so names");
     }
     let named = r.name.set(literal) && r.name.push(b"/") && r.name.push(name);
     if !named || !srv.staged_path(f.mirror, &mut r.staged) {
-        return Step::GiveUp;
+        return give_up(dir, name, "path too long");
     }
     Step::Found
 }

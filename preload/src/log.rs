@@ -30,6 +30,11 @@ pub fn warn(args: fmt::Arguments<'_>) {
     if QUIET.load(Relaxed) {
         return;
     }
+    debug(args);
+}
+
+/// A line whichever copy writes it (for opt-in diagnostics).
+pub fn debug(args: fmt::Arguments<'_>) {
     let mut line = Line {
         buf: [0; 1024],
         len: 0,
