@@ -21,6 +21,16 @@ pub const DEFAULT_MAX_FILE: u64 = 64 << 20;
 /// trees, and CI checkouts, do live under it.)
 pub const ALWAYS_EXCLUDED: [&str; 4] = ["/proc", "/sys", "/dev", "/run"];
 
+/// `FMCACHE_VERIFY`: what the stager checks against the live file system.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verify {
+    /// Nothing: the cache is a snapshot.
+    Off,
+    /// `stat`: once per stage (per node), every file whose bytes are served
+    /// is compared with the live file (inode, size, mtime, ctime).
+    Stat,
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub op: Op,
@@ -32,6 +42,7 @@ pub struct Config {
     pub exclude: Vec<Vec<u8>>,
     pub max_file: u64,
     pub stats: Option<Vec<u8>>,
+    pub verify: Verify,
 }
 
 impl Config {
@@ -80,6 +91,10 @@ impl Config {
             exclude: list("FMCACHE_EXCLUDE"),
             max_file,
             stats: get("FMCACHE_STATS").filter(|v| !v.is_empty()).map(abs),
+            verify: match get("FMCACHE_VERIFY").as_deref().map(|v| v.as_bytes()) {
+                Some(b"stat") => Verify::Stat,
+                _ => Verify::Off,
+            },
         }
     }
 

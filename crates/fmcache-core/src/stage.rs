@@ -15,13 +15,19 @@
 //! It builds `<id>.tmp.<pid>` and renames it to `<id>`, under a lock, so a
 //! stage killed half-way is never used and is redone by the next process.
 //! Every other process maps `<id>/index` and checks only the header.
+//!
+//! With `FMCACHE_VERIFY=stat` the first such process also compares every
+//! file whose bytes are served with the live file and leaves its verdict in
+//! `<id>/fresh` or `<id>/stale` (the first changed path): later processes
+//! on the node read the verdict, one local open, and a stale stage is not
+//! served.
 
 use std::os::fd::AsFd;
 
 use fmcache_format::{read_header, CacheView, Verify};
 use rustix::fs::{AtFlags, Mode, OFlags, CWD};
 
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::merge::{show, strerror};
 use crate::sys::{self, Mapping};
 
@@ -128,6 +134,94 @@ pub fn attach(cfg: &Config) -> Result<Attached, String> {
     private_dir(&cfg.stage_base)?;
     let id = format!("/{checksum:016x}");
     let dir = join(&cfg.stage_base, id.as_bytes());
+    let a = stage(cfg, &fd, checksum, size, &dir)?;
+    if cfg.verify == config::Verify::Stat {
+        verified(&a, &dir)?;
+    }
+    Ok(a)
+}
+
+/// The verdict of `FMCACHE_VERIFY=stat` for a stage: taken once, under the
+/// stage lock, by the first process that asks.
+fn verified(a: &Attached, dir: &[u8]) -> Result<(), String> {
+    let (fresh, stale) = (join(dir, b"/fresh"), join(dir, b"/stale"));
+    let verdict = || -> Option<Result<(), String>> {
+        if let Ok(c) = sys::cstr(&stale) {
+            if let Ok((bytes, _)) = sys::read_file(&c, 1 << 16) {
+                return Some(Err(format!(
+                    "stale: {} changed since the pilot",
+                    String::from_utf8_lossy(&bytes)
+                )));
+            }
+        }
+        let c = sys::cstr(&fresh).ok()?;
+        sys::stat_rec(&c, false).ok().map(|_| Ok(()))
+    };
+    if let Some(v) = verdict() {
+        return v;
+    }
+    let _lock = sys::lock_file(&join(dir, b".verify.lock"))
+        .map_err(|e| format!("verify lock: {}", strerror(e)))?;
+    if let Some(v) = verdict() {
+        return v;
+    }
+    let view = CacheView::open(a.index.bytes(), Verify::Header).map_err(|e| e.to_string())?;
+    match first_changed(&view) {
+        None => {
+            let _ = write_new(&fresh, b"", 0o400);
+            Ok(())
+        }
+        Some(p) => {
+            let _ = write_new(&stale, &p, 0o400);
+            Err(format!("stale: {} changed since the pilot", show(&p)))
+        }
+    }
+}
+
+/// The first file with served bytes whose live stat differs from the
+/// recorded one (inode, size, mtime, ctime; a reinstall moves at least
+/// one), or that is gone.
+fn first_changed(view: &CacheView<'_>) -> Option<Vec<u8>> {
+    for e in view.entries() {
+        let (Some(_), Some(Ok(rec))) = (e.blob(), e.follow()) else {
+            continue;
+        };
+        let same = sys::cstr(e.path())
+            .ok()
+            .and_then(|c| sys::stat_rec(&c, true).ok())
+            .is_some_and(|now| {
+                (
+                    now.ino,
+                    now.size,
+                    now.mtime,
+                    now.mtime_nsec,
+                    now.ctime,
+                    now.ctime_nsec,
+                ) == (
+                    rec.ino,
+                    rec.size,
+                    rec.mtime,
+                    rec.mtime_nsec,
+                    rec.ctime,
+                    rec.ctime_nsec,
+                )
+            });
+        if !same {
+            return Some(e.path().to_vec());
+        }
+    }
+    None
+}
+
+/// Maps this cache's stage, building it first if there is none.
+fn stage(
+    cfg: &Config,
+    fd: &std::os::fd::OwnedFd,
+    checksum: u64,
+    size: u64,
+    dir: &[u8],
+) -> Result<Attached, String> {
+    let dir = dir.to_vec();
     if let Ok(a) = map_stage(&dir, checksum) {
         return Ok(a);
     }
@@ -136,7 +230,7 @@ pub fn attach(cfg: &Config) -> Result<Attached, String> {
     if let Ok(a) = map_stage(&dir, checksum) {
         return Ok(a);
     }
-    let map = Mapping::map(&fd, size as usize).map_err(|e| format!("map: {}", strerror(e)))?;
+    let map = Mapping::map(fd, size as usize).map_err(|e| format!("map: {}", strerror(e)))?;
     let view = CacheView::open(map.bytes(), Verify::Full).map_err(|e| e.to_string())?;
     let tmp = join(
         &dir,
