@@ -1,7 +1,9 @@
 //! The LD_AUDIT interface: the dynamic loader's own library search, which
-//! LD_PRELOAD cannot see. ld.so asks `la_objsearch` about every candidate
-//! path before opening it: recording notes each one; serving skips a
-//! candidate the cache knows is missing (NULL: no system call) and sends a
+//! LD_PRELOAD cannot see. ld.so asks `la_objsearch` first about the name
+//! asked for (LA_SER_ORIG: a bare name may be answered at once, see
+//! `libsearch.rs`) and then about every candidate path before opening it.
+//! Recording notes each one; serving sends a candidate the cache knows is
+//! missing to a non-existent path under the stage (a local ENOENT) and a
 //! found one to its staged copy, whose directory then anchors `$ORIGIN`,
 //! so dependencies are searched inside the stage. Candidates under the
 //! stage are mapped back to their original paths for the lookup.
@@ -83,7 +85,7 @@ static mut LAST_ASKED: Asked = Asked {
     staged: PathBuf::new(),
 };
 
-/// The path ld.so should try instead of `name`, or NULL to skip it.
+/// The path ld.so should try instead of `name` (`name` itself to go on).
 #[no_mangle]
 pub unsafe extern "C" fn la_objsearch(
     name: *const c_char,
@@ -91,7 +93,9 @@ pub unsafe extern "C" fn la_objsearch(
     flag: c_uint,
 ) -> *mut c_char {
     let keep = name as *mut c_char;
-    // SAFETY: the slot la_objopen filled for the searching object.
+    // ld.so initialises each object's cookie to its link map (rtld-audit(7))
+    // and we leave it so: it names the object whose search this is.
+    // SAFETY: ld.so's cookie slot for the searching object.
     let loader = if cookie.is_null() {
         0
     } else {

@@ -115,7 +115,7 @@ pub fn resolve(srv: &Server, loader: *const LinkMap, name: &[u8]) -> Option<Reso
     if loader.is_null() || LIBRARY_PATH_UNUSABLE.load(Acquire) {
         return None;
     }
-    // SAFETY: the cookie holds the link map la_objopen was given.
+    // SAFETY: the cookie is the searching object's link map (rtld-audit(7)).
     let map = unsafe { &*loader };
     // SAFETY: as above; ld.so keeps the dynamic section mapped.
     let dynamic = unsafe { read_dynamic(map) };
@@ -317,7 +317,7 @@ pub fn search_dirs(loader: *const LinkMap, mut f: impl FnMut(&PathBuf)) {
     if loader.is_null() {
         return;
     }
-    // SAFETY: the cookie holds the link map la_objopen was given.
+    // SAFETY: the cookie is the searching object's link map (rtld-audit(7)).
     let map = unsafe { &*loader };
     // SAFETY: as in resolve.
     let dynamic = unsafe { read_dynamic(map) };
