@@ -17,7 +17,6 @@ stderr.
 import argparse
 import datetime
 import os
-import platform
 import random
 import shutil
 import struct
@@ -25,6 +24,9 @@ import subprocess
 import sys
 import tempfile
 import threading
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import fail, loadavg, log, machine, sh  # noqa: E402,F401
 
 OURS = (
     "LD_PRELOAD",
@@ -49,42 +51,8 @@ FIELDS = ("Rss", "Pss", "Shared_Clean", "Shared_Dirty", "Private_Clean", "Privat
 READY_WITHIN = 300
 
 
-def log(msg=""):
-    print(msg, flush=True)
-
-
 def die(msg):
-    log(f"memory.py: {msg}")
-    sys.exit(1)
-
-
-def sh(*cmd):
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
-    except Exception:
-        return "?"
-
-
-def machine():
-    model = "?"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    glibc = os.confstr("CS_GNU_LIBC_VERSION") if hasattr(os, "confstr") else "?"
-    return {
-        "nproc": sh("nproc"),
-        "cpu": model,
-        "kernel": f"{platform.system()} {platform.release()} {platform.machine()}",
-        "glibc": glibc.replace("glibc ", ""),
-        "mem": sh("sh", "-c", "awk '/MemTotal/ {print $2 \" kB\"}' /proc/meminfo"),
-    }
-
-
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
+    fail("memory.py", msg)
 
 
 # ---------------------------------------------------------------- smaps

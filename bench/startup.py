@@ -10,7 +10,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -18,6 +17,9 @@ import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import fail, loadavg, log, machine, remove_cache, sh  # noqa: E402,F401
 
 WORKLOAD = "import numpy.fft; import scipy.interpolate"
 MODES = ("native", "write", "read")
@@ -37,13 +39,8 @@ OURS = (
 )
 
 
-def log(msg=""):
-    print(msg, flush=True)
-
-
 def die(msg):
-    log(f"startup.py: {msg}")
-    sys.exit(1)
+    fail("startup.py", msg)
 
 
 class Bench:
@@ -95,11 +92,7 @@ class Bench:
         return e
 
     def rm_cache(self, path):
-        for p in (path, path + ".rec"):
-            if os.path.isdir(p):
-                shutil.rmtree(p)
-            elif os.path.lexists(p):
-                os.unlink(p)
+        remove_cache(path)
 
     def prepare(self, mode):
         """Untimed set-up before a run."""
@@ -150,35 +143,6 @@ def run_rusage(cmd, env, cwd):
     p.returncode = os.waitstatus_to_exitcode(status)
     p.stderr.close()
     return wall, ru.ru_utime, ru.ru_stime, p.returncode, err
-
-
-def sh(*cmd):
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
-    except Exception:
-        return "?"
-
-
-def machine():
-    model = "?"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    glibc = os.confstr("CS_GNU_LIBC_VERSION") if hasattr(os, "confstr") else "?"
-    return {
-        "nproc": sh("nproc"),
-        "cpu": model,
-        "kernel": f"{platform.system()} {platform.release()} {platform.machine()}",
-        "glibc": glibc.replace("glibc ", ""),
-        "mem": sh("sh", "-c", "awk '/MemTotal/ {print $2 \" kB\"}' /proc/meminfo"),
-    }
-
-
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
 
 
 def summary(xs):

@@ -8,7 +8,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import random
 import re
 import shutil
@@ -17,6 +16,10 @@ import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import benchlib  # noqa: E402
+from benchlib import fail, loadavg, log, remove_cache, sh  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODES = ("native", "write", "read")
@@ -27,20 +30,8 @@ QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 FD_PATH = re.compile(r'^\d+<([^>]*)>')
 
 
-def log(msg=""):
-    print(msg, flush=True)
-
-
 def die(msg):
-    log(f"pynamic bench: {msg}")
-    sys.exit(1)
-
-
-def sh(*cmd):
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
-    except Exception:
-        return "?"
+    fail("pynamic bench", msg)
 
 
 class Workload:
@@ -77,11 +68,7 @@ class Workload:
         return e
 
     def rm(self, path):
-        for p in (path, path + ".rec"):
-            if os.path.isdir(p):
-                shutil.rmtree(p)
-            elif os.path.lexists(p):
-                os.unlink(p)
+        remove_cache(path)
 
     def run(self, mode, trace=None):
         if mode == "write":
@@ -205,21 +192,9 @@ class Bench:
 
 
 def machine():
-    model = "?"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    mem = "?"
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal"):
-                mem = line.split(":", 1)[1].strip()
+    m = benchlib.machine()
     gcc = sh("gcc", "--version").splitlines()[0]
-    glibc = os.confstr("CS_GNU_LIBC_VERSION").replace("glibc ", "")
-    return (f"{sh('nproc')} x {model}; {platform.system()} {platform.release()} {platform.machine()}; "
-            f"glibc {glibc}; {mem} RAM; {gcc}")
+    return (f"{m['nproc']} x {m['cpu']}; {m['kernel']}; glibc {m['glibc']}; {m['mem']} RAM; {gcc}")
 
 
 def render(b, ws, started, commit, dirty):
@@ -280,11 +255,6 @@ def render(b, ws, started, commit, dirty):
             p("```")
     p("")
     return "\n".join(out)
-
-
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
 
 
 def main():

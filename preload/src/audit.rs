@@ -40,6 +40,7 @@ pub unsafe extern "C" fn la_objopen(
     _cookie: *mut usize,
 ) -> c_uint {
     let _ = std::panic::catch_unwind(|| {
+        crate::libsearch::note_object(map);
         if let (Mode::Serve(srv), false) = (mode(), map.is_null()) {
             // SAFETY: ld.so passes the new object's link map.
             unsafe { restore_name(srv, &mut *map) };

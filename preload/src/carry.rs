@@ -70,6 +70,11 @@ pub fn identify() {
         return;
     }
     let p = abs.as_bytes();
+    // ld.so splits LD_AUDIT at ':' (and LD_PRELOAD at ' '): such a path
+    // cannot be handed on.
+    if p.iter().any(|&b| b == b':' || b == b' ') {
+        return;
+    }
     // SAFETY: written once, before SELF_LEN publishes it.
     unsafe { (&mut *core::ptr::addr_of_mut!(SELF_PATH))[..p.len()].copy_from_slice(p) };
     SELF_LEN.store(p.len(), Release);

@@ -5,15 +5,16 @@
 //! where no hook can answer them.
 //!
 //! The answer must be the library ld.so would find, so this follows its
-//! order for a loader with DT_RUNPATH (glibc ignores every RPATH then):
-//! LD_LIBRARY_PATH, then the loader's RUNPATH with `$ORIGIN` expanded.
+//! order for a loader with DT_RUNPATH (glibc ignores every RPATH then), or
+//! without one while no object has a DT_RPATH: LD_LIBRARY_PATH, then the
+//! loader's RUNPATH with `$ORIGIN` expanded.
 //! A directory is passed over only when the cache holds its listing, the
 //! name is absent and no subdirectory ld.so could try (glibc-hwcaps, tls,
 //! platform and hwcap names) exists in it; the first directory listing the
 //! name gives the answer, if the cache can serve that file and the file's
 //! copy sits in the same directory (so `$ORIGIN` of the new object is that
 //! directory). Anything else (no RUNPATH, other dynamic string tokens,
-//! unknown directories) returns None and the ordinary search goes on,
+//! unknown directories, an RPATH chain) returns None and the ordinary search goes on,
 //! candidate by candidate. A name in none of those directories comes, as
 //! in ld.so, from /etc/ld.so.cache (read here from node-local disk), when
 //! it holds exactly one plain entry for it.
@@ -282,6 +283,7 @@ fn give_up(dir: &[u8], name: &[u8], why: &str) -> Step {
 /// What the search needs from the loader's dynamic section.
 struct Dynamic {
     runpath: Option<&'static [u8]>,
+    rpath: bool,
     nodeflib: bool,
 }
 
@@ -289,15 +291,26 @@ struct Dynamic {
 /// in order, while it returns true; false if a directory could not be
 /// formed as ld.so would (the search must then be left to ld.so).
 fn each_dir(dynamic: &Dynamic, origin: &[u8], mut f: impl FnMut(&[u8]) -> bool) -> bool {
-    let Some(runpath) = dynamic.runpath else {
+    // Without RUNPATH, ld.so first walks the DT_RPATH of the loader, of the
+    // object that loaded it, and so on: a chain ld.so keeps to itself. It
+    // is empty for sure only while no object (but this library, whose
+    // dependencies search nothing) has a DT_RPATH.
+    if dynamic.runpath.is_none() && RPATH_OBJECTS.load(Relaxed) > 0 {
         return false;
-    };
-    let lists: [(&[u8], &[u8]); 2] = [(library_path().unwrap_or(b""), b":;"), (runpath, b":")];
-    for (list, seps) in lists {
+    }
+    let lists: [(&[u8], &[u8], bool); 2] = [
+        (library_path().unwrap_or(b""), b":;", true),
+        (dynamic.runpath.unwrap_or(b""), b":", false),
+    ];
+    for (list, seps, env) in lists {
         if list.is_empty() {
             continue;
         }
         for dir in list.split(|b| seps.contains(b)) {
+            // ld.so expands LD_LIBRARY_PATH's tokens for the executable.
+            if env && dir.contains(&b'$') {
+                return false;
+            }
             let mut d = PathBuf::new();
             if !expand(dir, origin, &mut d) {
                 return false;
@@ -308,6 +321,27 @@ fn each_dir(dynamic: &Dynamic, origin: &[u8], mut f: impl FnMut(&[u8]) -> bool) 
         }
     }
     true
+}
+
+/// Objects with a DT_RPATH seen so far in the audited namespaces.
+static RPATH_OBJECTS: AtomicUsize = AtomicUsize::new(0);
+
+/// la_objopen: notes an object that brings a DT_RPATH into search chains.
+pub fn note_object(map: *const LinkMap) {
+    if map.is_null() {
+        return;
+    }
+    // SAFETY: ld.so's link map for the new object.
+    let map = unsafe { &*map };
+    // SAFETY: as in resolve.
+    if !unsafe { read_dynamic(map) }.rpath {
+        return;
+    }
+    // SAFETY: l_name is a C string.
+    let name = (!map.l_name.is_null()).then(|| unsafe { CStr::from_ptr(map.l_name) }.to_bytes());
+    if name.is_some_and(|n| fmcache_core::path::file_name(n) != fmcache_core::carry::LIB_FILE) {
+        RPATH_OBJECTS.fetch_add(1, Relaxed);
+    }
 }
 
 /// For the pilot: the directories a bare-name search by `loader` walks,
@@ -335,11 +369,13 @@ pub fn search_dirs(loader: *const LinkMap, mut f: impl FnMut(&PathBuf)) {
 unsafe fn read_dynamic(map: &LinkMap) -> Dynamic {
     const DT_NULL: i64 = 0;
     const DT_STRTAB: i64 = 5;
+    const DT_RPATH: i64 = 15;
     const DT_RUNPATH: i64 = 29;
     const DT_FLAGS_1: i64 = 0x6fff_fffb;
     const DF_1_NODEFLIB: u64 = 0x800;
     let mut out = Dynamic {
         runpath: None,
+        rpath: false,
         nodeflib: false,
     };
     let mut dynp = map.l_ld as *const [u64; 2];
@@ -354,6 +390,7 @@ unsafe fn read_dynamic(map: &LinkMap) -> Dynamic {
             DT_NULL => break,
             DT_STRTAB => strtab = Some(val as usize),
             DT_RUNPATH => runpath = Some(val as usize),
+            DT_RPATH => out.rpath = true,
             DT_FLAGS_1 => out.nodeflib = val & DF_1_NODEFLIB != 0,
             _ => {}
         }

@@ -150,6 +150,20 @@ fn build(tree: &Path) {
         a.extend_from_slice(libs);
         cc(tree, compiler, &a);
     }
+    // No RUNPATH at all: its libraries come from LD_LIBRARY_PATH alone.
+    cc(
+        tree,
+        "gcc",
+        &[
+            "-o",
+            "bin/chain_nr",
+            "src:chain.c",
+            nas,
+            "-Llib",
+            link,
+            "-la",
+        ],
+    );
     // needsgone and libneedsgone.so were linked against it; now it is gone.
     fs::remove_file(tree.join("lib/libgone.so")).unwrap();
 }
@@ -282,6 +296,14 @@ const CASES: &[Case] = &[
         ld_library_path: Some(STORM),
         status: 0,
         must: &["c_chain_fn v1"],
+    },
+    Case {
+        name: "no_runpath",
+        exe: "chain_nr",
+        args: &[],
+        ld_library_path: Some(STORM),
+        status: 0,
+        must: &["a_fn v1", "c_chain_fn v1"],
     },
     Case {
         name: "visible_paths",
@@ -615,6 +637,7 @@ cases!(
     cxx_exceptions,
     ctor_once,
     ld_library_path_storm,
+    no_runpath,
     visible_paths,
 );
 
