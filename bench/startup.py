@@ -82,6 +82,15 @@ class Bench:
                 FMCACHE_FILE=self.read_cache,
                 FMCACHE_STAGE_DIR=self.stage,
             )
+        elif mode == "audit":
+            # read-cache as launched tasks get it: the auditor too.
+            e.update(
+                LD_PRELOAD=self.lib,
+                LD_AUDIT=self.lib,
+                DLFM_OP="read-cache",
+                FMCACHE_FILE=self.read_cache,
+                FMCACHE_STAGE_DIR=self.stage,
+            )
         elif mode == "off":
             # Diagnostic: the library loaded, DLFM_OP unset (passes through).
             e.update(LD_PRELOAD=self.lib)

@@ -285,7 +285,7 @@ def diag(a, b, rng, seed):
     fixed_cmds = {"/bin/true": ["/bin/true"], "python -S -c pass": [b.py, "-S", "-c", "pass"]}
     fixed = {}
     for label, cmd in fixed_cmds.items():
-        res = {mode: [] for mode in ("native", "off", "read")}
+        res = {mode: [] for mode in ("native", "off", "read", "audit")}
         for _ in range(a.fixed):
             order = list(res)
             rng.shuffle(order)
@@ -295,7 +295,8 @@ def diag(a, b, rng, seed):
         f = fixed[label]
         log(f"fixed cost {label:18s}: native {1e3 * f['native']:.3f} ms, off {1e3 * f['off']:.3f} ms "
             f"(+{1e3 * (f['off'] - f['native']):.3f}), read {1e3 * f['read']:.3f} ms "
-            f"(+{1e3 * (f['read'] - f['native']):.3f})")
+            f"(+{1e3 * (f['read'] - f['native']):.3f}), audit {1e3 * f['audit']:.3f} ms "
+            f"(+{1e3 * (f['audit'] - f['native']):.3f})")
 
     # 3. The workload, many rounds, with CPU times.
     modes = ("native", "off", "read")
@@ -435,13 +436,16 @@ def render(a, b, m, commit, seed, started, loads, sc, names, tot, sys_ms, fixed,
     p("")
     p(f"{a.fixed} interleaved samples per mode. `off` = `LD_PRELOAD=libfmcache.so` with `DLFM_OP` unset "
       "(load and init of the library, every hook passing through); `read` = read-cache attach to the staged "
-      "cache (these programs probe little or nothing the cache holds).")
+      "cache (these programs probe little or nothing the cache holds); `audit` = read-cache with the "
+      "library in `LD_AUDIT` too, as the processes a preloaded launcher starts get it (a second copy "
+      "in the auditor's own namespace, with its own libc).")
     p("")
-    p("| program | native | off | read | off - native | read - native |")
-    p("|---|---:|---:|---:|---:|---:|")
+    p("| program | native | off | read | audit | off - native | read - native | audit - native |")
+    p("|---|---:|---:|---:|---:|---:|---:|---:|")
     for label, f in fixed.items():
         p(f"| `{label}` | {1e3 * f['native']:.3f} ms | {1e3 * f['off']:.3f} ms | {1e3 * f['read']:.3f} ms | "
-          f"{1e3 * (f['off'] - f['native']):+.3f} ms | {1e3 * (f['read'] - f['native']):+.3f} ms |")
+          f"{1e3 * f['audit']:.3f} ms | {1e3 * (f['off'] - f['native']):+.3f} ms | "
+          f"{1e3 * (f['read'] - f['native']):+.3f} ms | {1e3 * (f['audit'] - f['native']):+.3f} ms |")
     p("")
     p(f"## 3. The workload, {a.rounds} interleaved rounds (medians)")
     p("")
@@ -538,7 +542,8 @@ def render(a, b, m, commit, seed, started, loads, sc, names, tot, sys_ms, fixed,
       f"the {1e3 * w_nat:.0f} ms median wall time), plus the getdents/getcwd calls it also removes.")
     f = fixed["/bin/true"]
     p(f"- Fixed cost of the library per process: {1e3 * (f['off'] - f['native']):+.3f} ms to load and "
-      f"initialise it, {1e3 * (f['read'] - f['native']):+.3f} ms with the read-cache attach (`/bin/true`).")
+      f"initialise it, {1e3 * (f['read'] - f['native']):+.3f} ms with the read-cache attach, "
+      f"{1e3 * (f['audit'] - f['native']):+.3f} ms with the auditor too (`/bin/true`).")
     if prof and re.match(r"__mem(move|cpy)_", open_prof[0][0]):
         p(f"- In a loop of served opens the top symbol is `{open_prof[0][0].split()[0]}` "
           f"({open_prof[0][1]:.0f}% of the CPU time; all mem* functions {mem_share['read']:.0f}% against "

@@ -353,7 +353,7 @@ fn record_sets_the_environment_and_passes_the_exit_code() {
     std::fs::write(&cache, b"an old cache").unwrap();
     let env_out = dir.path().join("env.txt");
     let script = format!(
-        "echo \"$DLFM_OP|$FMCACHE_FILE|$LD_PRELOAD|$FMCACHE_INCLUDE|$FMCACHE_EXCLUDE\" > '{}'; exit 7",
+        "echo \"$DLFM_OP|$FMCACHE_FILE|$LD_PRELOAD|$FMCACHE_INCLUDE|$FMCACHE_EXCLUDE|$LD_AUDIT\" > '{}'; exit 7",
         s(&env_out)
     );
     let mut c = Command::new(BIN);
@@ -373,6 +373,7 @@ fn record_sets_the_environment_and_passes_the_exit_code() {
         .args(["sh", "-c", &script])
         .env("FMCACHE_LIB", &lib)
         .env("LD_PRELOAD", format!("/x.so:{}", s(&lib)))
+        .env("LD_AUDIT", "/y.so")
         .env_remove("FMCACHE_FILE");
     let o = c.output().unwrap();
     assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
@@ -380,11 +381,13 @@ fn record_sets_the_environment_and_passes_the_exit_code() {
     let lib = std::fs::canonicalize(&lib).unwrap();
     let base = std::fs::canonicalize(dir.path()).unwrap();
     // Relative paths are resolved against the (canonical) working directory.
+    // The auditor goes last in LD_AUDIT, after the one already there.
     let want = format!(
-        "write-cache|{}/c.dat|{}:/x.so|/opt/sw:{}/inc|/opt/sw/tmp\n",
+        "write-cache|{}/c.dat|{}:/x.so|/opt/sw:{}/inc|/opt/sw/tmp|/y.so:{}\n",
         s(&base),
         s(&lib),
-        s(&base)
+        s(&base),
+        s(&lib)
     );
     assert_eq!(seen, want);
     // A fresh pilot removed the old cache; nothing was recorded, so there
@@ -438,7 +441,7 @@ fn run_serves_and_reports_missing_commands() {
     let lib = dummy_lib(&dir);
     let cache = dir.path().join("c.dat");
     let out = dir.path().join("env.txt");
-    let script = format!("echo \"$DLFM_OP|$FMCACHE_FILE\" > '{}'", s(&out));
+    let script = format!("echo \"$DLFM_OP|$FMCACHE_FILE|$LD_AUDIT\" > '{}'", s(&out));
     let o = fmcache(
         &["run", "--cache", s(&cache), "--", "sh", "-c", &script],
         &[("FMCACHE_LIB", &lib)],
@@ -446,7 +449,11 @@ fn run_serves_and_reports_missing_commands() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         std::fs::read_to_string(&out).unwrap(),
-        format!("read-cache|{}\n", s(&cache))
+        format!(
+            "read-cache|{}|{}\n",
+            s(&cache),
+            s(&std::fs::canonicalize(&lib).unwrap())
+        )
     );
 
     let o = fmcache(
