@@ -43,7 +43,22 @@ pub struct Config {
     pub max_file: u64,
     pub stats: Option<Vec<u8>>,
     pub verify: Verify,
+    /// The job this process belongs to, as its launcher says (Slurm,
+    /// PMIx/Open MPI, MPICH's Hydra, PBS, LSF, Flux): processes of one job
+    /// on one node share a stage found without asking the shared file
+    /// system. None outside a job.
+    pub job: Option<Vec<u8>>,
 }
+
+/// Launcher variables naming the job, most specific first.
+pub const JOB_VARS: [&str; 6] = [
+    "SLURM_JOB_ID",
+    "PMIX_NAMESPACE",
+    "PMI_JOBID",
+    "PBS_JOBID",
+    "LSB_JOBID",
+    "FLUX_JOB_ID",
+];
 
 impl Config {
     /// Reads the settings through `get` (an environment lookup), resolving
@@ -91,6 +106,10 @@ impl Config {
             exclude: list("FMCACHE_EXCLUDE"),
             max_file,
             stats: get("FMCACHE_STATS").filter(|v| !v.is_empty()).map(abs),
+            job: JOB_VARS.iter().find_map(|k| {
+                let v = get(k).filter(|v| !v.is_empty())?;
+                Some([k.as_bytes(), b"=", v.as_bytes()].concat())
+            }),
             verify: match get("FMCACHE_VERIFY").as_deref().map(|v| v.as_bytes()) {
                 Some(b"stat") => Verify::Stat,
                 _ => Verify::Off,

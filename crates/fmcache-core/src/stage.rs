@@ -129,16 +129,86 @@ fn join(a: &[u8], b: &[u8]) -> Vec<u8> {
 }
 
 /// Finds or builds this cache's stage and maps it.
+///
+/// Within a job, the first process on the node reads the shared cache
+/// (open, fstat, the header: its only requests for it there), stages it
+/// and leaves `job.<key>` naming the stage, keyed by the cache path and the
+/// job; the others find the stage through it without any request to the
+/// shared file system. A cache replaced between jobs is read anew by the
+/// next job, and staged anew when its checksum changed.
 pub fn attach(cfg: &Config) -> Result<Attached, String> {
-    let (fd, checksum, size) = cache_identity(cfg)?;
     private_dir(&cfg.stage_base)?;
-    let id = format!("/{checksum:016x}");
-    let dir = join(&cfg.stage_base, id.as_bytes());
-    let a = stage(cfg, &fd, checksum, size, &dir)?;
+    let a = match &cfg.job {
+        Some(job) => attach_in_job(cfg, job)?,
+        None => attach_shared(cfg)?,
+    };
     if cfg.verify == config::Verify::Stat {
-        verified(&a, &dir)?;
+        let dir = parent_of_root(&a.root);
+        verified(&a, dir)?;
     }
     Ok(a)
+}
+
+/// `<stage_base>/<id>` of an attached stage (its root is `<id>/root`).
+fn parent_of_root(root: &[u8]) -> &[u8] {
+    crate::path::parent(root).unwrap_or(root)
+}
+
+/// The file naming the stage for this cache in this job.
+fn job_pointer(cfg: &Config, job: &[u8]) -> Vec<u8> {
+    let key = xxhash_rust::xxh3::xxh3_64(&[&cfg.cache[..], b"\0", job].concat());
+    join(&cfg.stage_base, format!("/job.{key:016x}").as_bytes())
+}
+
+fn attach_in_job(cfg: &Config, job: &[u8]) -> Result<Attached, String> {
+    let ptr = job_pointer(cfg, job);
+    let known = || -> Option<Attached> {
+        let c = sys::cstr(&ptr).ok()?;
+        let (text, _) = sys::read_file(&c, 64).ok()?;
+        let checksum = u64::from_str_radix(std::str::from_utf8(&text).ok()?.trim(), 16).ok()?;
+        map_stage(
+            &join(&cfg.stage_base, format!("/{checksum:016x}").as_bytes()),
+            checksum,
+        )
+        .ok()
+    };
+    if let Some(a) = known() {
+        return Ok(a);
+    }
+    let _lock = sys::lock_file(&join(&ptr, b".lock"))
+        .map_err(|e| format!("stage lock: {}", strerror(e)))?;
+    if let Some(a) = known() {
+        return Ok(a);
+    }
+    let a = attach_shared(cfg)?;
+    // Written whole, then renamed: a reader sees no pointer or all of it.
+    let tmp = join(
+        &ptr,
+        format!(".tmp.{}", rustix::process::getpid().as_raw_nonzero()).as_bytes(),
+    );
+    let _ = rustix::fs::unlink(&*sys::cstr(&tmp).map_err(strerror)?);
+    let written = write_new(&tmp, format!("{:016x}\n", a.checksum).as_bytes(), 0o600)
+        .map_err(strerror)
+        .and_then(|_| {
+            let (t, p) = (
+                sys::cstr(&tmp).map_err(strerror)?,
+                sys::cstr(&ptr).map_err(strerror)?,
+            );
+            rustix::fs::renameat(CWD, &*t, CWD, &*p).map_err(|e| e.to_string())
+        });
+    if written.is_err() {
+        // Served all the same; the next process asks the cache again.
+        let _ = rustix::fs::unlink(&*sys::cstr(&tmp).map_err(strerror)?);
+    }
+    Ok(a)
+}
+
+/// Reads the shared cache's identity, then finds or builds its stage.
+fn attach_shared(cfg: &Config) -> Result<Attached, String> {
+    let (fd, checksum, size) = cache_identity(cfg)?;
+    let id = format!("/{checksum:016x}");
+    let dir = join(&cfg.stage_base, id.as_bytes());
+    stage(cfg, &fd, checksum, size, &dir)
 }
 
 /// The verdict of `FMCACHE_VERIFY=stat` for a stage: taken once, under the

@@ -1,0 +1,150 @@
+//! One node, one job: the first process reads the shared cache (its
+//! identity: open, fstat, header) and stages it; every later process of
+//! the same job finds the stage without a single request for the cache.
+//! A new job asks the cache again (a cache replaced between jobs is staged
+//! anew); outside a job every process asks.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use fmcache_tests::{fixture, lib, Cache, Run};
+
+/// Calls naming the cache file (by path, or by a descriptor on it, with
+/// `strace -y`) in one run, split into metadata requests and reads.
+fn cache_calls(cache: &Cache, trace: &Path) -> (Vec<String>, usize) {
+    let text = fs::read_to_string(trace).unwrap();
+    let name = cache.file.display().to_string();
+    let mut meta = Vec::new();
+    let mut reads = 0;
+    for line in text
+        .lines()
+        .filter(|l| l.contains(&name) && !l.contains(".rec"))
+    {
+        let call = line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("")
+            .split('(')
+            .next()
+            .unwrap_or("");
+        if matches!(call, "read" | "pread64" | "mmap") {
+            reads += 1;
+        } else {
+            meta.push(line.to_string());
+        }
+    }
+    (meta, reads)
+}
+
+/// `cat FILE` under read-cache with `env`, traced with `strace -f -y`.
+fn served_cat(cache: &Cache, file: &Path, env: &[(&str, &str)], trace: &Path) -> String {
+    let mut c = Command::new("strace");
+    c.args([
+        "-f",
+        "-qq",
+        "-y",
+        "-e",
+        "trace=%file,fstat,read,pread64,mmap",
+        "-o",
+    ])
+    .arg(trace);
+    for (k, v) in [
+        ("LD_PRELOAD", lib().display().to_string()),
+        ("DLFM_OP", "read-cache".into()),
+        ("FMCACHE_FILE", cache.file.display().to_string()),
+        ("FMCACHE_STAGE_DIR", cache.stage.display().to_string()),
+    ] {
+        c.arg("-E").arg(format!("{k}={v}"));
+    }
+    for (k, v) in env {
+        c.arg("-E").arg(format!("{k}={v}"));
+    }
+    for k in fmcache_core::config::JOB_VARS {
+        c.env_remove(k);
+    }
+    let o = c.arg("--").arg("/bin/cat").arg(file).output().unwrap();
+    assert!(
+        o.status.success(),
+        "cat: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[test]
+fn a_job_asks_the_shared_cache_once_per_node() {
+    let fx = fixture!("stage_job");
+    let file = fx.tree.join("data.txt");
+    fs::write(&file, "version 1\n").unwrap();
+    let cache = fx.cache("c");
+    let cat = Run::new("/bin/cat").arg(&file);
+    cat.clone().record(&cache).run().ok("pilot");
+    let stages = || {
+        fs::read_dir(&cache.stage)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().len() == 16 && e.path().is_dir())
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+
+    let mut n = 0;
+    let mut run = |env: &[(&str, &str)]| {
+        n += 1;
+        let trace = fx.out.join(format!("t{n}"));
+        let out = served_cat(&cache, &file, env, &trace);
+        (out, cache_calls(&cache, &trace))
+    };
+    // The first process of job 1: open, fstat and the header, then the
+    // stage is built from a mapping of the cache.
+    let (out, (meta, _)) = run(&[("SLURM_JOB_ID", "101")]);
+    assert_eq!(out, "version 1\n");
+    eprintln!("first process of the job, requests for the cache: {meta:#?}");
+    assert!(
+        !meta.is_empty() && meta.len() <= 3,
+        "first process: {meta:#?}"
+    );
+    assert_eq!(stages(), 1);
+    // Every later process of job 1: nothing at all on the cache.
+    for _ in 0..4 {
+        let (out, (meta, reads)) = run(&[("SLURM_JOB_ID", "101")]);
+        assert_eq!(out, "version 1\n");
+        assert!(
+            meta.is_empty() && reads == 0,
+            "later process: {meta:#?}, {reads} reads"
+        );
+    }
+    // Another launcher's job variable is another job.
+    let (_, (meta, _)) = run(&[("PMIX_NAMESPACE", "101")]);
+    assert!(!meta.is_empty(), "a PMIx job asks the cache itself");
+    // Outside a job, every process asks.
+    for _ in 0..2 {
+        let (_, (meta, _)) = run(&[]);
+        assert!(!meta.is_empty() && meta.len() <= 3, "no job: {meta:#?}");
+    }
+
+    // Between jobs the software changes and the pilot runs again: job 2
+    // reads the new cache and stages it; job 1's processes keep theirs.
+    fs::write(&file, "version 2, longer\n").unwrap();
+    let _ = fs::remove_file(&cache.file);
+    cat.clone().record(&cache).run().ok("second pilot");
+    let (out, (meta, _)) = run(&[("SLURM_JOB_ID", "102")]);
+    assert_eq!(out, "version 2, longer\n");
+    assert!(!meta.is_empty() && meta.len() <= 3, "{meta:#?}");
+    assert_eq!(stages(), 2, "the replaced cache has a stage of its own");
+    let (out, (meta, reads)) = run(&[("SLURM_JOB_ID", "102")]);
+    assert_eq!(out, "version 2, longer\n");
+    assert!(meta.is_empty() && reads == 0);
+    // A process of job 1 still maps job 1's stage (the snapshot it
+    // started with), again without asking the cache.
+    let (out, (meta, reads)) = run(&[("SLURM_JOB_ID", "101")]);
+    assert_eq!(out, "version 1\n", "served from job 1's stage");
+    assert!(meta.is_empty() && reads == 0);
+}
