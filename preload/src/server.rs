@@ -19,6 +19,8 @@ pub struct Server {
     /// One bit per entry: set when this process changed the path.
     untrusted: &'static [AtomicU64],
     prefixes: Prefixes,
+    /// Keeps the stage marked in use (a shared flock) while we live.
+    _in_use: std::os::fd::OwnedFd,
 }
 
 impl Server {
@@ -36,6 +38,7 @@ impl Server {
             stage_dev: a.stage_dev,
             untrusted: Box::leak(untrusted.into_boxed_slice()),
             prefixes: Prefixes::new(),
+            _in_use: a.hold,
         })
     }
 

@@ -131,20 +131,94 @@ fn a_job_asks_the_shared_cache_once_per_node() {
     }
 
     // Between jobs the software changes and the pilot runs again: job 2
-    // reads the new cache and stages it; job 1's processes keep theirs.
+    // reads the new cache and stages it; the old stage, mapped by nobody
+    // now, is removed with its job pointer.
     fs::write(&file, "version 2, longer\n").unwrap();
     let _ = fs::remove_file(&cache.file);
     cat.clone().record(&cache).run().ok("second pilot");
     let (out, (meta, _)) = run(&[("SLURM_JOB_ID", "102")]);
     assert_eq!(out, "version 2, longer\n");
     assert!(!meta.is_empty() && meta.len() <= 3, "{meta:#?}");
-    assert_eq!(stages(), 2, "the replaced cache has a stage of its own");
+    assert_eq!(stages(), 1, "the unused old stage is gone");
     let (out, (meta, reads)) = run(&[("SLURM_JOB_ID", "102")]);
     assert_eq!(out, "version 2, longer\n");
     assert!(meta.is_empty() && reads == 0);
-    // A process of job 1 still maps job 1's stage (the snapshot it
-    // started with), again without asking the cache.
-    let (out, (meta, reads)) = run(&[("SLURM_JOB_ID", "101")]);
-    assert_eq!(out, "version 1\n", "served from job 1's stage");
-    assert!(meta.is_empty() && reads == 0);
+    // A later step of job 1 finds its stage gone and asks the cache again.
+    let (out, (meta, _)) = run(&[("SLURM_JOB_ID", "101")]);
+    assert_eq!(out, "version 2, longer\n");
+    assert!(!meta.is_empty() && meta.len() <= 3, "{meta:#?}");
+}
+
+/// Stages do not pile up: building a new one removes those no process
+/// maps, never one in use (a served process holds a shared lock on its
+/// stage); `fmcache stage --clean` removes the rest once unused.
+#[test]
+fn unused_stages_are_pruned_and_used_ones_kept() {
+    let fx = fixture!("stage_prune");
+    let file = fx.tree.join("data.txt");
+    let stage = fx.out.join("stage");
+    let caches: Vec<Cache> = (0..3)
+        .map(|i| {
+            fs::write(&file, format!("cache {i}\n")).unwrap();
+            let c = Cache {
+                file: fx.out.join(format!("c{i}.dat")),
+                stage: stage.clone(),
+            };
+            Run::new("/bin/cat").arg(&file).record(&c).run().ok("pilot");
+            c
+        })
+        .collect();
+    let stages = || -> Vec<String> {
+        let Ok(dir) = fs::read_dir(&stage) else {
+            return Vec::new();
+        };
+        let mut v: Vec<String> = dir
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.len() == 16)
+            .collect();
+        v.sort();
+        v
+    };
+    // Cache 0 stays in use: a served process that waits on its stdin.
+    let mut holder = fmcache_tests::procs::command(
+        Path::new("/bin/cat"),
+        &fmcache_tests::Mode::Serve(caches[0].clone()),
+    );
+    let mut holder = holder
+        .arg(&file)
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it has attached (its stage exists and is locked).
+    let t0 = std::time::Instant::now();
+    while stages().is_empty() && t0.elapsed().as_secs() < 20 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(stages().len(), 1);
+    let used = stages()[0].clone();
+    // Cache 1 staged and left; then cache 2: cache 1's stage goes, the
+    // used one stays.
+    for c in &caches[1..] {
+        Run::new("/bin/cat").arg(&file).serve(c).run().ok("served");
+    }
+    let left = stages();
+    assert_eq!(left.len(), 2, "in use + newest: {left:?}");
+    assert!(left.contains(&used), "the stage in use was kept: {left:?}");
+    // Clean while in use keeps it; after the holder exits, all goes.
+    let clean = || {
+        Command::new(fmcache_tests::tool())
+            .args(["stage", "--clean"])
+            .env("FMCACHE_STAGE_DIR", &stage)
+            .output()
+            .unwrap()
+    };
+    assert!(clean().status.success());
+    assert_eq!(stages(), vec![used.clone()]);
+    drop(holder.stdin.take());
+    assert!(holder.wait().unwrap().success());
+    assert!(clean().status.success());
+    assert!(stages().is_empty(), "{:?}", stages());
 }

@@ -40,6 +40,8 @@ pub struct Attached {
     /// st_dev of the stage's file system, to recognise staged descriptors.
     pub stage_dev: u64,
     pub checksum: u64,
+    /// The index, share-locked: the stage is in use while this is open.
+    pub hold: std::os::fd::OwnedFd,
 }
 
 /// Checks (or creates) the per-user stage base: a real directory owned by
@@ -317,7 +319,10 @@ fn stage(
         sys::cstr(&dir).map_err(strerror)?,
     );
     rustix::fs::renameat(CWD, &*t, CWD, &*d).map_err(|e| format!("stage rename: {e}"))?;
-    map_stage(&dir, checksum)
+    let a = map_stage(&dir, checksum)?;
+    // A new stage on this node: the ones nobody uses any more go.
+    let _ = prune(cfg, Some(checksum), false);
+    Ok(a)
 }
 
 fn build_stage(view: &CacheView<'_>, bytes: &[u8], tmp: &[u8]) -> Result<(), String> {
@@ -363,16 +368,31 @@ fn write_new(path: &[u8], bytes: &[u8], mode: u32) -> sys::SysResult<u64> {
     Ok(rustix::fs::fstat(&fd).map_err(sys::errno)?.st_ino as u64)
 }
 
-fn map_file(path: &[u8]) -> sys::SysResult<(Mapping, u64)> {
+fn map_file(path: &[u8]) -> sys::SysResult<(Mapping, u64, std::os::fd::OwnedFd)> {
     let c = sys::cstr(path)?;
     let fd = sys::open(&c, OFlags::RDONLY, 0)?;
     let st = rustix::fs::fstat(&fd).map_err(sys::errno)?;
-    Ok((Mapping::map(&fd, st.st_size as usize)?, st.st_dev as u64))
+    Ok((
+        Mapping::map(&fd, st.st_size as usize)?,
+        st.st_dev as u64,
+        fd,
+    ))
 }
 
+/// Maps a complete stage and marks it in use for this process's lifetime:
+/// a shared flock on its index, which `prune` never removes a stage under.
+/// The lock is taken before the rest is opened, so a stage removed while
+/// we waited for it is seen as gone (its `inodes` no longer opens).
 fn map_stage(dir: &[u8], checksum: u64) -> Result<Attached, String> {
-    let (index, dev) = map_file(&join(dir, b"/index")).map_err(strerror)?;
-    let (inodes, _) = map_file(&join(dir, b"/inodes")).map_err(strerror)?;
+    let (index, dev, hold) = map_file(&join(dir, b"/index")).map_err(strerror)?;
+    loop {
+        match rustix::fs::flock(&hold, rustix::fs::FlockOperation::LockShared) {
+            Ok(()) => break,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(format!("stage lock: {e}")),
+        }
+    }
+    let (inodes, _, _) = map_file(&join(dir, b"/inodes")).map_err(strerror)?;
     let view = CacheView::open(index.bytes(), Verify::Header).map_err(|e| e.to_string())?;
     if view.header().checksum != checksum {
         return Err("stage does not match the cache".into());
@@ -383,7 +403,70 @@ fn map_stage(dir: &[u8], checksum: u64) -> Result<Attached, String> {
         root: join(dir, b"/root"),
         stage_dev: dev,
         checksum,
+        hold,
     })
+}
+
+/// Whether some process holds the stage `dir` (see `map_stage`). Taking
+/// the exclusive lock succeeds only on a stage nobody maps; it is returned
+/// so the caller removes the stage while still holding it.
+fn unused(dir: &[u8]) -> Option<std::os::fd::OwnedFd> {
+    let c = sys::cstr(&join(dir, b"/index")).ok()?;
+    let fd = sys::open(&c, OFlags::RDONLY, 0).ok()?;
+    rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .ok()
+        .map(|()| fd)
+}
+
+/// Removes this user's complete stages that no process maps, except the
+/// one with checksum `keep`, and job pointers left naming no stage; with
+/// `all`, also half-built stages and locks. Returns how many names went.
+/// Run when a new stage is built, so stages cannot pile up: what remains
+/// is in use, or the newest.
+pub fn prune(cfg: &Config, keep: Option<u64>, all: bool) -> Result<usize, String> {
+    let base = &cfg.stage_base;
+    let c = sys::cstr(base).map_err(strerror)?;
+    let names: Vec<Vec<u8>> = sys::list_dir(&c)
+        .map_err(strerror)?
+        .into_iter()
+        .map(|d| d.name)
+        .filter(|n| n != b"." && n != b"..")
+        .collect();
+    let is_stage = |n: &[u8]| n.len() == 16 && n.iter().all(u8::is_ascii_hexdigit);
+    let keep = keep.map(|k| format!("{k:016x}").into_bytes());
+    let mut removed = 0;
+    let mut left: Vec<&[u8]> = Vec::new();
+    for n in names.iter().filter(|n| is_stage(n)) {
+        let dir = join(&join(base, b"/"), n);
+        let held = match unused(&dir) {
+            Some(lock) if keep.as_deref() != Some(n.as_slice()) => {
+                let gone = sys::remove_tree(&dir).is_ok();
+                drop(lock);
+                !gone
+            }
+            _ => true,
+        };
+        if held {
+            left.push(n);
+        } else {
+            removed += 1;
+        }
+    }
+    for n in names.iter().filter(|n| !is_stage(n)) {
+        let p = join(&join(base, b"/"), n);
+        let pointer = n.len() == 20 && n.starts_with(b"job.") && is_stage(&n[4..]);
+        let stale_pointer = pointer && {
+            let target = sys::cstr(&p)
+                .ok()
+                .and_then(|c| sys::read_file(&c, 64).ok())
+                .map(|(t, _)| t.trim_ascii().to_vec());
+            !target.is_some_and(|t| left.contains(&t.as_slice()))
+        };
+        if (all || stale_pointer) && sys::remove_tree(&p).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Looks up a staged inode in the `inodes` table: the entry whose bytes it
@@ -410,18 +493,9 @@ pub fn staged_entry(inodes: &[u8], ino: u64) -> Option<u32> {
     None
 }
 
-/// Removes this user's stages (`fmcache stage --clean`).
+/// `fmcache stage --clean`: removes this user's stages that no process
+/// uses, job pointers, half-built stages and locks.
 pub fn clean(cfg: &Config) -> Result<usize, String> {
     private_dir(&cfg.stage_base)?;
-    let c = sys::cstr(&cfg.stage_base).map_err(strerror)?;
-    let mut n = 0;
-    for d in sys::list_dir(&c).map_err(strerror)? {
-        if d.name == b"." || d.name == b".." {
-            continue;
-        }
-        let p = join(&join(&cfg.stage_base, b"/"), &d.name);
-        sys::remove_tree(&p).map_err(|e| format!("{}: {}", show(&p), strerror(e)))?;
-        n += 1;
-    }
-    Ok(n)
+    prune(cfg, None, true)
 }
