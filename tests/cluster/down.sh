@@ -13,6 +13,10 @@ state=${1:-$repo/target/cluster}
 [[ -d $state ]] || { echo "cluster-down: nothing at $state" >&2; exit 0; }
 state=$(cd "$state" && pwd)
 log() { echo "cluster-down: $*" >&2; }
+if [[ ${FMCACHE_CLUSTER_LOCKED:-} != "$state" ]]; then
+  exec 9>"$state/.lock"
+  flock 9
+fi
 
 # The pid in a pid file is trusted only while that process still runs the
 # program the file is named after (pids are reused).
@@ -37,19 +41,23 @@ children() {
 # Every process whose mount namespace is one of our nodes' namespaces: this is
 # how the slurmstepds (reparented to init) are found without matching names.
 in_node_ns() {
-  local ns p
-  for ns in "$@"; do
-    for p in /proc/[0-9]*; do
-      [[ $(readlink "$p/ns/mnt" 2>/dev/null) == "$ns" ]] && echo "${p#/proc/}"
+  (($#)) || return 0
+  # One find for all of /proc (a readlink per process would fork thousands).
+  find /proc/[0-9]*/ns/mnt -maxdepth 0 -printf '%h %l\n' 2>/dev/null |
+    awk -v list="$*" 'BEGIN { n = split(list, a, " "); for (i = 1; i <= n; i++) want[a[i]] = 1 }
+      ($2 in want) { split($1, p, "/"); print p[3] }' |
+    while read -r p; do
+      # Namespace ids are reused once freed: a process counts as ours only if
+      # its mount table also has this cluster's per-node tmpfs on TmpFS.
+      grep -qF " $state/tmp " "/proc/$p/mountinfo" 2>/dev/null && echo "$p"
     done
-  done
 }
 
-stop() { # pid... : SIGTERM, wait up to 10 s, then SIGKILL
+stop() { # pid... : SIGTERM, wait up to 5 s, then SIGKILL
   local pids=("$@") p left i
   ((${#pids[@]})) || return 0
   kill -TERM "${pids[@]}" 2>/dev/null
-  for i in $(seq 100); do
+  for i in $(seq 50); do
     left=()
     for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && left+=("$p"); done
     ((${#left[@]})) || return 0
@@ -77,17 +85,42 @@ done
 [[ -s $state/run/node-ns ]] && while read -r ns; do node_ns+=("$ns"); done <"$state/run/node-ns"
 mapfile -t node_ns < <(printf '%s\n' "${node_ns[@]}" | sort -u | grep -v '^$' | grep -vxF "$(readlink /proc/self/ns/mnt)")
 
-stop "${node_pids[@]}"
-# slurmstepd and tasks that outlived slurmd (e.g. a hung PMIx step).
-mapfile -t strays < <(in_node_ns "${node_ns[@]}")
+# Jobs first, while slurmctld still runs: cancelling lets Slurm end the steps
+# cleanly (KillWait=5); whatever is left is killed below anyway.
+if pid_of "$state/run/slurmctld.pid" slurmctld >/dev/null && [[ -f $state/etc/slurm.conf ]]; then
+  export SLURM_CONF=$state/etc/slurm.conf
+  jobs=$(timeout 10 squeue -h -o %i 2>/dev/null)
+  if [[ -n $jobs ]]; then
+    log "cancelling jobs: $(echo $jobs)"
+    # shellcheck disable=SC2086
+    timeout 10 scancel $jobs 2>/dev/null
+    for _ in $(seq 70); do [[ -z $(timeout 5 squeue -h -o %i 2>/dev/null) ]] && break; sleep 0.1; done
+  fi
+fi
+# Clients of this cluster (srun/salloc/sbcast started with our SLURM_CONF)
+# would otherwise wait forever for a controller that is gone.
+clients=()
+for p in /proc/[0-9]*; do
+  c=
+  { read -r c <"$p/comm"; } 2>/dev/null
+  case $c in srun | salloc | sbcast | sattach) ;; *) continue ;; esac
+  { tr '\0' '\n' <"$p/environ"; } 2>/dev/null | grep -qxF "SLURM_CONF=$state/etc/slurm.conf" && clients+=("${p#/proc/}")
+done
+# slurmd, slurmstepd and tasks that outlived their job (e.g. a hung PMIx
+# step) in one batch, so a stubborn step costs one grace period, not two.
+mapfile -t strays < <(in_node_ns "${node_ns[@]}" | grep -vxF -f <(printf '%s\n' "${node_pids[@]}" 0))
 if ((${#strays[@]})); then
   log "stopping ${#strays[@]} leftover process(es) in node namespaces: $(for p in "${strays[@]}"; do printf '%s(%s) ' "$p" "$(cat /proc/$p/comm 2>/dev/null)"; done)"
-  stop "${strays[@]}"
 fi
+((${#clients[@]})) && log "stopping ${#clients[@]} client(s) of this cluster: ${clients[*]}"
+stop "${node_pids[@]}" "${strays[@]}" "${clients[@]}"
 
-# 2. Controller, then munged.
-if pid=$(pid_of "$state/run/slurmctld.pid" slurmctld); then stop "$pid" $(children "$pid"); fi
-if pid=$(pid_of "$state/run/munged.pid" munged); then stop "$pid"; fi
+# 2. Controller (with its slurmscriptd child) and munged together: each takes
+#    about 2 s to exit, so one batch instead of one after the other.
+last=()
+if pid=$(pid_of "$state/run/slurmctld.pid" slurmctld); then mapfile -t -O 0 last < <(echo "$pid"; children "$pid"); fi
+if pid=$(pid_of "$state/run/munged.pid" munged); then last+=("$pid"); fi
+stop "${last[@]}"
 
 # 3. Mounts: the shared bind mount (the nodes' own tmpfs went away with their
 #    namespaces). Lazy unmount also detaches anything mounted under it later.

@@ -76,7 +76,7 @@ total = c.allreduce(c.Get_rank())
 hosts = c.gather(MPI.Get_processor_name())
 if c.Get_rank() == 0:
     n = c.Get_size()
-    lib = MPI.Get_library_version().splitlines()[0].strip()
+    lib = MPI.Get_library_version().strip("\x00 \n").splitlines()[0]
     ok = total == n * (n - 1) // 2 and lib.startswith(sys.argv[1])
     print(f"size={n} allreduce(rank)={total} nodes={sorted(set(hosts))} lib={lib!r}")
     sys.exit(0 if ok else 1)
@@ -94,6 +94,11 @@ mpich_srun() {
 ompi_mpirun() {
   MPI4PY_LIBMPI=$FMCACHE_LIBMPI_OPENMPI $T salloc -N"$N" -n"$NP" \
     "$FMCACHE_MPIRUN_OPENMPI" -n "$NP" --oversubscribe --allow-run-as-root "$py" "$work/allreduce.py" "Open MPI"
+}
+# 5b. MPICH's own launcher (hydra, which starts its proxies via srun).
+mpich_mpiexec() {
+  MPI4PY_LIBMPI=$FMCACHE_LIBMPI_MPICH LD_LIBRARY_PATH=$FMCACHE_MPICH_LIBDIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} $T salloc -N"$N" -n"$NP" \
+    "$FMCACHE_MPIEXEC_MPICH" -n "$NP" "$py" "$work/allreduce.py" "MPICH"
 }
 
 # 6. sbcast to node-local storage (the per-node tmpfs and /dev/shm).
@@ -122,14 +127,34 @@ env_check() {
   [[ $got == "$(for i in $(seq 1 "$N"); do printf '%7d n%d ok\n' $((NP / N)) "$i"; done)" ]]
 }
 
+# 8. A mount made on the host after the nodes started, under the shared
+#    directory, is visible on every node (how a FUSE file system reaches them).
+shared_mount() {
+  local m=$FMCACHE_CLUSTER_SHARED/smoke-mnt.$$ r
+  mkdir -p "$m"
+  mount -t tmpfs smoke-shared "$m" || return 1
+  echo hello >"$m/file"
+  r=$($T srun -N"$N" --ntasks-per-node=1 sh -c "echo \$(hostname) \$(cat $m/file 2>/dev/null || echo MISSING)" | sort)
+  echo "mounted: $(echo $r)"
+  umount "$m"
+  [[ $r == "$(for i in $(seq 1 "$N"); do echo "n$i hello"; done)" ]] || { rmdir "$m"; return 1; }
+  # ... and the unmount reaches them too.
+  r=$($T srun -N"$N" --ntasks-per-node=1 sh -c "test -e $m/file && echo \$(hostname) STILL-THERE || echo \$(hostname) gone" | sort)
+  echo "unmounted: $(echo $r)"
+  rmdir "$m"
+  [[ $r == "$(for i in $(seq 1 "$N"); do echo "n$i gone"; done)" ]]
+}
+
 echo "smoke: cluster $FMCACHE_CLUSTER ($N nodes, $NP CPUs), SLURM_CONF=$SLURM_CONF"
 check "srun -N$N -n$NP hostname | sort | uniq -c" placement
 check "per-node /dev/shm (write on n1, absent on n2 and host)" devshm
 check "srun -n$NP --mpi=pmix mpi4py allreduce (Open MPI)" ompi_srun
 check "srun -n$NP --mpi=pmi2 mpi4py allreduce (MPICH)" mpich_srun
 check "salloc -N$N mpirun -n $NP --oversubscribe mpi4py allreduce (Open MPI)" ompi_mpirun
+check "salloc -N$N mpiexec.mpich -n $NP mpi4py allreduce (MPICH)" mpich_mpiexec
 check "salloc -N$N sbcast to TmpFS and /dev/shm, arrives on every node" sbcast_check
 check "DLFM_OP + LD_PRELOAD set before srun reach all $NP tasks" env_check
+check "mount made later under \$FMCACHE_CLUSTER_SHARED is seen by every node" shared_mount
 
 # No job may linger (a hung step would hold CPUs for the next user).
 left=$(squeue -h -o '%i %j %T' 2>&1)

@@ -21,6 +21,11 @@ state=${1:-$repo/target/cluster}
 mkdir -p "$state"
 state=$(cd "$state" && pwd)
 conf=$state/etc/slurm.conf
+# Test processes may call up.sh concurrently: one at a time per STATE_DIR
+# (down.sh, called from here, knows the lock is already held).
+exec 9>"$state/.lock"
+flock 9
+export FMCACHE_CLUSTER_LOCKED=$state
 host=$(hostname)
 
 log() { echo "cluster-up: $*" >&2; }
@@ -110,19 +115,23 @@ EOF
 )"
 last_port=$((node_port + NODES - 1))
 
+# A start-up that fails part way leaves nothing running behind it.
+up_ok=
+trap '[[ -n $up_ok ]] || { log "start-up failed: stopping what was started"; FMCACHE_CLUSTER_LOCKED=$state bash "$script_dir/down.sh" "$state" >&2 || true; }' EXIT
+
 # ---- authentication: our own munged (own key, socket, pid) ------------------
 auth=none
 if [[ -x /usr/sbin/munged ]]; then
   dd if=/dev/urandom of="$state/munge/munge.key" bs=1024 count=1 status=none
   chown -R munge:munge "$state/munge" 2>/dev/null || true
-  chmod 0700 "$state/munge"
+  chmod 0711 "$state/munge" # clients (root here) must reach the socket
   chmod 0400 "$state/munge/munge.key"
   # munged checks that every directory above its socket/key is not writable
   # by others; target/ may not satisfy that, so --force downgrades to warnings.
   if runuser -u munge -- /usr/sbin/munged --force \
     --socket="$state/munge/munge.socket" --key-file="$state/munge/munge.key" \
     --pid-file="$state/munge/munged.pid" --log-file="$state/munge/munged.log" \
-    --seed-file="$state/munge/munged.seed" >>"$state/log/munged.out" 2>&1; then
+    --seed-file="$state/munge/munged.seed" >>"$state/log/munged.out" 2>&1 9>&-; then
     for _ in $(seq 50); do [[ -S $state/munge/munge.socket ]] && break; sleep 0.1; done
     if [[ -S $state/munge/munge.socket ]] &&
       munge -S "$state/munge/munge.socket" -n 2>/dev/null | unmunge -S "$state/munge/munge.socket" >/dev/null 2>&1; then
@@ -198,14 +207,13 @@ export SLURM_CONF=$conf
 # The nodes get private copies of the mount table when they start; a mount made
 # afterwards (e.g. a FUSE file system) shows up inside them only through a
 # shared mount that their copies are slaves of.
-if ! findmnt -rn -M "$shared" >/dev/null; then
-  mount --bind "$shared" "$shared"
-  echo "$shared" >"$state/run/mounts"
-fi
+findmnt -rn -M "$shared" >/dev/null || mount --bind "$shared" "$shared"
 mount --make-shared "$shared"
+echo "$shared" >"$state/run/mounts"
 
 # ---- daemons ------------------------------------------------------------------
-setsid slurmctld -D -c -f "$conf" </dev/null >>"$state/log/slurmctld.out" 2>&1 &
+setsid slurmctld -D -c -f "$conf" </dev/null >>"$state/log/slurmctld.out" 2>&1 9>&- &
+bg=("$!:slurmctld")
 
 for i in $(seq 1 $NODES); do
   n=n$i
@@ -218,12 +226,21 @@ for i in $(seq 1 $NODES); do
       mount -t tmpfs -o mode=1777,size=2g "tmpfs-$1-shm" /dev/shm
       mount -t tmpfs -o mode=1777,size=2g "tmpfs-$1-tmp" "$2"
       exec slurmd -D -N "$1" -f "$3"' sh "$n" "$tmpfs_dir" "$conf" \
-    </dev/null >>"$state/log/slurmd.$n.out" 2>&1 &
+    </dev/null >>"$state/log/slurmd.$n.out" 2>&1 9>&- &
+  bg+=("$!:slurmd $n")
 done
 
 # ---- wait for all nodes idle --------------------------------------------------
 deadline=$((SECONDS + 60))
 while [[ $(idle_count) != "$NODES" ]]; do
+  # setsid does not fork here (no job control: not a group leader) and
+  # unshare and sh exec, so each $! is the daemon itself: fail fast if one died.
+  for b in "${bg[@]}"; do
+    kill -0 "${b%%:*}" 2>/dev/null && continue
+    log "${b#*:} exited during start-up; last log lines:"
+    tail -n 5 "$state"/log/*.out "$state"/log/*.log >&2 2>/dev/null || true
+    exit 1
+  done
   if ((SECONDS > deadline)); then
     log "nodes not idle after 60 s:"
     SLURM_CONF=$conf sinfo -N >&2 || true
@@ -270,5 +287,6 @@ ln -sfn "$(readlink -f "$(ldconfig -p | awk -v l="$mpich_lib" '$1 == l && /x86-6
 } >"$state/env.sh.tmp"
 mv "$state/env.sh.tmp" "$state/env.sh"
 
+up_ok=1
 log "up: $NODES nodes x $CPUS_PER_NODE CPUs, auth=$auth, slurmctld :$ctld_port, slurmd :$node_port-$last_port; daemons started in $(since "$t_start") s (total $(since "$t_all") s)"
 log "use: source $state/env.sh"

@@ -222,3 +222,119 @@ fn unused_stages_are_pruned_and_used_ones_kept() {
     assert!(clean().status.success());
     assert!(stages().is_empty(), "{:?}", stages());
 }
+
+/// Node-local storage full (a 256 KiB tmpfs for a 1 MiB file): the run is
+/// uncached with exactly one warning line, its output unchanged, and no
+/// half-built stage is left behind.
+#[test]
+fn a_full_node_runs_uncached_with_one_warning() {
+    let fx = fixture!("stage_enospc");
+    let file = fx.tree.join("big.bin");
+    fs::write(&file, fmcache_tests::noise(1 << 20, 7)).unwrap();
+    let small = fx.out.join("small");
+    fs::create_dir_all(&small).unwrap();
+    let mount = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs"])
+        .arg(&small)
+        .output()
+        .unwrap();
+    assert!(
+        mount.status.success(),
+        "mounting a small tmpfs (needs root): {}",
+        String::from_utf8_lossy(&mount.stderr)
+    );
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _guard = Unmount(&small);
+    let cache = Cache {
+        file: fx.out.join("c.dat"),
+        stage: small.join("stage"),
+    };
+    let sum = Run::new("/usr/bin/cksum").arg(&file);
+    let native = sum.clone().native().run().ok("native");
+    sum.clone().record(&cache).run().ok("pilot");
+    let served = sum.clone().serve(&cache).run().ok("served");
+    assert_eq!(served.stdout, native.stdout);
+    let err = served.stderr_str();
+    assert_eq!(err.lines().count(), 1, "one warning line: {err}");
+    assert!(
+        err.starts_with("fmcache: ")
+            && err.contains("No space left on device")
+            && err.contains("running uncached"),
+        "{err}"
+    );
+    let left: Vec<String> = fs::read_dir(&cache.stage)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".lock"))
+        .collect();
+    assert!(left.is_empty(), "nothing half-built is left: {left:?}");
+}
+
+/// A stager killed at random points of the copy (SIGKILL, 12 trials):
+/// no half-built stage is ever used, the next process stages again, its
+/// output is right, and no leftovers pile up.
+#[test]
+fn a_stage_killed_half_way_is_redone() {
+    let fx = fixture!("stage_killed");
+    let files: Vec<_> = (0..8)
+        .map(|i| {
+            let f = fx.tree.join(format!("f{i}.bin"));
+            fs::write(&f, fmcache_tests::noise(8 << 20, i)).unwrap();
+            f
+        })
+        .collect();
+    let cache = fx.cache("c");
+    let sum = Run::new("/usr/bin/cksum").args(&files);
+    let native = sum.clone().native().run().ok("native");
+    sum.clone().record(&cache).run().ok("pilot");
+    let leftovers = || -> Vec<String> {
+        fs::read_dir(&cache.stage)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.contains(".tmp."))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut killed_mid_copy = 0;
+    for trial in 0..12u64 {
+        let _ = fs::remove_dir_all(&cache.stage);
+        let mut stager = Command::new(fmcache_tests::tool())
+            .args(["stage", "--cache"])
+            .arg(&cache.file)
+            .env("FMCACHE_STAGE_DIR", &cache.stage)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5 + trial * 7));
+        let _ = stager.kill();
+        let _ = stager.wait();
+        if !leftovers().is_empty() {
+            killed_mid_copy += 1;
+        }
+        let served = sum
+            .clone()
+            .serve(&cache)
+            .run()
+            .ok("served after a killed stager");
+        assert_eq!(served.stdout, native.stdout, "trial {trial}");
+        assert!(
+            served.stderr.is_empty(),
+            "trial {trial}: {}",
+            served.stderr_str()
+        );
+        assert!(leftovers().is_empty(), "trial {trial}: {:?}", leftovers());
+    }
+    assert!(
+        killed_mid_copy > 0,
+        "no trial killed the stager during its copy"
+    );
+}

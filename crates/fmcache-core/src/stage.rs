@@ -304,11 +304,13 @@ fn stage(
     }
     let map = Mapping::map(fd, size as usize).map_err(|e| format!("map: {}", strerror(e)))?;
     let view = CacheView::open(map.bytes(), Verify::Full).map_err(|e| e.to_string())?;
+    // Builders killed half-way left `<id>.tmp.<pid>`: under the lock no
+    // other builder of this stage is alive, so they all go.
+    remove_half_built(&cfg.stage_base, &dir);
     let tmp = join(
         &dir,
         format!(".tmp.{}", rustix::process::getpid().as_raw_nonzero()).as_bytes(),
     );
-    let _ = sys::remove_tree(&tmp);
     let built = build_stage(&view, map.bytes(), &tmp);
     if let Err(e) = built {
         let _ = sys::remove_tree(&tmp);
@@ -323,6 +325,20 @@ fn stage(
     // A new stage on this node: the ones nobody uses any more go.
     let _ = prune(cfg, Some(checksum), false);
     Ok(a)
+}
+
+/// Removes `<dir>.tmp.*` under `base` (call with the stage lock held).
+fn remove_half_built(base: &[u8], dir: &[u8]) {
+    let Some(name) = dir.strip_prefix(base).and_then(|n| n.strip_prefix(b"/")) else {
+        return;
+    };
+    let prefix = [name, b".tmp."].concat();
+    let Ok(c) = sys::cstr(base) else { return };
+    for d in sys::list_dir(&c).unwrap_or_default() {
+        if d.name.starts_with(&prefix) {
+            let _ = sys::remove_tree(&join(&join(base, b"/"), &d.name));
+        }
+    }
 }
 
 fn build_stage(view: &CacheView<'_>, bytes: &[u8], tmp: &[u8]) -> Result<(), String> {
