@@ -12,7 +12,9 @@
 set -euo pipefail
 
 NODES=4
-CPUS_PER_NODE=6
+# Enough slots for `srun -n 96` exactly as users write it (4 x 24), on 2
+# real cores: the nodes declare them (SlurmdParameters=config_overrides).
+CPUS_PER_NODE=24
 DEB_PACKAGES="slurmctld slurmd slurm-client munge openmpi-bin libopenmpi-dev libpmix-dev mpich libmpich-dev"
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -14,7 +14,7 @@ import json
 import re
 import sys
 
-CALL = re.compile(r'^(?:\d+ )?([a-z0-9_]+)\((.*)')
+CALL = re.compile(r'^(?:\d+ +)?([a-z0-9_]+)\((.*)')
 PATH = re.compile(r'"((?:[^"\\]|\\.)*)"')
 
 

@@ -84,28 +84,34 @@ pub fn env_sh() -> &'static Vec<(String, String)> {
                 p.display()
             )
         });
-        text.lines()
-            .filter_map(|l| l.strip_prefix("export "))
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| {
-                assert!(
-                    !v.starts_with("$'"),
-                    "{}: cannot parse {k}={v}",
-                    p.display()
-                );
-                let mut out = String::new();
-                let mut chars = v.chars();
-                while let Some(c) = chars.next() {
-                    out.push(if c == '\\' {
-                        chars.next().unwrap_or('\\')
-                    } else {
-                        c
-                    });
-                }
-                (k.to_string(), out)
-            })
-            .collect()
+        parse_exports(&p, &text)
     })
+}
+
+/// The `export NAME=VALUE` lines of a script our setup scripts wrote
+/// (values quoted by bash's `printf %q`: backslash escapes only).
+pub fn parse_exports(p: &Path, text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| {
+            assert!(
+                !v.starts_with("$'"),
+                "{}: cannot parse {k}={v}",
+                p.display()
+            );
+            let mut out = String::new();
+            let mut chars = v.chars();
+            while let Some(c) = chars.next() {
+                out.push(if c == '\\' {
+                    chars.next().unwrap_or('\\')
+                } else {
+                    c
+                });
+            }
+            (k.to_string(), out)
+        })
+        .collect()
 }
 
 fn env_sh_var(name: &str) -> Option<&'static str> {

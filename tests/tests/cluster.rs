@@ -1,0 +1,321 @@
+//! The user's lines on a real 4-node Slurm cluster (`tests/cluster/up.sh`:
+//! one slurmd per node, each in its own mount and UTS namespace with its
+//! own /dev/shm), with Open MPI and MPICH, on a Python program that imports
+//! numpy and scipy and does an MPI reduction:
+//!
+//! ```text
+//! DLFM_OP=write-cache LD_PRELOAD=libfmcache.so srun -n 24 app
+//! DLFM_OP=read-cache  LD_PRELOAD=libfmcache.so srun -n 96 app
+//! ```
+//!
+//! and the same under `mpirun`. Every rank's output must equal a native
+//! run's. Ranks import in a rank-dependent order and subset, shifted
+//! between pilot and production, so production is not a replay of the
+//! pilot. A traced production run measures, per node, the requests for
+//! the cache file itself (at most 3) and the calls on the cached software
+//! trees (none).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+use fmcache_tests::{assert_same, fixture, lib, parse_exports, py_env, strace_count, workspace};
+
+/// The cluster's env.sh, after bringing it up (once per test binary).
+fn cluster() -> &'static Vec<(String, String)> {
+    static E: OnceLock<Vec<(String, String)>> = OnceLock::new();
+    E.get_or_init(|| {
+        let state = workspace().join("target/cluster");
+        let o = Command::new("bash")
+            .arg(workspace().join("tests/cluster/up.sh"))
+            .arg(&state)
+            .output()
+            .expect("running tests/cluster/up.sh");
+        assert!(
+            o.status.success(),
+            "tests/cluster/up.sh failed:\n{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let p = state.join("env.sh");
+        parse_exports(&p, &fs::read_to_string(&p).unwrap())
+    })
+}
+
+fn var(k: &str) -> String {
+    cluster()
+        .iter()
+        .find(|(n, _)| n == k)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("cluster env.sh lacks {k}"))
+}
+
+/// One job at a time: each wants every slot of the cluster.
+static JOBS: Mutex<()> = Mutex::new(());
+
+/// Ranks import numpy.fft and scipy.interpolate in an order, and a subset,
+/// that depend on (rank + SHIFT) % 3; all then reduce over MPI, and rank 0
+/// prints every rank's line.
+const APP: &str = r#"
+import os, sys
+from mpi4py import MPI
+c = MPI.COMM_WORLD
+k = (c.rank + int(os.environ.get("SHIFT", "0"))) % 3
+if k == 0:
+    import numpy.fft, scipy.interpolate
+elif k == 1:
+    import scipy.interpolate, numpy.fft
+else:
+    import numpy.fft
+import numpy
+total = c.allreduce(c.rank)
+line = f"{c.rank} {c.size} {total} {numpy.fft.fft([1, 2, 3]).real.sum()} {k}"
+# One writer: launchers may split lines that ranks write at once.
+lines = c.gather(line, root=0)
+if c.rank == 0:
+    print("\n".join(lines), flush=True)
+"#;
+
+struct Job {
+    dir: PathBuf,
+    app: PathBuf,
+}
+
+impl Job {
+    fn new(name: &str) -> Job {
+        let fx = fixture!(name);
+        let app = fx.tree.join("app.py");
+        fs::write(&app, APP).unwrap();
+        Job { dir: fx.out, app }
+    }
+
+    /// `env... LAUNCHER... python app.py` from the job's directory (on the
+    /// disk every node shares), with the cluster's and nothing else of
+    /// fmcache's environment; stdout sorted by rank.
+    fn run(&self, env: &[(&str, String)], launcher: &[String]) -> (String, String) {
+        let _one = JOBS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = Command::new(&launcher[0]);
+        c.args(&launcher[1..])
+            .arg(&py_env().python)
+            .arg(&self.app)
+            .current_dir(&self.dir);
+        for k in [
+            "DLFM_OP",
+            "LD_PRELOAD",
+            "LD_AUDIT",
+            "FMCACHE_FILE",
+            "FMCACHE_STAGE_DIR",
+            "FMCACHE_STATS",
+            "LD_LIBRARY_PATH",
+        ] {
+            c.env_remove(k);
+        }
+        for (k, v) in cluster() {
+            c.env(k, v);
+        }
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{launcher:?} failed: {err}");
+        let mut lines: Vec<&str> = std::str::from_utf8(&o.stdout).unwrap().lines().collect();
+        lines.sort_by_key(|l| l.split(' ').next().and_then(|r| r.parse::<u32>().ok()));
+        (lines.iter().map(|l| format!("{l}\n")).collect(), err)
+    }
+}
+
+fn srun(n: u32) -> Vec<String> {
+    vec![var("FMCACHE_SRUN"), "-n".into(), n.to_string()]
+}
+
+fn lines_of(out: &str) -> usize {
+    out.lines().count()
+}
+
+fn write_cache(shift: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("DLFM_OP", "write-cache".into()),
+        ("LD_PRELOAD", lib().display().to_string()),
+        ("SHIFT", shift.into()),
+    ]
+}
+
+fn read_cache(shift: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("DLFM_OP", "read-cache".into()),
+        ("LD_PRELOAD", lib().display().to_string()),
+        ("SHIFT", shift.into()),
+    ]
+}
+
+/// Every stderr line is fmcache's own or Slurm's queueing notice: nothing
+/// from the program, no warning about the cache.
+fn quiet(what: &str, err: &str) {
+    let bad: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.starts_with("srun: job ") && !l.starts_with("salloc: "))
+        .collect();
+    assert!(bad.is_empty(), "{what}: stderr:\n{}", bad.join("\n"));
+}
+
+/// Per node: metadata requests for the cache file and calls on the venv
+/// and interpreter prefix, from `strace -y` files `<dir>/t.<node>.<rank>`.
+fn per_node(dir: &Path, cache: &Path) -> BTreeMap<String, (usize, u64)> {
+    let py = py_env();
+    let cache = cache.display().to_string();
+    let mut nodes: BTreeMap<String, (usize, u64)> = BTreeMap::new();
+    for e in fs::read_dir(dir).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(node) = name.strip_prefix("t.").and_then(|r| r.split('.').next()) else {
+            continue;
+        };
+        let text = fs::read_to_string(e.path()).unwrap();
+        let requests = text
+            .lines()
+            .filter(|l| l.contains(&format!("{cache}\"")) || l.contains(&format!("{cache}>")))
+            .filter(|l| {
+                let call = l.split_whitespace().nth(1).unwrap_or("");
+                !(call.starts_with("read(")
+                    || call.starts_with("pread64(")
+                    || call.starts_with("mmap("))
+            })
+            .count();
+        nodes.entry(node.to_string()).or_default().0 += requests;
+    }
+    for (node, slot) in nodes.iter_mut() {
+        let prefix = dir.join(format!("t.{node}"));
+        slot.1 = strace_count(&prefix, &[py.venv.as_path(), py.prefix.as_path()]).on_roots;
+    }
+    nodes
+}
+
+#[test]
+fn slurm_pilot_of_24_serves_96_ranks_and_mpirun() {
+    let job = Job::new("cluster_slurm");
+    let native24 = job.run(&[("SHIFT", "0".into())], &srun(24)).0;
+    let native96 = job.run(&[("SHIFT", "1".into())], &srun(96)).0;
+    assert_eq!(lines_of(&native24), 24);
+    assert_eq!(lines_of(&native96), 96);
+
+    // The pilot, exactly as users write it: ./fmcache.dat, one cache with
+    // the union of the 24 ranks' probes.
+    let (pilot, err) = job.run(&write_cache("0"), &srun(24));
+    quiet("pilot", &err);
+    assert_same(
+        "pilot",
+        "native",
+        native24.as_bytes(),
+        "pilot",
+        pilot.as_bytes(),
+    );
+    let cache = job.dir.join("fmcache.dat");
+    assert!(cache.is_file(), "the pilot wrote ./fmcache.dat");
+
+    // Production, 96 ranks in another import order.
+    let (served, err) = job.run(&read_cache("1"), &srun(96));
+    quiet("production", &err);
+    assert_same(
+        "srun -n 96",
+        "native",
+        native96.as_bytes(),
+        "served",
+        served.as_bytes(),
+    );
+
+    // Measured: each rank traced (srun itself unpreloaded so the traced
+    // python is the first process of the job on its node to attach).
+    let traces = job.dir.join("traces");
+    fs::create_dir_all(&traces).unwrap();
+    let l = lib().display().to_string();
+    let wrapper = format!(
+        "exec strace --seccomp-bpf -f -qq -y -e trace=%file,fstat,getdents64 \
+         -E DLFM_OP=read-cache -E LD_PRELOAD={l} -E LD_AUDIT={l} -E SHIFT=1 \
+         -o {}/t.$SLURMD_NODENAME.$SLURM_PROCID \"$0\" \"$@\"",
+        traces.display()
+    );
+    let mut launcher = srun(96);
+    launcher.extend(["sh".into(), "-c".into(), wrapper]);
+    let (traced, _) = job.run(&[], &launcher);
+    assert_same(
+        "traced",
+        "native",
+        native96.as_bytes(),
+        "traced",
+        traced.as_bytes(),
+    );
+    let nodes = per_node(&traces, &cache);
+    eprintln!("per node (requests for the cache, calls on venv+prefix): {nodes:?}");
+    assert_eq!(nodes.len(), 4, "ranks on all four nodes: {nodes:?}");
+    for (node, (requests, calls)) in &nodes {
+        assert!(*requests <= 3, "{node}: {requests} requests for the cache");
+        assert_eq!(*calls, 0, "{node}: calls on the cached trees");
+    }
+
+    // The same under mpirun (Open MPI) inside an allocation.
+    let mpirun = vec![
+        var("FMCACHE_SALLOC"),
+        "-N4".into(),
+        "-Q".into(),
+        var("FMCACHE_MPIRUN_OPENMPI"),
+        "-n".into(),
+        "24".into(),
+        "--oversubscribe".into(),
+        "--allow-run-as-root".into(),
+    ];
+    let native = job.run(&[("SHIFT", "2".into())], &mpirun).0;
+    let (served, err) = job.run(&read_cache("2"), &mpirun);
+    quiet("mpirun", &err);
+    assert_same(
+        "mpirun -n 24",
+        "native",
+        native.as_bytes(),
+        "served",
+        served.as_bytes(),
+    );
+}
+
+#[test]
+fn mpich_pilot_and_production_under_srun() {
+    let job = Job::new("cluster_mpich");
+    let mut mpich = vec![
+        ("MPI4PY_LIBMPI", var("FMCACHE_LIBMPI_MPICH")),
+        ("LD_LIBRARY_PATH", var("FMCACHE_MPICH_LIBDIR")),
+    ];
+    let launcher = |n: u32| {
+        let mut v = srun(n);
+        v.insert(1, "--mpi=pmi2".into());
+        v
+    };
+    mpich.push(("SHIFT", "0".into()));
+    let native24 = job.run(&mpich, &launcher(24)).0;
+    assert!(native24.lines().count() == 24);
+    let with = |mut e: Vec<(&'static str, String)>| {
+        e.extend(mpich.iter().filter(|(k, _)| *k != "SHIFT").cloned());
+        e
+    };
+    let (pilot, err) = job.run(&with(write_cache("0")), &launcher(24));
+    quiet("pilot", &err);
+    assert_same(
+        "mpich pilot",
+        "native",
+        native24.as_bytes(),
+        "pilot",
+        pilot.as_bytes(),
+    );
+    let mut native_env = mpich.clone();
+    native_env.retain(|(k, _)| *k != "SHIFT");
+    native_env.push(("SHIFT", "1".into()));
+    let native48 = job.run(&native_env, &launcher(48)).0;
+    let (served, err) = job.run(&with(read_cache("1")), &launcher(48));
+    quiet("production", &err);
+    assert_same(
+        "mpich srun -n 48",
+        "native",
+        native48.as_bytes(),
+        "served",
+        served.as_bytes(),
+    );
+}
