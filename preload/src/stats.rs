@@ -29,8 +29,15 @@ pub fn write() {
         .next()
         .map(|a| a.to_string_lossy().into_owned())
         .unwrap_or_default();
+    // Both copies of an audited process write a line; the auditor's
+    // counts its library searches and is marked so it is not a process.
+    let copy = if crate::carry::is_auditor() {
+        " copy=auditor"
+    } else {
+        ""
+    };
     let line = format!(
-        "pid={} op={} served={} missed={} passthrough={} recorded={} exe={}\n",
+        "pid={} op={}{copy} served={} missed={} passthrough={} recorded={} exe={}\n",
         rustix::process::getpid().as_raw_nonzero(),
         op,
         COUNTERS.served.load(Relaxed),

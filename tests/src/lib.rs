@@ -575,7 +575,10 @@ pub fn read_stats(path: &Path) -> Stats {
         .unwrap_or_else(|e| panic!("FMCACHE_STATS file {}: {e}", path.display()));
     let mut s = Stats::default();
     for line in text.lines() {
-        s.processes += 1;
+        // An audited process's auditor copy adds its own line.
+        if !line.contains(" copy=auditor ") {
+            s.processes += 1;
+        }
         for field in line.split(' ') {
             let Some((k, v)) = field.split_once('=') else {
                 continue;

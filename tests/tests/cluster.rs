@@ -192,6 +192,36 @@ fn per_node(dir: &Path, cache: &Path) -> BTreeMap<String, (usize, u64)> {
     nodes
 }
 
+/// The ranks really were served: `ranks` python processes wrote a stats
+/// line in serve mode (the auditor copy's line aside) with answers from
+/// the cache, none missing more than it served.
+fn served_ranks(what: &str, stats: &Path, ranks: usize) {
+    let text = fs::read_to_string(stats).unwrap_or_default();
+    let py = py_env().python.display().to_string();
+    let field = |l: &str, k: &str| -> u64 {
+        l.split(' ')
+            .find_map(|f| f.strip_prefix(&format!("{k}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let served: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("op=serve") && !l.contains(" copy=auditor"))
+        .filter(|l| l.ends_with(&format!("exe={py}")))
+        .collect();
+    assert_eq!(
+        served.len(),
+        ranks,
+        "{what}: stats lines of served ranks:\n{text}"
+    );
+    for l in &served {
+        assert!(
+            field(l, "served") > 500 && field(l, "missed") < field(l, "served"),
+            "{what}: {l}"
+        );
+    }
+}
+
 #[test]
 fn slurm_pilot_of_24_serves_96_ranks_and_mpirun() {
     let job = Job::new("cluster_slurm");
@@ -215,7 +245,10 @@ fn slurm_pilot_of_24_serves_96_ranks_and_mpirun() {
     assert!(cache.is_file(), "the pilot wrote ./fmcache.dat");
 
     // Production, 96 ranks in another import order.
-    let (served, err) = job.run(&read_cache("1"), &srun(96));
+    let stats = job.dir.join("stats.srun");
+    let mut env = read_cache("1");
+    env.push(("FMCACHE_STATS", stats.display().to_string()));
+    let (served, err) = job.run(&env, &srun(96));
     quiet("production", &err);
     assert_same(
         "srun -n 96",
@@ -224,6 +257,7 @@ fn slurm_pilot_of_24_serves_96_ranks_and_mpirun() {
         "served",
         served.as_bytes(),
     );
+    served_ranks("srun -n 96", &stats, 96);
 
     // Measured: each rank traced (srun itself unpreloaded so the traced
     // python is the first process of the job on its node to attach).
@@ -266,7 +300,10 @@ fn slurm_pilot_of_24_serves_96_ranks_and_mpirun() {
         "--allow-run-as-root".into(),
     ];
     let native = job.run(&[("SHIFT", "2".into())], &mpirun).0;
-    let (served, err) = job.run(&read_cache("2"), &mpirun);
+    let stats = job.dir.join("stats.mpirun");
+    let mut env = read_cache("2");
+    env.push(("FMCACHE_STATS", stats.display().to_string()));
+    let (served, err) = job.run(&env, &mpirun);
     quiet("mpirun", &err);
     assert_same(
         "mpirun -n 24",
@@ -275,6 +312,7 @@ fn slurm_pilot_of_24_serves_96_ranks_and_mpirun() {
         "served",
         served.as_bytes(),
     );
+    served_ranks("mpirun -n 24", &stats, 24);
 }
 
 #[test]
@@ -318,4 +356,75 @@ fn mpich_pilot_and_production_under_srun() {
         "served",
         served.as_bytes(),
     );
+}
+
+/// The README's batch-script alternatives to the lazy fetch, inside one
+/// allocation: `srun -n "$SLURM_NNODES" --ntasks-per-node=1 fmcache stage`, then the ranks
+/// (which then ask nothing of the cache: the stage and its job pointer are
+/// there); and `sbcast` of the cache file to node-local storage, served
+/// from there.
+#[test]
+fn prestaged_by_srun_stage_or_sbcast() {
+    let job = Job::new("cluster_prestage");
+    let native = job.run(&[("SHIFT", "1".into())], &srun(24)).0;
+    let (_, err) = job.run(&write_cache("0"), &srun(24));
+    quiet("pilot", &err);
+    let cache = job.dir.join("fmcache.dat");
+    let l = lib().display().to_string();
+    let tool = fmcache_tests::tool().display().to_string();
+    let py = py_env().python.display().to_string();
+    let app = job.app.display().to_string();
+    let traces = job.dir.join("traces");
+    fs::create_dir_all(&traces).unwrap();
+    // Each alternative as a batch script would run it; rank 0 prints.
+    let script = format!(
+        r#"set -e
+export LD_PRELOAD={l} FMCACHE_FILE={cache} SHIFT=1
+srun -n "$SLURM_NNODES" --ntasks-per-node=1 {tool} stage >&2
+DLFM_OP=read-cache srun -N4 -n 24 {py} {app} > staged.out
+env -u LD_PRELOAD srun -N4 -n 24 sh -c 'exec strace --seccomp-bpf -f -qq -y -e trace=%file,fstat -E DLFM_OP=read-cache -E LD_PRELOAD={l} -E LD_AUDIT={l} -E FMCACHE_FILE={cache} -E SHIFT=1 -o {traces}/t.$SLURMD_NODENAME.$SLURM_PROCID "$0" "$@"' {py} {app} > traced.out
+sbcast -f {cache} /dev/shm/app.fmcache
+DLFM_OP=read-cache FMCACHE_FILE=/dev/shm/app.fmcache srun -N4 -n 24 {py} {app} > sbcast.out
+"#,
+        cache = cache.display(),
+        traces = traces.display(),
+    );
+    let _one = JOBS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = Command::new(var("FMCACHE_SALLOC"));
+    c.args(["-N4", "--ntasks-per-node=6", "-Q", "bash", "-c", &script])
+        .current_dir(&job.dir);
+    // cargo's LD_LIBRARY_PATH too: directories the pilot never saw.
+    for k in [
+        "DLFM_OP",
+        "LD_PRELOAD",
+        "LD_AUDIT",
+        "FMCACHE_FILE",
+        "FMCACHE_STAGE_DIR",
+        "LD_LIBRARY_PATH",
+    ] {
+        c.env_remove(k);
+    }
+    for (k, v) in cluster() {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "batch script failed: {err}");
+    let staged: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains(" entries, cache "))
+        .collect();
+    assert_eq!(staged.len(), 4, "fmcache stage once per node: {err}");
+    for out in ["staged.out", "traced.out", "sbcast.out"] {
+        let text = fs::read_to_string(job.dir.join(out)).unwrap();
+        assert_same(out, "native", native.as_bytes(), out, text.as_bytes());
+    }
+    // `fmcache stage` made the requests; the ranks made none.
+    let nodes = per_node(&traces, &cache);
+    eprintln!("pre-staged, per node: {nodes:?}; fmcache stage said:\n{err}");
+    assert_eq!(nodes.len(), 4, "{nodes:?}");
+    for (node, (requests, calls)) in &nodes {
+        assert_eq!(*requests, 0, "{node}: ranks asked for the pre-staged cache");
+        assert_eq!(*calls, 0, "{node}: calls on the cached trees");
+    }
 }

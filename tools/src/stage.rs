@@ -11,7 +11,7 @@ use crate::launch::{self, show};
 
 /// Stage the cache on this node, or remove this user's stages
 ///
-/// Run once per node ahead of a job, e.g. `srun --ntasks-per-node=1
+/// Run once per node ahead of a job, e.g. `srun -n "$SLURM_NNODES" --ntasks-per-node=1
 /// fmcache stage`; prints the stage directory and its entry count.
 #[derive(clap::Args)]
 pub struct Args {

@@ -35,6 +35,9 @@ pub struct Args {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Line {
     pub op: String,
+    /// Written by the auditor copy of a process whose preload copy writes
+    /// its own line: counts, but not another process.
+    pub auditor: bool,
     pub served: u64,
     pub missed: u64,
     pub passthrough: u64,
@@ -77,6 +80,7 @@ pub fn parse_line(line: &str) -> Result<Line, String> {
                 op = true;
             }
             "op" => return Err("empty op".into()),
+            "copy" => out.auditor = value == "auditor",
             "served" => (out.served, seen[0]) = (num()?, true),
             "missed" => (out.missed, seen[1]) = (num()?, true),
             "passthrough" => (out.passthrough, seen[2]) = (num()?, true),
@@ -119,8 +123,10 @@ struct Totals {
 
 impl Totals {
     fn add(&mut self, l: Line) {
-        self.processes += 1;
-        *self.ops.entry(l.op).or_default() += 1;
+        if !l.auditor {
+            self.processes += 1;
+            *self.ops.entry(l.op).or_default() += 1;
+        }
         self.served += l.served;
         self.missed += l.missed;
         self.passthrough += l.passthrough;
@@ -218,12 +224,29 @@ mod tests {
             l,
             Line {
                 op: "serve".into(),
+                auditor: false,
                 served: 5,
                 missed: 1,
                 passthrough: 2,
                 recorded: 0
             }
         );
+    }
+
+    #[test]
+    fn the_auditor_copy_counts_but_is_no_process() {
+        let mut t = Totals::default();
+        t.add(
+            parse_line("pid=3 op=serve served=50 missed=1 passthrough=0 recorded=0 exe=py")
+                .unwrap(),
+        );
+        t.add(
+            parse_line(
+                "pid=3 op=serve copy=auditor served=7 missed=0 passthrough=0 recorded=0 exe=py",
+            )
+            .unwrap(),
+        );
+        assert_eq!((t.processes, t.served, t.missed), (1, 57, 1));
     }
 
     #[test]
