@@ -52,6 +52,28 @@ fn var(k: &str) -> String {
         .unwrap_or_else(|| panic!("cluster env.sh lacks {k}"))
 }
 
+/// `program` run from `dir` with the cluster's environment and none of
+/// fmcache's (nor cargo's LD_LIBRARY_PATH: directories no pilot saw).
+fn in_cluster(program: &str, dir: &Path) -> Command {
+    let mut c = Command::new(program);
+    c.current_dir(dir);
+    for k in [
+        "DLFM_OP",
+        "LD_PRELOAD",
+        "LD_AUDIT",
+        "FMCACHE_FILE",
+        "FMCACHE_STAGE_DIR",
+        "FMCACHE_STATS",
+        "LD_LIBRARY_PATH",
+    ] {
+        c.env_remove(k);
+    }
+    for (k, v) in cluster() {
+        c.env(k, v);
+    }
+    c
+}
+
 /// One job at a time: each wants every slot of the cluster.
 static JOBS: Mutex<()> = Mutex::new(());
 
@@ -96,25 +118,8 @@ impl Job {
     /// fmcache's environment; stdout sorted by rank.
     fn run(&self, env: &[(&str, String)], launcher: &[String]) -> (String, String) {
         let _one = JOBS.lock().unwrap_or_else(|e| e.into_inner());
-        let mut c = Command::new(&launcher[0]);
-        c.args(&launcher[1..])
-            .arg(&py_env().python)
-            .arg(&self.app)
-            .current_dir(&self.dir);
-        for k in [
-            "DLFM_OP",
-            "LD_PRELOAD",
-            "LD_AUDIT",
-            "FMCACHE_FILE",
-            "FMCACHE_STAGE_DIR",
-            "FMCACHE_STATS",
-            "LD_LIBRARY_PATH",
-        ] {
-            c.env_remove(k);
-        }
-        for (k, v) in cluster() {
-            c.env(k, v);
-        }
+        let mut c = in_cluster(&launcher[0], &self.dir);
+        c.args(&launcher[1..]).arg(&py_env().python).arg(&self.app);
         for (k, v) in env {
             c.env(k, v);
         }
@@ -390,23 +395,8 @@ DLFM_OP=read-cache FMCACHE_FILE=/dev/shm/app.fmcache srun -N4 -n 24 {py} {app} >
         traces = traces.display(),
     );
     let _one = JOBS.lock().unwrap_or_else(|e| e.into_inner());
-    let mut c = Command::new(var("FMCACHE_SALLOC"));
-    c.args(["-N4", "--ntasks-per-node=6", "-Q", "bash", "-c", &script])
-        .current_dir(&job.dir);
-    // cargo's LD_LIBRARY_PATH too: directories the pilot never saw.
-    for k in [
-        "DLFM_OP",
-        "LD_PRELOAD",
-        "LD_AUDIT",
-        "FMCACHE_FILE",
-        "FMCACHE_STAGE_DIR",
-        "LD_LIBRARY_PATH",
-    ] {
-        c.env_remove(k);
-    }
-    for (k, v) in cluster() {
-        c.env(k, v);
-    }
+    let mut c = in_cluster(&var("FMCACHE_SALLOC"), &job.dir);
+    c.args(["-N4", "--ntasks-per-node=6", "-Q", "bash", "-c", &script]);
     let o = c.output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "batch script failed: {err}");
