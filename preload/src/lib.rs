@@ -45,6 +45,16 @@ fn start() {
     carry::identify();
     hooks::exec::resolve();
     hooks::dl::resolve();
+    for resolve in [
+        hooks::stat::resolve,
+        hooks::access::resolve,
+        hooks::open::resolve,
+        hooks::link::resolve,
+        hooks::modify::resolve,
+        hooks::dir::resolve,
+    ] {
+        resolve();
+    }
     // Never in setuid/setgid programs: their environment is not theirs.
     // SAFETY: getauxval has no preconditions.
     if unsafe { libc::getauxval(libc::AT_SECURE) } != 0 {

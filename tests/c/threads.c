@@ -1,7 +1,11 @@
 /*
  * threads.c - concurrency check for the fmcache preload library.
  *
- *   threads N SECONDS LISTFILE [PASSES]
+ *   threads [-p] N SECONDS LISTFILE [PASSES]
+ *
+ * With -p the main thread's answers are printed first, one line per path
+ * ("PATH: ANSWER"), so that a run can be compared with a native one; N may
+ * then be 0 (answers only).
  *
  * LISTFILE holds one path per line (the whole line is the path; blank lines
  * and lines starting with '#' are ignored).  For every path the main thread
@@ -259,15 +263,20 @@ done:
 
 int main(int argc, char **argv)
 {
+	int print = argc > 1 && strcmp(argv[1], "-p") == 0;
+	if (print) {
+		argv++;
+		argc--;
+	}
 	if (argc < 4 || argc > 5) {
-		fprintf(stderr, "usage: threads N SECONDS LISTFILE [PASSES]\n");
+		fprintf(stderr, "usage: threads [-p] N SECONDS LISTFILE [PASSES]\n");
 		return 2;
 	}
 	nthreads = atoi(argv[1]);
 	seconds = strtod(argv[2], NULL);
 	passes = argc == 5 ? atol(argv[4]) : 0;
-	if (nthreads <= 0) {
-		fprintf(stderr, "threads: N must be > 0\n");
+	if (nthreads < 0 || (nthreads == 0 && !print)) {
+		fprintf(stderr, "threads: N must be > 0 (or 0 with -p)\n");
 		return 2;
 	}
 
@@ -306,9 +315,14 @@ int main(int argc, char **argv)
 		expected[i] = b.p;
 	}
 	free(buf);
+	if (print) {
+		for (size_t i = 0; i < npaths; i++)
+			printf("%s: %s\n", paths[i], expected[i]);
+		fflush(stdout);
+	}
 
-	pthread_t *tids = calloc((size_t)nthreads, sizeof *tids);
-	struct targ *args = calloc((size_t)nthreads, sizeof *args);
+	pthread_t *tids = calloc((size_t)nthreads + 1, sizeof *tids);
+	struct targ *args = calloc((size_t)nthreads + 1, sizeof *args);
 	if (tids == NULL || args == NULL)
 		abort();
 	for (int i = 0; i < nthreads; i++) {

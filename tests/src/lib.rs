@@ -689,3 +689,4 @@ pub fn names(dir: &Path) -> Vec<String> {
 }
 
 pub mod procs;
+pub mod user;

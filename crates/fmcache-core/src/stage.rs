@@ -121,6 +121,15 @@ pub fn cache_identity(cfg: &Config) -> Result<(std::os::fd::OwnedFd, u64, u64), 
     if h.file_size != st.st_size as u64 {
         return Err(fmcache_format::OpenError::Truncated.to_string());
     }
+    // Its answers (EACCES, contents only the pilot could read) are the
+    // pilot's: refused before anything is staged where we could read it.
+    let egid = rustix::process::getegid().as_raw();
+    if (h.recorder_uid, h.recorder_gid) != (euid, egid) {
+        return Err(format!(
+            "recorded by uid {} gid {}, not by you (uid {euid} gid {egid}): refused",
+            h.recorder_uid, h.recorder_gid
+        ));
+    }
     Ok((fd, h.checksum, st.st_size as u64))
 }
 

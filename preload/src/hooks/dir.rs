@@ -212,6 +212,7 @@ hook! {
     fn telldir(d: *mut DIR) -> c_long, real => with_dir(d, |fd, _| fd.tell() as c_long, real);
     fn scandir(p: *const c_char, l: *mut *mut *mut Dirent, f: Filter, c: Compar) -> c_int, real => scandir_common(p, l.cast(), f, c, real);
     fn scandir64(p: *const c_char, l: *mut *mut *mut Dirent64, f: Filter, c: Compar) -> c_int, real => scandir_common(p, l, f, c, real);
+    fn fdopendir(fd: c_int) -> *mut DIR, real => fdopendir_common(fd, real);
 }
 
 #[no_mangle]
@@ -249,8 +250,4 @@ fn fdopendir_common(fd: c_int, real: impl FnOnce() -> *mut DIR) -> *mut DIR {
         core::ptr::null_mut(),
         real,
     )
-}
-
-hook! {
-    fn fdopendir(fd: c_int) -> *mut DIR, real => fdopendir_common(fd, real);
 }

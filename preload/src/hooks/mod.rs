@@ -31,16 +31,58 @@ impl<T> FailValue for *mut T {
 }
 
 /// `hook! { fn name(args) -> Ret, real => handler(.., real); ... }` defines
-/// the exported `name`, binding `real` to a closure that calls libc's.
+/// the exported `name`, binding `real` to a closure that calls libc's, and
+/// `resolve()`, which looks every real function up at once (one `hook!`
+/// per module).
 macro_rules! hook {
     ($(fn $name:ident($($a:ident: $t:ty),* $(,)?) -> $r:ty, $real:ident => $body:expr;)*) => {
         $(
             #[no_mangle]
             pub unsafe extern "C" fn $name($($a: $t),*) -> $r {
-                let $real = || call_real!($name: fn($($t),*) -> $r, <$r as crate::hooks::FailValue>::fail(), ($($a),*));
+                let $real = || match $name::real() {
+                    // SAFETY: forwarding the caller's own arguments unchanged.
+                    Some(f) => unsafe { f($($a),*) },
+                    None => {
+                        crate::errno::set(libc::ENOSYS);
+                        <$r as crate::hooks::FailValue>::fail()
+                    }
+                };
                 $body
             }
+
+            /// The real function (a module beside the function of the
+            /// same name, so `resolve` shares its one resolution).
+            #[allow(non_snake_case)]
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                pub fn real() -> Option<unsafe extern "C" fn($($t),*) -> $r> {
+                    real!($name: fn($($t),*) -> $r)
+                }
+            }
         )*
+
+        /// Resolves the real functions in the constructor: dlsym takes the
+        /// loader's lock, which a hook first called from a signal handler
+        /// must not need (stat, open, access are async-signal-safe).
+        pub fn resolve() {
+            $( let _ = $name::real(); )*
+        }
+    };
+}
+
+/// Calls the real function of a hook defined in this module (resolved in
+/// the constructor with the rest), or fails with ENOSYS.
+macro_rules! call_hooked_real {
+    ($name:ident($($val:expr),*)) => {
+        match $name::real() {
+            // SAFETY: the real function, with the arguments its hook got.
+            Some(f) => unsafe { f($($val),*) },
+            None => {
+                crate::errno::set(libc::ENOSYS);
+                -1
+            }
+        }
     };
 }
 

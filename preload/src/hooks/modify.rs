@@ -67,7 +67,7 @@ fn utimens_at(
     if p.is_null() {
         return changed_fd(
             d,
-            |orig| call_real!(utimensat: fn(c_int, *const c_char, *const timespec, c_int) -> c_int, -1, (AT_FDCWD, orig, t, 0)),
+            |orig| call_hooked_real!(utimensat(AT_FDCWD, orig, t, 0)),
             real,
         );
     }
@@ -110,10 +110,10 @@ hook! {
     fn lutimes(p: *const c_char, t: *const timeval) -> c_int, real => changed(AT_FDCWD, p, false, real);
     fn futimesat(d: c_int, p: *const c_char, t: *const timeval) -> c_int, real => changed(d, p, false, real);
     fn utimensat(d: c_int, p: *const c_char, t: *const timespec, f: c_int) -> c_int, real => { let _ = f; utimens_at(d, p, t, real) };
-    fn futimens(fd: c_int, t: *const timespec) -> c_int, real => changed_fd(fd, |o| call_real!(utimensat: fn(c_int, *const c_char, *const timespec, c_int) -> c_int, -1, (AT_FDCWD, o, t, 0)), real);
-    fn futimes(fd: c_int, t: *const timeval) -> c_int, real => changed_fd(fd, |o| call_real!(utimes: fn(*const c_char, *const timeval) -> c_int, -1, (o, t)), real);
-    fn fchmod(fd: c_int, m: mode_t) -> c_int, real => changed_fd(fd, |o| call_real!(chmod: fn(*const c_char, mode_t) -> c_int, -1, (o, m)), real);
-    fn fchown(fd: c_int, u: uid_t, g: gid_t) -> c_int, real => changed_fd(fd, |o| call_real!(chown: fn(*const c_char, uid_t, gid_t) -> c_int, -1, (o, u, g)), real);
+    fn futimens(fd: c_int, t: *const timespec) -> c_int, real => changed_fd(fd, |o| call_hooked_real!(utimensat(AT_FDCWD, o, t, 0)), real);
+    fn futimes(fd: c_int, t: *const timeval) -> c_int, real => changed_fd(fd, |o| call_hooked_real!(utimes(o, t)), real);
+    fn fchmod(fd: c_int, m: mode_t) -> c_int, real => changed_fd(fd, |o| call_hooked_real!(chmod(o, m)), real);
+    fn fchown(fd: c_int, u: uid_t, g: gid_t) -> c_int, real => changed_fd(fd, |o| call_hooked_real!(chown(o, u, g)), real);
     fn mknod(p: *const c_char, m: mode_t, dev: libc::dev_t) -> c_int, real => changed(AT_FDCWD, p, false, real);
     fn mknodat(d: c_int, p: *const c_char, m: mode_t, dev: libc::dev_t) -> c_int, real => changed(d, p, false, real);
     fn mkfifo(p: *const c_char, m: mode_t) -> c_int, real => changed(AT_FDCWD, p, false, real);
