@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod estimate;
 mod inspect;
 mod launch;
 mod merge;
@@ -32,6 +33,7 @@ enum Cmd {
     Stats(stats::Args),
     Stage(stage::Args),
     Merge(merge::Args),
+    Estimate(estimate::Args),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         Cmd::Stats(a) => stats::main(a),
         Cmd::Stage(a) => stage::main(a),
         Cmd::Merge(a) => merge::main(a),
+        Cmd::Estimate(a) => estimate::main(a),
     };
     match result {
         Ok(code) => code,

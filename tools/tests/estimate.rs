@@ -1,0 +1,120 @@
+//! `fmcache estimate`: CSV parsing, the model's arithmetic against a hand
+//! computation, and errors on bad input.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_fmcache");
+const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/startup-sample.csv");
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(BIN)
+        .arg("estimate")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn json(args: &[&str]) -> Value {
+    let (ok, out, err) = run(args);
+    assert!(ok, "estimate failed: {err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+fn close(a: f64, b: f64) {
+    assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{a} != {b}");
+}
+
+#[test]
+fn reads_the_largest_n_rows_of_the_workload() {
+    let v = json(&["--csv", SAMPLE, "--json"]);
+    let i = &v["inputs"];
+    // native, 64 procs: 128000 / 64.
+    close(i["requests_per_process"].as_f64().unwrap(), 2000.0);
+    close(i["fmcache_requests_per_node"].as_f64().unwrap(), 2.0);
+    close(i["bytes_per_node"].as_f64().unwrap(), 40e6);
+    // tmpfs-floor at 64 procs.
+    close(i["floor_s"].as_f64().unwrap(), 1.5);
+}
+
+#[test]
+fn arithmetic_matches_a_hand_computation() {
+    let v = json(&[
+        "--requests-per-process",
+        "1000",
+        "--fmcache-requests-per-node",
+        "3",
+        "--bytes-per-node",
+        "1e9",
+        "--floor-s",
+        "2",
+        "--mds-rate",
+        "10000",
+        "--bandwidth",
+        "1e10",
+        "--json",
+    ]);
+    let archer = &v["cases"][0];
+    // 24000 x 1000 / 10000 + 2 = 2402 s.
+    close(archer["native_s"].as_f64().unwrap(), 2402.0);
+    close(
+        archer["native_over_measured"].as_f64().unwrap(),
+        2402.0 / 2700.0,
+    );
+    // 1000 x 3 / 10000 + 1000 x 1e9 / 1e10 + 2 = 0.3 + 100 + 2.
+    close(archer["fmcache_s"].as_f64().unwrap(), 102.3);
+    // 24000 x 1000 / (2700 - 2).
+    close(archer["fitted_rate"].as_f64().unwrap(), 24e6 / 2698.0);
+    let edison = &v["cases"][1];
+    // 1024 x 1000 / 10000 + 2; 43 x 3 / 10000 + 43 x 0.1 + 2.
+    close(edison["native_s"].as_f64().unwrap(), 104.4);
+    close(edison["fmcache_s"].as_f64().unwrap(), 0.0129 + 4.3 + 2.0);
+}
+
+#[test]
+fn command_line_overrides_the_csv() {
+    let v = json(&["--csv", SAMPLE, "--requests-per-process", "10", "--json"]);
+    close(v["inputs"]["requests_per_process"].as_f64().unwrap(), 10.0);
+    close(
+        v["inputs"]["fmcache_requests_per_node"].as_f64().unwrap(),
+        2.0,
+    );
+}
+
+#[test]
+fn text_output_states_model_rate_source_and_cases() {
+    let (ok, out, err) = run(&["--csv", SAMPLE]);
+    assert!(ok, "{err}");
+    for needle in ["serialises", "Lustre 2.5", "ARCHER", "Edison", "assumption"] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn missing_column_is_an_error() {
+    let dir = std::env::temp_dir().join(format!("fmcache-estimate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.csv");
+    let text = std::fs::read_to_string(SAMPLE).unwrap();
+    std::fs::write(
+        &bad,
+        text.replacen(",mds_requests_per_node", ",per_node", 1),
+    )
+    .unwrap();
+    let (ok, _, err) = run(&["--csv", bad.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("lacks column mds_requests_per_node"), "{err}");
+    let (ok, _, err) = run(&["--csv", SAMPLE, "--workload", "W9"]);
+    assert!(!ok);
+    assert!(err.contains("no native row for workload W9"), "{err}");
+    let (ok, _, err) = run(&[]);
+    assert!(!ok);
+    assert!(err.contains("--csv or --requests-per-process"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
