@@ -13,6 +13,7 @@ mod record;
 mod run;
 mod stage;
 mod stats;
+mod verify;
 
 /// Record a program's file-system probes into a cache, serve later runs from it
 ///
@@ -34,6 +35,7 @@ enum Cmd {
     Stage(stage::Args),
     Merge(merge::Args),
     Estimate(estimate::Args),
+    Verify(verify::Args),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
         Cmd::Stage(a) => stage::main(a),
         Cmd::Merge(a) => merge::main(a),
         Cmd::Estimate(a) => estimate::main(a),
+        Cmd::Verify(a) => verify::main(a),
     };
     match result {
         Ok(code) => code,
