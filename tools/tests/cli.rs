@@ -84,7 +84,9 @@ fn build_cache(path: &Path) -> u64 {
         }),
         ..Record::default()
     };
-    let mut b = Builder::new(1000, 1000);
+    // Recorded by whoever runs the test: `stage` refuses another uid's cache.
+    // SAFETY: geteuid/getegid have no preconditions.
+    let mut b = Builder::new(unsafe { libc::geteuid() }, unsafe { libc::getegid() });
     b.add(Record {
         path: b"/data".to_vec(),
         lstat: Some(Ok(st(S_IFDIR | 0o755, 2, 4096))),
@@ -172,9 +174,17 @@ fn inspect_counts_entries_by_kind() {
     let o = fmcache(&["inspect", s(&cache)], &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
+    // SAFETY: geteuid/getegid have no preconditions.
+    let who = unsafe {
+        format!(
+            "recorded as     uid {} gid {}",
+            libc::geteuid(),
+            libc::getegid()
+        )
+    };
     for want in [
         "format version  1",
-        "recorded as     uid 1000 gid 1000",
+        who.as_str(),
         "entries         7",
         "(2 with contents, 0 without)",
         "(1 with listing, 0 without)",
