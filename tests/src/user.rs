@@ -2,7 +2,8 @@
 //! (root bypasses read and write bits) or identities to differ.
 //!
 //! - [`other`]: `fmcache-other`, created once with `useradd` if missing
-//!   (shared by every test that needs a second user).
+//!   (shared by every test that needs a second user); [`victim`]:
+//!   `fmcache-victim`, a third, non-root user.
 //! - [`run_as`]: a [`Run`] executed under that user's real and effective
 //!   ids, with no supplementary groups.
 
@@ -22,9 +23,9 @@ pub struct Ids {
     pub gid: u32,
 }
 
-fn lookup() -> Option<Ids> {
+fn lookup(name: &str) -> Option<Ids> {
     let id = |flag: &str| -> Option<u32> {
-        let o = Command::new("id").arg(flag).arg(NAME).output().ok()?;
+        let o = Command::new("id").arg(flag).arg(name).output().ok()?;
         o.status
             .success()
             .then(|| String::from_utf8_lossy(&o.stdout).trim().parse().ok())?
@@ -35,28 +36,40 @@ fn lookup() -> Option<Ids> {
     })
 }
 
-/// `fmcache-other`'s ids, creating the user (no home, no login shell, a
-/// group of its own) if it does not exist. Another test binary may be
-/// creating it at the same moment: useradd then fails on its lock or
-/// reports the name taken, and the lookup after a pause finds it.
+/// `fmcache-other`'s ids, creating the user if it does not exist.
 pub fn other() -> Ids {
     static IDS: OnceLock<Ids> = OnceLock::new();
-    *IDS.get_or_init(|| {
-        for _ in 0..20 {
-            if let Some(ids) = lookup() {
-                assert_ne!(ids.uid, 0, "{NAME} must not be root");
-                return ids;
-            }
-            let o = Command::new("useradd")
-                .args(["-M", "-r", "-U", "-s", "/usr/sbin/nologin", NAME])
-                .output()
-                .expect("useradd (package passwd) is needed to create the test user");
-            if !o.status.success() {
-                std::thread::sleep(std::time::Duration::from_millis(200));
-            }
+    *IDS.get_or_init(|| ensure(NAME))
+}
+
+/// A third user, `fmcache-victim`, for the tests where neither the
+/// attacker nor the victim may be root.
+pub const VICTIM: &str = "fmcache-victim";
+
+pub fn victim() -> Ids {
+    static IDS: OnceLock<Ids> = OnceLock::new();
+    *IDS.get_or_init(|| ensure(VICTIM))
+}
+
+/// A user's ids, creating it (no home, no login shell, a group of its
+/// own) if it does not exist. Another test binary may be creating it at
+/// the same moment: useradd then fails on its lock or reports the name
+/// taken, and the lookup after a pause finds it.
+fn ensure(name: &str) -> Ids {
+    for _ in 0..20 {
+        if let Some(ids) = lookup(name) {
+            assert_ne!(ids.uid, 0, "{name} must not be root");
+            return ids;
         }
-        panic!("cannot create or find the user {NAME}");
-    })
+        let o = Command::new("useradd")
+            .args(["-M", "-r", "-U", "-s", "/usr/sbin/nologin", name])
+            .output()
+            .expect("useradd (package passwd) is needed to create the test user");
+        if !o.status.success() {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+    panic!("cannot create or find the user {name}");
 }
 
 /// Runs `run` as `ids` (real and effective uid and gid; std drops the
