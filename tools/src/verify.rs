@@ -18,8 +18,8 @@ use crate::launch::{self, os, show};
 
 /// Compare a cache with the live file system
 ///
-/// Checks every entry: stat/lstat fields (all but atime; st_dev too,
-/// unless --ignore-dev), failed lookups that now succeed, link targets,
+/// Checks every entry: stat/lstat fields (all but atime; st_dev only
+/// with --dev), failed lookups that now succeed, link targets,
 /// access results, directory listings and the XXH3-128 of each file's
 /// contents. Prints one line per difference and a summary; exits 0 when
 /// the cache is fresh, 1 when stale, 2 when it cannot be read.
@@ -28,10 +28,10 @@ pub struct Args {
     /// Cache file [default: $FMCACHE_FILE, else ./fmcache.dat].
     #[arg(value_name = "FILE")]
     file: Option<OsString>,
-    /// Leave st_dev out (clients of one parallel file system may number
-    /// it differently from the node that recorded).
+    /// Compare st_dev too. Left out by default, as FMCACHE_VERIFY=stat
+    /// does: clients of one parallel file system may number it differently.
     #[arg(long)]
-    ignore_dev: bool,
+    dev: bool,
     /// Print at most N difference lines (the summary counts all).
     #[arg(long, value_name = "N", default_value_t = 1000)]
     max_lines: usize,
@@ -82,7 +82,7 @@ pub fn main(args: Args) -> Result<ExitCode, String> {
             continue;
         }
         t.checked += 1;
-        check_entry(&e, args.ignore_dev, &mut t);
+        check_entry(&e, args.dev, &mut t);
     }
     println!(
         "{name}: {} entries checked: {} changed, {} appeared, {} vanished, {} listings and {} contents differ: {}",
@@ -102,7 +102,7 @@ fn error(msg: String) -> Result<ExitCode, String> {
     Ok(ExitCode::from(2))
 }
 
-fn check_entry(e: &EntryRef<'_>, ignore_dev: bool, t: &mut Tally) {
+fn check_entry(e: &EntryRef<'_>, dev: bool, t: &mut Tally) {
     let path = show(e.path());
     let p = os(e.path());
     let lstat_now = std::fs::symlink_metadata(p);
@@ -135,7 +135,7 @@ fn check_entry(e: &EntryRef<'_>, ignore_dev: bool, t: &mut Tally) {
                 }
             }
             (Some(Ok(rec)), Ok(m)) => {
-                let diffs = stat_diffs(rec, m, ignore_dev);
+                let diffs = stat_diffs(rec, m, dev);
                 if !diffs.is_empty() && !stat_changed {
                     stat_changed = true;
                     t.changed += 1;
@@ -161,14 +161,14 @@ fn check_entry(e: &EntryRef<'_>, ignore_dev: bool, t: &mut Tally) {
 }
 
 /// The recorded fields that differ from the live metadata, as "field a -> b".
-fn stat_diffs(rec: &StatRec, m: &Metadata, ignore_dev: bool) -> Vec<String> {
+fn stat_diffs(rec: &StatRec, m: &Metadata, dev: bool) -> Vec<String> {
     let mut d = Vec::new();
     let mut cmp = |name: &str, a: i128, b: i128| {
         if a != b {
             d.push(format!("{name} {a} -> {b}"));
         }
     };
-    if !ignore_dev {
+    if dev {
         cmp("dev", rec.dev as i128, m.dev() as i128);
     }
     cmp("ino", rec.ino as i128, m.ino() as i128);
