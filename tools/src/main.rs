@@ -11,6 +11,7 @@ mod launch;
 mod merge;
 mod record;
 mod run;
+mod slowfs;
 mod stage;
 mod stats;
 mod verify;
@@ -36,6 +37,7 @@ enum Cmd {
     Merge(merge::Args),
     Estimate(estimate::Args),
     Verify(verify::Args),
+    Slowfs(slowfs::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         Cmd::Merge(a) => merge::main(a),
         Cmd::Estimate(a) => estimate::main(a),
         Cmd::Verify(a) => verify::main(a),
+        Cmd::Slowfs(a) => slowfs::main(a),
     };
     match result {
         Ok(code) => code,

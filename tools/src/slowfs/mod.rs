@@ -1,0 +1,106 @@
+//! `fmcache slowfs`: a read-only FUSE passthrough that behaves like one busy
+//! metadata server. Every metadata request takes one global lock and sleeps
+//! the configured latency while holding it; entry and attribute TTLs are 0,
+//! so the kernel caches nothing; every request is counted by type. The
+//! counts are the requests that reach "the shared file system".
+//!
+//! A benchmark tool, not the interposer: std and a mutex are fine here.
+
+mod counts;
+mod fs;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{Config, MountOption, SessionACL};
+
+use counts::Counts;
+
+/// Mount a directory through a slow, counting FUSE passthrough
+///
+/// Stands in for one loaded parallel-file-system metadata server: every
+/// lookup, getattr, readlink, open, opendir, readdir, access, release
+/// takes one lock and sleeps --latency-us while holding it. Counts are
+/// rewritten to --counts (JSON) every 50 ms while mounted, and at unmount.
+/// Runs in the foreground; SIGTERM or SIGINT unmounts and exits.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Directory to pass through.
+    source: PathBuf,
+    /// Where to mount it.
+    mountpoint: PathBuf,
+    /// Latency of every metadata request, in microseconds.
+    #[arg(long, default_value_t = 1000)]
+    latency_us: u64,
+    /// Limit file reads to this many MiB/s (0: unlimited).
+    #[arg(long, default_value_t = 0)]
+    read_mibps: u64,
+    /// JSON file with the request counts.
+    #[arg(long)]
+    counts: PathBuf,
+    /// FUSE worker threads (requests still serialise on the one lock).
+    #[arg(long, default_value_t = 4)]
+    threads: usize,
+}
+
+pub fn main(args: Args) -> Result<ExitCode, String> {
+    let source = std::fs::canonicalize(&args.source)
+        .map_err(|e| format!("{}: {e}", args.source.display()))?;
+    let counts = Arc::new(Counts::default());
+    let fs = fs::SlowFs::new(
+        source,
+        Duration::from_micros(args.latency_us),
+        args.read_mibps,
+        counts.clone(),
+    );
+    let mut cfg = Config::default();
+    cfg.mount_options.extend([
+        MountOption::RO,
+        MountOption::FSName("slowfs".into()),
+        MountOption::DefaultPermissions,
+    ]);
+    // Every user's processes (the benchmarks run ranks as root or not).
+    cfg.acl = SessionACL::All;
+    cfg.n_threads = Some(args.threads.max(1));
+    let signals = block_signals();
+    let session = fuser::spawn_mount(fs, &args.mountpoint, &cfg)
+        .map_err(|e| format!("mount {}: {e}", args.mountpoint.display()))?;
+    let writer = counts::spawn_writer(counts.clone(), args.counts.clone());
+    eprintln!(
+        "slowfs: {} on {} ({} us per metadata request)",
+        args.source.display(),
+        args.mountpoint.display(),
+        args.latency_us
+    );
+    wait_for(&signals);
+    let umount = session.umount_and_join();
+    writer.stop();
+    counts
+        .write(&args.counts)
+        .map_err(|e| format!("{}: {e}", args.counts.display()))?;
+    umount.map_err(|e| format!("unmount {}: {e}", args.mountpoint.display()))?;
+    eprintln!("slowfs: unmounted, {} requests", counts.total());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Blocks SIGTERM and SIGINT in every thread (they are inherited), so the
+/// main thread alone takes them with sigwait.
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: plain signal-set manipulation on a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_for(set: &libc::sigset_t) {
+    let mut sig = 0;
+    // SAFETY: `set` is initialised; `sig` is a valid out-pointer.
+    unsafe { libc::sigwait(set, &mut sig) };
+}
