@@ -245,3 +245,39 @@ fn unsafe_stage_directories_are_refused() {
     assert!(line.contains(&*c.stage.to_string_lossy()), "{line}");
     assert!(names(&c.stage).is_empty(), "{:?}", names(&c.stage));
 }
+
+/// Files of the corrupt-cache corpus (crates/fmcache-format/tests/corrupt)
+/// as the cache of a real run, stamped with this build's identity so the
+/// refusal comes from the damage itself: native output, one line. (With
+/// recomputed checksums a file is a consistent cache of another tree and
+/// is served as such; crates/fmcache-format/tests/corrupt.rs covers that.)
+#[test]
+fn corrupt_corpus_files_as_caches_run_native() {
+    let s = setup("faults_corpus");
+    let corpus =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/fmcache-format/tests/corrupt");
+    let files = [
+        ("buckets-full", "checksum"),
+        ("strref-past-end", "checksum"),
+        ("dirents-past-end", "checksum"),
+        ("symlink-self-loops", "checksum"),
+        ("overlap-stats-on-entries", "checksum"),
+        ("truncated-in-strings", "truncated"),
+        ("header-only", "truncated"),
+        ("entry-count-huge", ""),
+        ("empty", "too small"),
+        ("wrong-magic", "magic"),
+    ];
+    for (name, reason) in files {
+        let mut bytes = read(&corpus.join(format!("{name}.fmc")));
+        if bytes.len() >= BUILD_ID + 16 {
+            bytes[BUILD_ID..BUILD_ID + 16].copy_from_slice(&fmcache_format::build_id());
+        }
+        let c = s.fx.cache(name);
+        fs::write(&c.file, &bytes).unwrap();
+        fs::set_permissions(&c.file, fs::Permissions::from_mode(0o644)).unwrap();
+        let reasons: &[&str] = if reason.is_empty() { &[] } else { &[reason] };
+        let line = s.refused(name, &c, reasons);
+        eprintln!("{name}: {line}");
+    }
+}

@@ -276,9 +276,9 @@ fn a_full_node_runs_uncached_with_one_warning() {
     assert!(left.is_empty(), "nothing half-built is left: {left:?}");
 }
 
-/// A stager killed at random points of the copy (SIGKILL, 12 trials):
-/// no half-built stage is ever used, the next process stages again, its
-/// output is right, and no leftovers pile up.
+/// A stager killed at random points of the copy (SIGKILL; 40 trials, 200
+/// with FMCACHE_LONG=1): no half-built stage is ever used, the next
+/// process stages again, its output is right, and no leftovers pile up.
 #[test]
 fn a_stage_killed_half_way_is_redone() {
     let fx = fixture!("stage_killed");
@@ -303,18 +303,37 @@ fn a_stage_killed_half_way_is_redone() {
             })
             .unwrap_or_default()
     };
-    let mut killed_mid_copy = 0;
-    for trial in 0..12u64 {
-        let _ = fs::remove_dir_all(&cache.stage);
-        let mut stager = Command::new(fmcache_tests::tool())
+    let stager = || {
+        Command::new(fmcache_tests::tool())
             .args(["stage", "--cache"])
             .arg(&cache.file)
             .env("FMCACHE_STAGE_DIR", &cache.stage)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(5 + trial * 7));
+            .unwrap()
+    };
+    // How long a whole stage takes here, so kills land anywhere in it.
+    let _ = fs::remove_dir_all(&cache.stage);
+    let t = std::time::Instant::now();
+    assert!(stager().wait().unwrap().success(), "a whole stage");
+    let whole = t.elapsed().as_micros() as u64 + 1;
+    let trials = if std::env::var_os("FMCACHE_LONG").is_some_and(|v| v == "1") {
+        200
+    } else {
+        40
+    };
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut killed_mid_copy = 0;
+    for trial in 0..trials {
+        let _ = fs::remove_dir_all(&cache.stage);
+        let mut stager = stager();
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        // Up to 1.2 times a whole stage: a few kills land after it ended.
+        let delay = rng % (whole + whole / 5);
+        std::thread::sleep(std::time::Duration::from_micros(delay));
         let _ = stager.kill();
         let _ = stager.wait();
         if !leftovers().is_empty() {
@@ -333,6 +352,9 @@ fn a_stage_killed_half_way_is_redone() {
         );
         assert!(leftovers().is_empty(), "trial {trial}: {:?}", leftovers());
     }
+    eprintln!(
+        "{trials} stager kills (a whole stage takes {whole} us): {killed_mid_copy} mid-copy, every next run staged anew and served"
+    );
     assert!(
         killed_mid_copy > 0,
         "no trial killed the stager during its copy"

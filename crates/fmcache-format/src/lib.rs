@@ -5,6 +5,7 @@
 
 pub mod layout;
 pub mod reader;
+pub mod walk;
 pub mod writer;
 
 pub use layout::{Blob, Dirent, Entry, Header, StatRec};
