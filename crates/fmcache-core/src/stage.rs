@@ -361,6 +361,11 @@ fn build_stage(view: &CacheView<'_>, bytes: &[u8], tmp: &[u8]) -> Result<(), Str
             continue;
         };
         let data = view.blob_bytes(blob).ok_or("blob out of bounds")?;
+        // The mirror is joined under root/: a `..` (or a relative path) in
+        // a self-consistent but crafted cache must not write elsewhere.
+        if !is_plain_absolute(mirror) {
+            return Err(format!("{}: not a plain absolute path", show(mirror)));
+        }
         let target = join(&join(tmp, b"/root"), mirror);
         if let Some(parent) = crate::path::parent(&target) {
             sys::mkdir_p(parent, 0o700).map_err(e)?;
@@ -523,4 +528,24 @@ pub fn staged_entry(inodes: &[u8], ino: u64) -> Option<u32> {
 pub fn clean(cfg: &Config) -> Result<usize, String> {
     private_dir(&cfg.stage_base)?;
     prune(cfg, None, true)
+}
+
+/// An absolute path without `.` or `..` components: safe to join under a
+/// directory.
+fn is_plain_absolute(p: &[u8]) -> bool {
+    p.starts_with(b"/") && !crate::path::has_dot_components(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_plain_absolute;
+
+    #[test]
+    fn mirrors_cannot_climb_out_of_the_stage() {
+        assert!(is_plain_absolute(b"/sw/lib/libz.so.1"));
+        assert!(!is_plain_absolute(b"/sw/../../etc/passwd"));
+        assert!(!is_plain_absolute(b"/sw/./x"));
+        assert!(!is_plain_absolute(b"relative/x"));
+        assert!(!is_plain_absolute(b"/.."));
+    }
 }
