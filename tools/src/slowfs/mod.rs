@@ -10,7 +10,7 @@ mod counts;
 mod fs;
 
 use std::path::PathBuf;
-use std::process::ExitCode;
+use std::process::{Command, ExitCode};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,12 +75,31 @@ pub fn main(args: Args) -> Result<ExitCode, String> {
         args.latency_us
     );
     wait_for(&signals);
-    let umount = session.umount_and_join();
     writer.stop();
-    counts
-        .write(&args.counts)
-        .map_err(|e| format!("{}: {e}", args.counts.display()))?;
-    umount.map_err(|e| format!("unmount {}: {e}", args.mountpoint.display()))?;
+    let write = |what: &str| {
+        counts
+            .write(&args.counts)
+            .map_err(|e| format!("{}: {e} ({what})", args.counts.display()))
+    };
+    // The counts first: unmounting can block on a connection the kernel
+    // keeps alive (seen after a benchmark's lazily detached mount).
+    write("before unmount")?;
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(session.umount_and_join());
+    });
+    match done_rx.recv_timeout(Duration::from_secs(5)) {
+        Ok(r) => r.map_err(|e| format!("unmount {}: {e}", args.mountpoint.display()))?,
+        Err(_) => {
+            // Exiting closes /dev/fuse, which ends the connection.
+            eprintln!("slowfs: unmount did not finish in 5 s; exiting anyway");
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(&args.mountpoint)
+                .status();
+        }
+    }
+    write("at unmount")?;
     eprintln!("slowfs: unmounted, {} requests", counts.total());
     Ok(ExitCode::SUCCESS)
 }
