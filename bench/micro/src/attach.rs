@@ -12,13 +12,13 @@ pub fn cstr(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).expect("no NUL in path")
 }
 
-/// One attach, then munmap and close (a new mapping each time, so its page
-/// faults are paid each time, as in a new process). `lookup` false: the
-/// system calls alone.
-#[inline(never)]
-pub fn attach_once(path: &CString, probe: &[u8], lookup: bool) -> bool {
-    // SAFETY: plain system calls on a descriptor and mapping owned here;
-    // the slice does not outlive the mapping.
+/// open + fstat + mmap (read-only, private): the descriptor, the mapping
+/// and its length.
+///
+/// # Safety
+/// The caller unmaps and closes (or keeps both for the process's life).
+unsafe fn map_file(path: &CString) -> (i32, *mut libc::c_void, usize) {
+    // SAFETY: plain system calls on a descriptor owned here.
     unsafe {
         let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
         assert!(fd >= 0, "open failed");
@@ -34,6 +34,19 @@ pub fn attach_once(path: &CString, probe: &[u8], lookup: bool) -> bool {
             0,
         );
         assert_ne!(p, libc::MAP_FAILED, "mmap failed");
+        (fd, p, len)
+    }
+}
+
+/// One attach, then munmap and close (a new mapping each time, so its page
+/// faults are paid each time, as in a new process). `lookup` false: the
+/// system calls alone.
+#[inline(never)]
+pub fn attach_once(path: &CString, probe: &[u8], lookup: bool) -> bool {
+    // SAFETY: the mapping and descriptor are ours; the slice does not
+    // outlive the mapping.
+    unsafe {
+        let (fd, p, len) = map_file(path);
         let found = if lookup {
             let bytes = core::slice::from_raw_parts(p as *const u8, len);
             match CacheView::open(bytes, Verify::Header) {
@@ -51,23 +64,9 @@ pub fn attach_once(path: &CString, probe: &[u8], lookup: bool) -> bool {
 
 /// A mapping kept for the life of the process (lookup benchmarks).
 pub fn map_forever(path: &Path) -> &'static [u8] {
-    let c = cstr(path);
-    // SAFETY: as in attach_once; never unmapped, so 'static holds.
+    // SAFETY: never unmapped, so 'static holds; the descriptor is not needed.
     unsafe {
-        let fd = libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-        assert!(fd >= 0);
-        let mut st: libc::stat = core::mem::zeroed();
-        assert_eq!(libc::fstat(fd, &mut st), 0);
-        let len = st.st_size as usize;
-        let p = libc::mmap(
-            core::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_PRIVATE,
-            fd,
-            0,
-        );
-        assert_ne!(p, libc::MAP_FAILED);
+        let (fd, p, len) = map_file(&cstr(path));
         libc::close(fd);
         core::slice::from_raw_parts(p as *const u8, len)
     }
