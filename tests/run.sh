@@ -17,4 +17,7 @@ export FMCACHE_LIB="$PWD/target/release/libfmcache.so"
 export FMCACHE_BIN="$PWD/target/release/fmcache"
 # Integration tests start many processes each; two at a time fit 2 cores.
 cargo test --release -- --test-threads=2
+# The benchmark lab's quick mode: every workload and mode runs, outputs are
+# compared with native, and the CSV's shape is checked (not the timings).
+bash bench/run --quick
 echo "fmcache: all tests passed"

@@ -283,7 +283,11 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "modules"))
+# After PYTHONPATH's entries (sys.path[0] is this script's directory): a
+# probe-heavy run puts extra directories there, in front of the modules.
+FRONT = {{os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p}}
+AT = max([i + 1 for i, p in enumerate(sys.path) if os.path.abspath(p) in FRONT], default=0)
+sys.path.insert(AT, os.path.join(HERE, "modules"))
 EXPECTED = {expected}
 NFUNCS = {nfuncs}
 

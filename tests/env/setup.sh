@@ -4,7 +4,7 @@
 set -euo pipefail
 
 # Debian packages the tests need. Later work (Slurm, MPI, FUSE) appends here.
-DEB_PACKAGES="strace gcc g++ make libc6-dev procps util-linux coreutils"
+DEB_PACKAGES="strace gcc g++ make libc6-dev procps util-linux coreutils patchelf"
 # Exact pins keep the probe counts the tests measure reproducible; both ship
 # cp311 manylinux_2_28 x86_64 wheels, so nothing is ever built from source.
 PIP_PINS="numpy==2.4.6 scipy==1.17.1"

@@ -36,8 +36,13 @@ struct Mount {
 
 impl Mount {
     fn start(src: &Path, mnt: &Path, counts: &Path, latency_us: u32) -> Mount {
+        Mount::start_with(src, mnt, counts, latency_us, &[])
+    }
+
+    fn start_with(src: &Path, mnt: &Path, counts: &Path, latency_us: u32, extra: &[&str]) -> Mount {
         let child = Command::new(BIN)
             .arg("slowfs")
+            .args(extra)
             .arg(src)
             .arg(mnt)
             .arg("--latency-us")
@@ -65,9 +70,13 @@ impl Mount {
     /// The published metadata request count, once it has settled (the
     /// file is rewritten every 50 ms).
     fn requests(&self) -> u64 {
+        self.counts()["metadata_requests"].as_u64().unwrap()
+    }
+
+    /// The published counts, once they have settled.
+    fn counts(&self) -> Value {
         std::thread::sleep(Duration::from_millis(150));
-        let v: Value = serde_json::from_str(&fs::read_to_string(&self.counts).unwrap()).unwrap();
-        v["metadata_requests"].as_u64().unwrap()
+        serde_json::from_str(&fs::read_to_string(&self.counts).unwrap()).unwrap()
     }
 
     fn stop(mut self) -> i32 {
@@ -205,5 +214,74 @@ fn slowfs_serialises_requests_at_its_latency() {
         "{n} requests at 2 ms took only {wall:?}: not serialised"
     );
     assert_eq!(m.stop(), 0);
+    let _ = fs::remove_dir_all(&base);
+}
+
+/// Requests are also counted by the source's top-level entry they concern;
+/// --cold-reads makes every open read the file from the source again.
+#[test]
+fn slowfs_counts_by_top_entry_and_reads_cold_on_request() {
+    if !can_mount() {
+        return;
+    }
+    let base = std::env::temp_dir().join(format!("fmcache-slowfs-top-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&base);
+    let src = base.join("src");
+    fs::create_dir_all(src.join("a/deep")).unwrap();
+    fs::create_dir_all(src.join("b")).unwrap();
+    fs::write(src.join("a/deep/f"), vec![7u8; 1 << 20]).unwrap();
+    fs::write(src.join("b/g"), b"g").unwrap();
+    for (cold, mnt) in [(true, base.join("cold")), (false, base.join("warm"))] {
+        fs::create_dir_all(&mnt).unwrap();
+        let extra: &[&str] = if cold { &["--cold-reads"] } else { &[] };
+        let m = Mount::start_with(&src, &mnt, &base.join("counts.json"), 0, extra);
+        let top = |v: &Value, k: &str| v["by_top"][k].as_u64().unwrap_or(0);
+        let v0 = m.counts();
+        for _ in 0..5 {
+            fs::metadata(mnt.join("b/g")).unwrap();
+        }
+        let v1 = m.counts();
+        assert!(
+            top(&v1, "b") >= top(&v0, "b") + 5,
+            "stats of b/g not counted under b: {v1}"
+        );
+        assert_eq!(
+            top(&v1, "a"),
+            top(&v0, "a"),
+            "stats of b/g counted under a: {v1}"
+        );
+        assert_eq!(fs::read(mnt.join("a/deep/f")).unwrap().len(), 1 << 20);
+        let v2 = m.counts();
+        assert_eq!(fs::read(mnt.join("a/deep/f")).unwrap().len(), 1 << 20);
+        let v3 = m.counts();
+        assert!(
+            top(&v3, "a") > top(&v1, "a"),
+            "reads of a/deep/f not counted under a: {v3}"
+        );
+        let second = v3["bytes_read"].as_u64().unwrap() - v2["bytes_read"].as_u64().unwrap();
+        if cold {
+            assert!(
+                second >= 1 << 20,
+                "cold: the second read took {second} bytes from the source"
+            );
+        } else {
+            assert!(
+                second < 1 << 20,
+                "warm: the second read took {second} bytes from the source"
+            );
+        }
+        let sum: u64 = v3["by_top"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|n| n.as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            sum,
+            v3["metadata_requests"].as_u64().unwrap(),
+            "by_top does not add up: {v3}"
+        );
+        assert_eq!(m.stop(), 0);
+    }
     let _ = fs::remove_dir_all(&base);
 }

@@ -1,8 +1,9 @@
 //! Request counters by type, and the JSON file that publishes them.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -25,12 +26,26 @@ pub const OPS: [&str; 11] = [
 pub struct Counts {
     ops: [AtomicU64; OPS.len()],
     bytes_read: AtomicU64,
+    /// Metadata requests by the top-level entry of the source they concern
+    /// ("/" for the root itself), so a benchmark can tell the requests for
+    /// a cache file from those for a software tree.
+    by_top: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Counts {
     pub fn add(&self, op: &str) {
         if let Some(i) = OPS.iter().position(|o| *o == op) {
             self.ops[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn add_top(&self, top: &str) {
+        let mut m = self.by_top.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get_mut(top) {
+            Some(n) => *n += 1,
+            None => {
+                m.insert(top.to_string(), 1);
+            }
         }
     }
 
@@ -53,9 +68,15 @@ impl Counts {
             .zip(&self.ops)
             .map(|(o, c)| (o.to_string(), c.load(Ordering::Relaxed).into()))
             .collect();
+        let by_top = self
+            .by_top
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         serde_json::json!({
             "metadata_requests": self.total(),
             "ops": ops,
+            "by_top": by_top,
             "bytes_read": self.bytes_read.load(Ordering::Relaxed),
         })
         .to_string()

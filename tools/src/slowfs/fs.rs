@@ -32,6 +32,7 @@ pub struct SlowFs {
     root_ino: u64,
     latency: Duration,
     read_bytes_per_s: u64,
+    open_flags: FopenFlags,
     counts: Arc<Counts>,
     server: Mutex<Inodes>,
     files: Mutex<HashMap<u64, File>>,
@@ -39,13 +40,27 @@ pub struct SlowFs {
 }
 
 impl SlowFs {
-    pub fn new(root: PathBuf, latency: Duration, read_mibps: u64, counts: Arc<Counts>) -> SlowFs {
+    /// `cold_reads`: drop a file's cached pages at every open, so each open
+    /// reads from the source again.
+    pub fn new(
+        root: PathBuf,
+        latency: Duration,
+        read_mibps: u64,
+        cold_reads: bool,
+        counts: Arc<Counts>,
+    ) -> SlowFs {
         let root_ino = std::fs::metadata(&root).map(|m| m.ino()).unwrap_or(0);
         SlowFs {
             root,
             root_ino,
             latency,
             read_bytes_per_s: read_mibps * 1024 * 1024,
+            // Kept by default: data is not what a metadata server serves.
+            open_flags: if cold_reads {
+                FopenFlags::empty()
+            } else {
+                FopenFlags::FOPEN_KEEP_CACHE
+            },
             counts,
             server: Mutex::new(Inodes {
                 paths: HashMap::new(),
@@ -57,9 +72,21 @@ impl SlowFs {
 
     /// One metadata request: counted, then served under the one lock after
     /// the latency, as a busy metadata server queues and serves them.
-    fn meta(&self, op: &str) -> MutexGuard<'_, Inodes> {
+    /// `ino` (and `name`, for a lookup) say which top-level entry of the
+    /// source the request is about, for the per-tree counts.
+    fn meta(&self, op: &str, ino: INodeNo, name: Option<&OsStr>) -> MutexGuard<'_, Inodes> {
         self.counts.add(op);
         let guard = self.server.lock().unwrap_or_else(|p| p.into_inner());
+        let top = if ino == INodeNo::ROOT {
+            name.unwrap_or(OsStr::new("/"))
+        } else {
+            guard
+                .paths
+                .get(&u64::from(ino))
+                .and_then(|p| p.strip_prefix(&self.root).ok()?.iter().next())
+                .unwrap_or(OsStr::new("?"))
+        };
+        self.counts.add_top(&top.to_string_lossy());
         if !self.latency.is_zero() {
             std::thread::sleep(self.latency);
         }
@@ -120,7 +147,7 @@ fn errno(e: std::io::Error) -> Errno {
 
 impl Filesystem for SlowFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let mut inodes = self.meta("lookup");
+        let mut inodes = self.meta("lookup", parent, Some(name));
         let Some(dir) = self.path_of(&inodes, parent) else {
             return reply.error(Errno::ESTALE);
         };
@@ -137,7 +164,7 @@ impl Filesystem for SlowFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let inodes = self.meta("getattr");
+        let inodes = self.meta("getattr", ino, None);
         let Some(path) = self.path_of(&inodes, ino) else {
             return reply.error(Errno::ESTALE);
         };
@@ -148,7 +175,7 @@ impl Filesystem for SlowFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        let inodes = self.meta("readlink");
+        let inodes = self.meta("readlink", ino, None);
         let Some(path) = self.path_of(&inodes, ino) else {
             return reply.error(Errno::ESTALE);
         };
@@ -159,7 +186,7 @@ impl Filesystem for SlowFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let inodes = self.meta("open");
+        let inodes = self.meta("open", ino, None);
         let Some(path) = self.path_of(&inodes, ino) else {
             return reply.error(Errno::ESTALE);
         };
@@ -170,8 +197,7 @@ impl Filesystem for SlowFs {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(fh, f);
-                // Page cache kept: data is not what a metadata server serves.
-                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+                reply.opened(FileHandle(fh), self.open_flags);
             }
             Err(e) => reply.error(errno(e)),
         }
@@ -213,14 +239,14 @@ impl Filesystem for SlowFs {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let _inodes = self.meta("release");
+        let _inodes = self.meta("release", ino, None);
         self.files
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -229,7 +255,7 @@ impl Filesystem for SlowFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let inodes = self.meta("opendir");
+        let inodes = self.meta("opendir", ino, None);
         match self.path_of(&inodes, ino).map(std::fs::read_dir) {
             Some(Ok(_)) => reply.opened(FileHandle(0), FopenFlags::empty()),
             Some(Err(e)) => reply.error(errno(e)),
@@ -245,7 +271,7 @@ impl Filesystem for SlowFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let inodes = self.meta("readdir");
+        let inodes = self.meta("readdir", ino, None);
         let Some(path) = self.path_of(&inodes, ino) else {
             return reply.error(Errno::ESTALE);
         };
@@ -272,19 +298,19 @@ impl Filesystem for SlowFs {
     fn releasedir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        let _inodes = self.meta("releasedir");
+        let _inodes = self.meta("releasedir", ino, None);
         reply.ok();
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         // The kernel checks permissions itself (default_permissions); this
         // is only asked for existence.
-        let inodes = self.meta("access");
+        let inodes = self.meta("access", ino, None);
         match self.path_of(&inodes, ino).map(std::fs::symlink_metadata) {
             Some(Ok(_)) => reply.ok(),
             Some(Err(e)) => reply.error(errno(e)),
@@ -292,8 +318,8 @@ impl Filesystem for SlowFs {
         }
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let _inodes = self.meta("statfs");
+    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        let _inodes = self.meta("statfs", ino, None);
         reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
     }
 }

@@ -37,6 +37,11 @@ pub struct Args {
     /// Limit file reads to this many MiB/s (0: unlimited).
     #[arg(long, default_value_t = 0)]
     read_mibps: u64,
+    /// Drop a file's cached pages at every open, so every open reads from the
+    /// source again, as on a node that never read it (simulated nodes on one
+    /// host share one page cache). Default: pages kept, as a client would.
+    #[arg(long)]
+    cold_reads: bool,
     /// JSON file with the request counts.
     #[arg(long)]
     counts: PathBuf,
@@ -53,6 +58,7 @@ pub fn main(args: Args) -> Result<ExitCode, String> {
         source,
         Duration::from_micros(args.latency_us),
         args.read_mibps,
+        args.cold_reads,
         counts.clone(),
     );
     let mut cfg = Config::default();

@@ -1,0 +1,529 @@
+"""Driver of bench/run, the start-up benchmark lab (standard library only).
+
+Each workload's software tree lives on `fmcache slowfs` (one lock, a fixed
+latency per metadata request, TTL 0: a stand-in for one busy metadata
+server). N processes start at once, plainly or as `srun` tasks on the
+4-node cluster of tests/cluster, in four modes side by side:
+
+  native       the tree on slowfs;
+  tmpfs-copy   the tree packed in one tar on slowfs (prepared once, like the
+               cache), unpacked to node-local tmpfs first, unpacking included;
+  tmpfs-floor  the same copy made beforehand: the physical floor;
+  fmcache      read-cache, cache file on slowfs, staging included.
+
+Every process's output is compared with a native run's; anything else on
+stderr aborts. Writes startup.csv (one row per cell and mode), startup.md
+and SVG plots. See bench/README.md.
+"""
+import argparse
+import datetime
+import glob
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import fail, loadavg, log, machine, sh  # noqa: E402
+
+HEADER = ("workload,mode,procs,nodes,latency_us,wall_s_median,wall_s_min,wall_s_max,runs,"
+          "mds_requests,mds_requests_per_node,bytes_from_shared,node_mem_mib")
+MODES = ("native", "tmpfs-copy", "tmpfs-floor", "fmcache")
+# Parts of the interpreter's prefix a Python program never needs; left out
+# so that copying the tree (tmpfs-copy) is what a careful user would copy.
+STDLIB_SKIP = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "site-packages", "lib2to3"}
+SITE_KEEP = ("numpy", "numpy.libs", "numpy-*.dist-info", "scipy", "scipy.libs", "scipy-*.dist-info")
+TREE_VERSION = 1  # bump when the tree's layout changes
+# W4's probe-heavy part: empty directories in front on sys.path and on
+# LD_LIBRARY_PATH (each library search also tries their glibc-hwcaps subdirs).
+EXTRA_DIRS = 8
+PYNAMIC_QUICK = {
+    "dlfm": ["--modules", "3", "--functions", "60", "--utils", "3", "--util-functions", "60"],
+    "spindle": ["--modules", "24", "--functions", "20", "--utils", "18", "--util-functions", "20"],
+}
+STAGE = "/dev/shm/fmcache-lab-stage"
+COPY = "/dev/shm/fmcache-lab-copy"
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def die(msg):
+    fail("bench/run", msg)
+
+
+class Workload:
+    def __init__(self, name, dirs, argv, env=None, stderr_ok=None):
+        self.name, self.dirs, self._argv, self._env = name, dirs, argv, env or (lambda root: {})
+        self.stderr_ok = stderr_ok  # prefix of the one stderr line a run may print
+
+    def argv(self, root):
+        return self._argv(root)
+
+    def env(self, root):
+        return self._env(root)
+
+
+def py(root):
+    return f"{root}/py/bin/python3.11"
+
+
+def w4_env(root):
+    return {"PYTHONPATH": ":".join(f"{root}/w4-empty/p{i}" for i in range(EXTRA_DIRS)),
+            "LD_LIBRARY_PATH": ":".join(f"{root}/w4-empty/l{i}" for i in range(EXTRA_DIRS))}
+
+
+WORKLOADS = {
+    "W1": Workload("W1", ["py"], lambda r: [py(r), "-c", ""]),
+    "W2": Workload("W2", ["py"], lambda r: [py(r), "-c", "import numpy.fft; import scipy.interpolate"]),
+    "W3": Workload("W3", ["py", "pyn-dlfm"], lambda r: [py(r), f"{r}/pyn-dlfm/driver.py"],
+                   stderr_ok="pynamic import_s="),
+    "W4": Workload("W4", ["py", "pyn-spindle", "w4-empty"], lambda r: [py(r), f"{r}/pyn-spindle/driver.py"],
+                   env=w4_env, stderr_ok="pynamic import_s="),
+}
+
+
+class Slowfs:
+    """One `fmcache slowfs` mount; its counts file is rewritten every 50 ms."""
+
+    def __init__(self, lab, latency):
+        self.lab, self.latency = lab, latency
+        self.counts = os.path.join(lab.work, f"counts-{latency}.json")
+        self.err = open(os.path.join(lab.work, f"slowfs-{latency}.err"), "w")
+        os.makedirs(lab.mnt, exist_ok=True)
+        if os.path.exists(self.counts):
+            os.unlink(self.counts)
+        # Cold reads: the simulated nodes share one page cache, and each must
+        # read what it uses from the shared file system itself.
+        cmd = [lab.fm, "slowfs", lab.src, lab.mnt, "--latency-us", str(latency), "--counts", self.counts,
+               "--cold-reads"]
+        if lab.a.read_mibps:
+            cmd += ["--read-mibps", str(lab.a.read_mibps)]
+        self.proc = subprocess.Popen(cmd, stderr=self.err)
+        for _ in range(200):
+            if os.path.exists(self.counts) and os.path.ismount(lab.mnt):
+                return
+            time.sleep(0.05)
+        self.stop()
+        die(f"slowfs did not mount on {lab.mnt} (see {self.err.name})")
+
+    def read(self):
+        time.sleep(0.15)  # let the 50 ms writer publish the last requests
+        with open(self.counts) as f:
+            c = json.load(f)
+        return c["metadata_requests"], c["bytes_read"], c.get("by_top", {})
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        subprocess.run(["umount", "-l", self.lab.mnt], capture_output=True)
+        self.err.close()
+
+
+class Lab:
+    def __init__(self, a):
+        self.a = a
+        self.repo = a.repo
+        self.fm = os.path.join(a.repo, "target/release/fmcache")
+        self.lib = os.path.join(a.repo, "target/release/libfmcache.so")
+        self.work = os.path.abspath(a.work)
+        self.src = os.path.join(self.work, "src")
+        shared = os.environ.get("FMCACHE_CLUSTER_SHARED") if "srun" in a.launch else None
+        # Under the cluster's shared mount, the slowfs mount reaches every node.
+        self.mnt = (os.path.join(shared, "fmcache-" + os.path.basename(self.work)) if shared
+                    else os.path.join(self.work, "mnt"))
+        self.srun = os.environ.get("FMCACHE_SRUN", "srun")
+        self.base_env = {k: v for k, v in os.environ.items()
+                         if not k.startswith(("FMCACHE_", "DLFM_", "LD_", "PYTHON", "SLURM_")) or k == "SLURM_CONF"}
+        self.base_env["PYTHONDONTWRITEBYTECODE"] = "1"  # no mode may write .pyc files into its tree
+        self.rows = []
+        self.notes = []
+        self.rng = random.Random(a.seed)
+        os.makedirs(self.src, exist_ok=True)
+        os.makedirs(os.path.join(self.work, "out"), exist_ok=True)
+
+    # ---- the software trees (built once, reused while their stamp holds) ----
+
+    def build_py_tree(self):
+        prefix = os.environ["FMCACHE_PY_PREFIX"]
+        site = subprocess.run([os.environ["FMCACHE_VENV_PYTHON"], "-c",
+                               "import numpy, os; print(os.path.dirname(os.path.dirname(numpy.__file__)))"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        keep = sorted(p for pat in SITE_KEEP for p in glob.glob(os.path.join(site, pat)))
+        stamp = json.dumps({"version": TREE_VERSION, "prefix": prefix, "site": [os.path.basename(p) for p in keep]})
+        dst = os.path.join(self.src, "py")
+        stamp_file = os.path.join(self.work, "py.stamp")
+        if os.path.exists(stamp_file) and open(stamp_file).read() == stamp and os.path.isdir(dst):
+            return
+        log(f"lab: building the relocatable Python tree {dst}")
+        shutil.rmtree(dst, ignore_errors=True)
+        lib = os.path.join(dst, "lib/python3.11")
+        shutil.copytree(os.path.join(prefix, "lib/python3.11"), lib, symlinks=True,
+                        ignore=lambda d, names: STDLIB_SKIP & set(names) if d.endswith("lib/python3.11") else ())
+        for p in keep:
+            shutil.copytree(p, os.path.join(lib, "site-packages", os.path.basename(p)), symlinks=True)
+        shutil.copy2(os.path.join(prefix, "lib/libpython3.11.so.1.0"), os.path.join(dst, "lib"))
+        os.symlink("libpython3.11.so.1.0", os.path.join(dst, "lib/libpython3.11.so"))
+        os.makedirs(os.path.join(dst, "bin"))
+        exe = os.path.join(dst, "bin/python3.11")
+        shutil.copy2(os.path.join(prefix, "bin/python3.11"), exe)
+        os.symlink("python3.11", os.path.join(dst, "bin/python3"))
+        # pyenv links libpython by an absolute RUNPATH; make the tree relocatable.
+        subprocess.run(["patchelf", "--set-rpath", "$ORIGIN/../lib", exe], check=True)
+        got = subprocess.run([exe, "-c", "import sys, numpy, scipy; print(sys.prefix)"],
+                             capture_output=True, text=True, env=self.base_env)
+        ldd = subprocess.run(["ldd", exe], capture_output=True, text=True).stdout
+        if got.returncode or got.stdout.strip() != dst or f"{dst}/bin/../lib/libpython3.11" not in ldd:
+            die(f"the tree in {dst} is not self-contained: {got.stdout}{got.stderr}{ldd}")
+        with open(stamp_file, "w") as f:
+            f.write(stamp)
+
+    def build_pynamic(self, config):
+        out = os.path.join(self.src, f"pyn-{config}")
+        cmd = [sys.executable, os.path.join(HERE, "pynamic/pynamic.py"), "build", "--config", config,
+               "--out", out, "--python", os.environ["FMCACHE_PYTHON"], "--jobs", "2"]
+        if self.a.quick:
+            cmd += PYNAMIC_QUICK[config]
+        t = time.perf_counter()
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode:
+            die(f"pynamic build {config} failed:\n{r.stderr}")
+        log(f"lab: pynamic {config} ready in {out} ({time.perf_counter() - t:.1f} s)")
+
+    def build_trees(self, workloads):
+        self.build_py_tree()
+        if "W3" in workloads:
+            self.build_pynamic("dlfm")
+        if "W4" in workloads:
+            self.build_pynamic("spindle")
+            for i in range(EXTRA_DIRS):
+                for k in "pl":
+                    os.makedirs(os.path.join(self.src, f"w4-empty/{k}{i}"), exist_ok=True)
+        os.makedirs(os.path.join(self.src, "caches"), exist_ok=True)
+        os.makedirs(os.path.join(self.src, "packed"), exist_ok=True)
+        for name in workloads:
+            self.pack(WORKLOADS[name])
+
+    def pack(self, w):
+        """tmpfs-copy's one-time preparation (untimed, like the pilot): the
+        workload's tree in one uncompressed tar (no decompression on 2 cores)."""
+        tar = os.path.join(self.src, "packed", f"{w.name}.tar")
+        subprocess.run(["tar", "-cf", tar + ".tmp", "-C", self.src, *w.dirs], check=True)
+        os.replace(tar + ".tmp", tar)
+        log(f"lab: packed {w.name} ({' '.join(w.dirs)}) into {os.path.getsize(tar) >> 20} MiB")
+
+    # ---- launching N processes at once ----
+
+    def launch(self, w, root, n, launch, extra_env=None, tag=""):
+        """Starts n copies of w from tree root; returns (wall, outputs). Each
+        output is (stdout, stderr) of one process (plain) or task (srun)."""
+        env = dict(self.base_env, **w.env(root), **(extra_env or {}))
+        argv = w.argv(root)
+        outdir = os.path.join(self.work, "out")
+        if launch == "plain":
+            files, procs = [], []
+            t0 = time.perf_counter()
+            for i in range(n):
+                o = open(os.path.join(outdir, f"{i}.out"), "w+")
+                e = open(os.path.join(outdir, f"{i}.err"), "w+")
+                files.append((o, e))
+                procs.append(subprocess.Popen(argv, env=env, cwd=outdir, stdout=o, stderr=e))
+            codes = [p.wait() for p in procs]
+            wall = time.perf_counter() - t0
+            outs = []
+            for o, e in files:
+                o.seek(0), e.seek(0)
+                outs.append((o.read(), e.read()))
+                o.close(), e.close()
+            if any(codes):
+                die(f"{w.name} {tag}: exit codes {sorted(set(codes))}\n{outs[codes.index(max(codes))][1][-3000:]}")
+            return wall, outs
+        nodes = min(n, self.a.nodes)
+        cmd = [self.srun, f"-N{nodes}", f"-n{n}", "-l", "--kill-on-bad-exit=1", *argv]
+        t0 = time.perf_counter()
+        p = subprocess.run(cmd, env=env, cwd=outdir, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if p.returncode:
+            die(f"{w.name} {tag}: srun exited {p.returncode}\n{p.stderr[-3000:]}")
+        outs = [["", ""] for _ in range(n)]
+        for k, text in ((0, p.stdout), (1, p.stderr)):
+            for line in text.splitlines(keepends=True):
+                label, sep, rest = line.partition(": ")
+                if not sep or not label.strip().isdigit():
+                    die(f"{w.name} {tag}: unlabelled srun output line {line!r}")
+                outs[int(label)][k] += rest
+        return wall, [tuple(o) for o in outs]
+
+    def on_nodes(self, script, launch, nodes):
+        """Runs a shell snippet once on the host (plain) or once per node (srun)."""
+        if launch == "plain":
+            cmd = ["sh", "-c", script]
+        else:
+            cmd = [self.srun, f"-N{nodes}", f"--ntasks-per-node=1", "sh", "-c", script]
+        r = subprocess.run(cmd, capture_output=True, text=True, env=self.base_env)
+        if r.returncode:
+            die(f"{script!r} failed on {launch}: {r.stderr[-2000:]}")
+        return r.stdout
+
+    def node_mib(self, path, launch):
+        """Size of a node-local directory, on the host or on the first node."""
+        out = self.on_nodes(f"du -sk {path} 2>/dev/null | cut -f1 || echo 0", launch, 1)
+        return round(int(out.split()[0] or 0) / 1024, 1) if out.strip() else 0.0
+
+    def check(self, w, outs, ref, tag):
+        for out, err in outs:
+            lines = [l for l in err.splitlines() if not (w.stderr_ok and l.startswith(w.stderr_ok))]
+            if lines:
+                die(f"{w.name} {tag}: unexpected stderr:\n" + "\n".join(lines[:20]))
+            if out != ref:
+                die(f"{w.name} {tag}: output differs from native\n--- native\n{ref[:800]}\n--- this\n{out[:800]}")
+
+    # ---- one mode, one run ----
+
+    def run_mode(self, fs, w, mode, n, launch, ref):
+        nodes = 1 if launch == "plain" else min(n, self.a.nodes)
+        tag = f"{mode} N={n} {launch}"
+        # As python-mpi-bcast and container images do: the tree packed once
+        # into one file on the shared file system, unpacked on each node.
+        # The marker tells tmpfs-floor that a complete copy of this tree is there.
+        marker = f"{COPY}/.lab-{w.name}"
+        copy_cmd = (f"rm -rf {COPY} && mkdir -p {COPY} && tar -xf {self.mnt}/packed/{w.name}.tar -C {COPY}"
+                    f" && touch {marker}")
+        env, root, pre = None, self.mnt, None
+        if mode == "tmpfs-copy":
+            self.on_nodes(f"rm -rf {COPY}", launch, nodes)
+            root, pre = COPY, copy_cmd
+        elif mode == "tmpfs-floor":
+            self.on_nodes(f"[ -f {marker} ] || {{ {copy_cmd}; }}", launch, nodes)  # untimed
+            root = COPY
+        elif mode == "fmcache":
+            self.on_nodes(f"rm -rf {STAGE}", launch, nodes)
+            env = {"DLFM_OP": "read-cache", "LD_PRELOAD": self.lib, "FMCACHE_STAGE_DIR": STAGE,
+                   "FMCACHE_FILE": f"{self.mnt}/caches/{w.name}.dat"}
+            if launch == "plain":
+                env["LD_AUDIT"] = self.lib  # what `fmcache run` sets; srun hands it on itself
+        r0, b0, t0_top = fs.read()
+        t0 = time.perf_counter()
+        if pre:
+            self.on_nodes(pre, launch, nodes)
+        wall, outs = self.launch(w, root, n, launch, env, tag)
+        if pre:
+            wall = time.perf_counter() - t0  # the copy is part of this mode's start-up
+        r1, b1, t1_top = fs.read()
+        # Requests for the one file fetched per node (cache or packed tree)
+        # against requests on the software trees themselves.
+        fetch = sum(t1_top.get(k, 0) - t0_top.get(k, 0) for k in ("caches", "packed"))
+        self.check(w, outs, ref, tag)
+        mem = 0.0
+        if mode in ("tmpfs-copy", "tmpfs-floor"):
+            mem = self.node_mib(COPY, launch)
+        elif mode == "fmcache":
+            mem = self.node_mib(STAGE, launch)
+        log(f"  {w.name} {tag:28s} {wall:8.2f} s  {r1 - r0:8d} requests  {b1 - b0:11d} bytes  "
+            f"{mem:7.1f} MiB/node  load {loadavg()}")
+        return dict(wall=wall, req=r1 - r0, bytes=b1 - b0, mem=mem, nodes=nodes, fetch=fetch)
+
+    def pilot(self, w):
+        """One recorded run through slowfs (untimed), written into the source
+        so production reads it through slowfs; also gives the reference
+        output. With srun rows to measure, the pilot is the issue's command
+        line, `DLFM_OP=write-cache LD_PRELOAD=libfmcache.so srun -n 4 app`
+        (srun itself then hands LD_AUDIT on); else one plain process."""
+        if "fmcache" not in self.a.modes:
+            _, outs = self.launch(w, self.mnt, 1, "plain", None, "reference")
+            self.check(w, outs, outs[0][0], "reference")
+            return outs[0][0]
+        dat = os.path.join(self.src, "caches", f"{w.name}.dat")
+        for p in (dat, dat + ".rec"):
+            if os.path.isdir(p):
+                shutil.rmtree(p)
+            elif os.path.lexists(p):
+                os.unlink(p)
+        shutil.rmtree(STAGE, ignore_errors=True)
+        env = {"DLFM_OP": "write-cache", "LD_PRELOAD": self.lib, "FMCACHE_FILE": dat, "FMCACHE_STAGE_DIR": STAGE}
+        srun = "srun" in self.a.launch
+        if not srun:
+            env["LD_AUDIT"] = self.lib
+        t = time.perf_counter()
+        _, outs = self.launch(w, self.mnt, self.a.nodes if srun else 1, "srun" if srun else "plain", env, "pilot")
+        self.check(w, outs, outs[0][0], "pilot")
+        log(f"lab: {w.name} pilot recorded {os.path.getsize(dat)} bytes in {time.perf_counter() - t:.1f} s")
+        return outs[0][0]
+
+    def cell(self, fs, w, n, launch, ref):
+        runs = {m: (self.a.runs if m in ("tmpfs-floor", "fmcache") else min(self.a.runs, self.a.slow_runs))
+                for m in self.a.modes}
+        got = {m: [] for m in self.a.modes}
+        for r in range(self.a.runs):
+            order = [m for m in self.a.modes if r < runs[m]]
+            self.rng.shuffle(order)
+            for m in order:
+                got[m].append(self.run_mode(fs, w, m, n, launch, ref))
+        for m in self.a.modes:
+            s = got[m]
+            walls = [x["wall"] for x in s]
+            req = int(statistics.median([x["req"] for x in s]))
+            nodes = s[0]["nodes"]
+            self.add_row(dict(
+                workload=w.name, mode=m, procs=n, nodes=nodes, latency_us=fs.latency,
+                wall_s_median=round(statistics.median(walls), 3), wall_s_min=round(min(walls), 3),
+                wall_s_max=round(max(walls), 3), runs=len(s), mds_requests=req,
+                mds_requests_per_node=round(req / nodes, 1),
+                bytes_from_shared=int(statistics.median([x["bytes"] for x in s])),
+                node_mem_mib=round(statistics.median([x["mem"] for x in s]), 1),
+                fetch_requests=int(statistics.median([x["fetch"] for x in s]))))
+            self.write_csv()
+
+    KEY = ("workload", "mode", "procs", "nodes", "latency_us")
+
+    def load_rows(self, out):
+        """--append, --merge: the rows (and their extras) of an earlier run."""
+        extra_path = os.path.join(out, "startup-extra.json")
+        extra = {tuple(x[k] for k in self.KEY): x for x in
+                 (json.load(open(extra_path)) if os.path.exists(extra_path) else [])}
+        for r in read_csv(os.path.join(out, "startup.csv")):
+            for c in ("procs", "nodes", "latency_us", "runs", "mds_requests", "bytes_from_shared"):
+                r[c] = int(r[c])
+            r["fetch_requests"] = extra.get(tuple(r[k] for k in self.KEY), {}).get("fetch_requests", 0)
+            self.add_row(r)
+
+    def add_row(self, row):
+        """A re-measured cell replaces the earlier row of the same key."""
+        key = tuple(row[k] for k in self.KEY)
+        self.rows = [r for r in self.rows if tuple(r[k] for k in self.KEY) != key] + [row]
+
+    def write_csv(self):
+        cols = HEADER.split(",")
+        with open(os.path.join(self.a.out, "startup.csv"), "w") as f:
+            f.write(HEADER + "\n")
+            for r in self.rows:
+                f.write(",".join(str(r[c]) for c in cols) + "\n")
+        # What the CSV's fixed columns have no room for, by the same key.
+        extra = [{c: r[c] for c in ("workload", "mode", "procs", "nodes", "latency_us", "fetch_requests")}
+                 for r in self.rows]
+        with open(os.path.join(self.a.out, "startup-extra.json"), "w") as f:
+            json.dump(extra, f, indent=0)
+
+
+def merge(lab, a):
+    """Rows and run records of the results directory a.merge, added to a.out."""
+    lab.load_rows(a.merge)
+    lab.write_csv()
+    runs = []
+    for d in (a.out, a.merge):
+        p = os.path.join(d, "startup-runs.json")
+        if os.path.exists(p):
+            runs += json.load(open(p))
+    with open(os.path.join(a.out, "startup-runs.json"), "w") as f:
+        json.dump(runs, f, indent=1)
+    log(f"lab: merged {a.merge} into {a.out}: {len(lab.rows)} rows")
+
+
+def read_csv(path):
+    with open(path) as f:
+        lines = f.read().splitlines()
+    if not lines or lines[0] != HEADER:
+        die(f"{path}: header is not {HEADER}")
+    cols = HEADER.split(",")
+    rows = []
+    for l in lines[1:]:
+        v = l.split(",")
+        r = dict(zip(cols, v))
+        for c in cols[2:]:
+            r[c] = float(r[c])
+        rows.append(r)
+    return rows
+
+
+def parse(argv):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repo", required=True)
+    ap.add_argument("--invoked", default="bench/run")
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_true", help="CI: small trees, short latency, N=1,4")
+    g.add_argument("--full", action="store_true", help="the published run (default)")
+    ap.add_argument("--workloads", help="comma list of W1..W4")
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--procs", help="comma list of N")
+    ap.add_argument("--latency-us", help="comma list of slowfs latencies")
+    ap.add_argument("--launch", help="plain, srun or plain,srun")
+    ap.add_argument("--runs", type=int, help="runs of the fast modes per cell")
+    ap.add_argument("--slow-runs", type=int, help="runs of native and tmpfs-copy per cell")
+    ap.add_argument("--nodes", type=int, default=4)
+    ap.add_argument("--read-mibps", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--out", help="results directory (default bench/results; --quick: target/bench-quick)")
+    ap.add_argument("--append", action="store_true", help="keep the rows already in OUT/startup.csv")
+    ap.add_argument("--work", help="scratch and slowfs source (default bench/.work/lab); "
+                    "give concurrent runs different ones")
+    ap.add_argument("--merge", metavar="DIR", help="add the rows of another run's results DIR to OUT, then exit")
+    a = ap.parse_args(argv)
+    q = a.quick
+    a.workloads = (a.workloads or "W1,W2,W3,W4").split(",")
+    a.modes = a.modes.split(",")
+    a.procs = [int(x) for x in (a.procs or ("1,4" if q else "1,4,16,64")).split(",")]
+    a.latency_us = [int(x) for x in (a.latency_us or ("200" if q else "1000")).split(",")]
+    a.launch = (a.launch or "plain,srun").split(",")
+    a.runs = a.runs or (1 if q else 3)
+    a.slow_runs = a.slow_runs or 1
+    a.out = a.out or os.path.join(a.repo, "target/bench-quick" if q else "bench/results")
+    a.work = a.work or os.path.join(a.repo, "bench/.work/lab")
+    for w in a.workloads:
+        if w not in WORKLOADS:
+            die(f"unknown workload {w}")
+    for m in a.modes:
+        if m not in MODES:
+            die(f"unknown mode {m}")
+    return a
+
+
+def main(argv):
+    a = parse(argv)
+    os.makedirs(a.out, exist_ok=True)
+    lab = Lab(a)
+    if (a.append or a.merge) and os.path.exists(os.path.join(a.out, "startup.csv")):
+        lab.load_rows(a.out)
+    if a.merge:
+        merge(lab, a)
+        return
+    started = datetime.datetime.now(datetime.timezone.utc)
+    log(f"lab: {a.invoked}; machine {machine()}; load {loadavg()}")
+    lab.build_trees(a.workloads)
+    subprocess.run(["umount", "-l", lab.mnt], capture_output=True)
+    for lat in a.latency_us:
+        fs = Slowfs(lab, lat)
+        try:
+            for name in a.workloads:
+                w = WORKLOADS[name]
+                ref = lab.pilot(w)
+                for n in a.procs:
+                    # srun rows always span all nodes, so a row's node count
+                    # tells plain (1) from srun (the CSV has no launch column).
+                    for launch in [l for l in a.launch if l == "plain" or n >= a.nodes]:
+                        lab.cell(fs, w, n, launch, ref)
+        finally:
+            fs.stop()
+            shutil.rmtree(COPY, ignore_errors=True)
+            shutil.rmtree(STAGE, ignore_errors=True)
+    lab.write_csv()
+    meta = dict(invoked=a.invoked, started=started.isoformat(timespec="seconds"),
+                finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                machine=machine(), commit=sh("git", "-C", a.repo, "rev-parse", "--short", "HEAD"),
+                dirty=bool(sh("git", "-C", a.repo, "status", "--porcelain", "--untracked-files=no")))
+    runs_file = os.path.join(a.out, "startup-runs.json")
+    prior = []
+    if a.append and os.path.exists(runs_file):
+        prior = json.load(open(runs_file))
+    with open(runs_file, "w") as f:
+        json.dump(prior + [meta], f, indent=1)
+    log(f"lab: wrote {os.path.join(a.out, 'startup.csv')}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

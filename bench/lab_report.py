@@ -1,0 +1,191 @@
+"""startup.md from bench/run's startup.csv and startup-runs.json: the
+machine, dates and exact commands, one table per workload, launch and
+latency, and the issue's targets with PASS/FAIL. Also the CSV shape check
+that CI runs on the quick mode (`--check`). Standard library only.
+
+  lab_report.py OUT_DIR            write OUT_DIR/startup.md
+  lab_report.py --check CSV        exit 1 unless CSV has the lab's exact shape
+"""
+import json
+import os
+import sys
+
+HEADER = ("workload,mode,procs,nodes,latency_us,wall_s_median,wall_s_min,wall_s_max,runs,"
+          "mds_requests,mds_requests_per_node,bytes_from_shared,node_mem_mib")
+MODES = ("native", "tmpfs-copy", "tmpfs-floor", "fmcache")
+KEY = ("workload", "mode", "procs", "nodes", "latency_us")
+INTS = ("procs", "nodes", "latency_us", "runs", "mds_requests", "bytes_from_shared")
+FLOATS = ("wall_s_median", "wall_s_min", "wall_s_max", "mds_requests_per_node", "node_mem_mib")
+
+
+def load(path):
+    """Rows of a startup.csv, typed; raises ValueError on any shape error."""
+    with open(path) as f:
+        lines = f.read().splitlines()
+    if not lines or lines[0] != HEADER:
+        raise ValueError(f"header is not exactly {HEADER!r}")
+    cols = HEADER.split(",")
+    rows, seen = [], set()
+    for i, line in enumerate(lines[1:], 2):
+        v = line.split(",")
+        if len(v) != len(cols):
+            raise ValueError(f"line {i}: {len(v)} fields, expected {len(cols)}")
+        r = dict(zip(cols, v))
+        if not r["workload"] or r["mode"] not in MODES:
+            raise ValueError(f"line {i}: workload {r['workload']!r}, mode {r['mode']!r}")
+        try:
+            for c in INTS:
+                r[c] = int(r[c])
+            for c in FLOATS:
+                r[c] = float(r[c])
+        except ValueError as e:
+            raise ValueError(f"line {i}: {e}") from None
+        if min(r[c] for c in INTS + FLOATS) < 0 or r["procs"] < 1 or r["nodes"] < 1 or r["runs"] < 1:
+            raise ValueError(f"line {i}: a count or time is out of range")
+        if not r["wall_s_min"] <= r["wall_s_median"] <= r["wall_s_max"] or r["wall_s_min"] <= 0:
+            raise ValueError(f"line {i}: wall times not min <= median <= max, > 0")
+        if abs(r["mds_requests_per_node"] - r["mds_requests"] / r["nodes"]) > 0.06:
+            raise ValueError(f"line {i}: mds_requests_per_node is not mds_requests / nodes")
+        key = tuple(r[c] for c in ("workload", "mode", "procs", "nodes", "latency_us"))
+        if key in seen:
+            raise ValueError(f"line {i}: duplicate row {key}")
+        seen.add(key)
+        rows.append(r)
+    return rows
+
+
+def check(path):
+    """The quick mode's CI check: shape, and every cell has all four modes."""
+    rows = load(path)
+    if not rows:
+        raise ValueError("no rows")
+    cells = {}
+    for r in rows:
+        cells.setdefault((r["workload"], r["procs"], r["nodes"], r["latency_us"]), set()).add(r["mode"])
+    for k, modes in sorted(cells.items()):
+        if modes != set(MODES):
+            raise ValueError(f"cell {k} has modes {sorted(modes)}")
+    for r in rows:
+        if r["mode"] == "native" and r["mds_requests"] == 0:
+            raise ValueError(f"native {r['workload']} N={r['procs']}: no request reached slowfs")
+        if r["mode"] == "tmpfs-floor" and r["mds_requests"] != 0:
+            raise ValueError(f"tmpfs-floor {r['workload']} N={r['procs']}: requests reached slowfs")
+    return rows
+
+
+def fmt_wall(r):
+    return f"{r['wall_s_median']:.2f} ({r['wall_s_min']:.2f}-{r['wall_s_max']:.2f})"
+
+
+def table(rows):
+    by = {(r["procs"], r["mode"]): r for r in rows}
+    out = ["| N | mode | wall s, median (min-max) | runs | requests | per node | of which fetch, per node | per process | bytes from shared | node MiB | vs floor | native / this |",
+           "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for n in sorted({r["procs"] for r in rows}):
+        floor, native = by.get((n, "tmpfs-floor")), by.get((n, "native"))
+        for m in MODES:
+            r = by.get((n, m))
+            if not r:
+                continue
+            vs = f"{r['wall_s_median'] / floor['wall_s_median']:.2f}x" if floor else "-"
+            sp = f"{native['wall_s_median'] / r['wall_s_median']:.1f}x" if native else "-"
+            out.append(f"| {n} | {m} | {fmt_wall(r)} | {r['runs']} | {r['mds_requests']} | "
+                       f"{r['mds_requests_per_node']:g} | {fetch(r)} | {r['mds_requests'] / n:.0f} | {r['bytes_from_shared']} | "
+                       f"{r['node_mem_mib']:g} | {vs} | {sp} |")
+    return out
+
+
+def targets(rows):
+    """The issue's targets; a target whose run is missing says so."""
+    out = []
+    def row(w, m, n, lat, nodes):
+        return next((r for r in rows if (r["workload"], r["mode"], r["procs"], r["latency_us"], r["nodes"]) ==
+                     (w, m, n, lat, nodes)), None)
+    # (label, numerator mode, denominator mode, passes)
+    ratios = (("fmcache within 1.2x of the tmpfs floor", "fmcache", "tmpfs-floor", lambda x: x <= 1.2, "{:.2f}x"),
+              ("fmcache at least 30x faster than native", "native", "fmcache", lambda x: x >= 30, "{:.1f}x"))
+    for nodes, what in ((1, "plain"), (4, "srun, 4 nodes")):
+        for label, num, den, ok, form in ratios:
+            a, b = row("W2", num, 64, 1000, nodes), row("W2", den, 64, 1000, nodes)
+            got = "not measured"
+            if a and b:
+                x = a["wall_s_median"] / b["wall_s_median"]
+                got = f"{form.format(x)}, **{'PASS' if ok(x) else 'FAIL'}**"
+            out.append(f"- W2, N=64, 1 ms, {what}: {label}: {got}")
+    fm = [r for r in rows if r["mode"] == "fmcache"]
+    if fm:
+        worst = max(fm, key=lambda r: r["mds_requests_per_node"])
+        ok = worst["mds_requests_per_node"] <= 3
+        out.append(f"- fmcache shared requests per node at most 3, whatever N: worst "
+                   f"{worst['mds_requests_per_node']:g} ({worst['workload']}, N={worst['procs']}, "
+                   f"{worst['nodes']} node(s)), **{'PASS' if ok else 'FAIL'}**")
+        if all("fetch_requests" in r for r in fm):
+            wf = max(fm, key=lambda r: r["fetch_requests"] / r["nodes"])
+            out.append(f"  - of these, requests for the cache file itself: worst {fetch(wf)} per node "
+                       f"({wf['workload']}, N={wf['procs']}, {wf['nodes']} node(s)); the rest are on the "
+                       f"software tree (see the reading below)")
+    return out
+
+
+def fetch(r):
+    """Requests for the cache file or packed tree, per node ("-" if unknown)."""
+    return f"{r['fetch_requests'] / r['nodes']:g}" if "fetch_requests" in r else "-"
+
+
+def render(out_dir):
+    rows = load(os.path.join(out_dir, "startup.csv"))
+    extra_path = os.path.join(out_dir, "startup-extra.json")
+    if os.path.exists(extra_path):
+        extra = {tuple(x[k] for k in KEY): x for x in json.load(open(extra_path))}
+        for r in rows:
+            x = extra.get(tuple(r[k] for k in KEY))
+            if x:
+                r["fetch_requests"] = x["fetch_requests"]
+    runs_path = os.path.join(out_dir, "startup-runs.json")
+    metas = json.load(open(runs_path)) if os.path.exists(runs_path) else []
+    md = ["# Start-up lab: native, tmpfs copy, tmpfs floor and fmcache on slowfs", ""]
+    if metas:
+        m = metas[-1]["machine"]
+        md += [f"Machine: {m['nproc']} cores ({m['cpu']}), {m['mem']}, {m['kernel']}, glibc {m['glibc']}.", "",
+               "Runs that produced these rows (commands as typed, from the repository root):", ""]
+        for x in metas:
+            md.append(f"- `{x['invoked']}`: {x['started']} to {x['finished']}, commit {x['commit']}"
+                      f"{' (uncommitted changes)' if x['dirty'] else ''}")
+        md.append("")
+    md += ["Wall time: from starting the first process to the exit of the last; tmpfs-copy includes the "
+           "copy to node-local tmpfs, fmcache includes staging (the stage directory is removed before each run). "
+           "Requests: metadata requests slowfs received during the run (everything but reads); per node: "
+           "divided by the nodes the run used. Node MiB: node-local tmpfs the mode occupies on each node "
+           "(the copy, or fmcache's stage). `vs floor`: median over the tmpfs floor's median; "
+           "`native / this`: speed-up over native.", "", "## Targets", ""]
+    md += targets(rows)
+    md.append("")
+    groups = sorted({(r["latency_us"], r["workload"], r["nodes"] > 1) for r in rows})
+    for lat, w, srun in groups:
+        g = [r for r in rows if (r["latency_us"], r["workload"], r["nodes"] > 1) == (lat, w, srun)]
+        md += [f"## {w}, slowfs {lat} us, {'srun over 4 nodes' if srun else 'one node, plain'}", ""]
+        md += table(g)
+        tag = f"{w}-{lat}us-{'srun' if srun else 'plain'}"
+        md += ["", f"![start-up](startup-{tag}-wall.svg) ![requests](startup-{tag}-requests.svg)", ""]
+    with open(os.path.join(out_dir, "startup.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+
+
+def main(argv):
+    if len(argv) == 2 and argv[0] == "--check":
+        try:
+            rows = check(argv[1])
+        except (OSError, ValueError) as e:
+            print(f"lab_report: {argv[1]}: {e}")
+            return 1
+        print(f"lab_report: {argv[1]}: {len(rows)} rows, shape ok")
+        return 0
+    if len(argv) == 1:
+        render(argv[0])
+        return 0
+    print(__doc__)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
