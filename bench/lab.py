@@ -245,7 +245,8 @@ class Lab:
                 die(f"{w.name} {tag}: exit codes {sorted(set(codes))}\n{outs[codes.index(max(codes))][1][-3000:]}")
             return wall, outs
         nodes = min(n, self.a.nodes)
-        cmd = [self.srun, f"-N{nodes}", f"-n{n}", "-l", "--kill-on-bad-exit=1", *argv]
+        # --oversubscribe: concurrent lab runs share the nodes' declared CPUs.
+        cmd = [self.srun, f"-N{nodes}", f"-n{n}", "-l", "--kill-on-bad-exit=1", "--oversubscribe", *argv]
         t0 = time.perf_counter()
         p = subprocess.run(cmd, env=env, cwd=outdir, capture_output=True, text=True)
         wall = time.perf_counter() - t0
@@ -265,7 +266,7 @@ class Lab:
         if launch == "plain":
             cmd = ["sh", "-c", script]
         else:
-            cmd = [self.srun, f"-N{nodes}", f"--ntasks-per-node=1", "sh", "-c", script]
+            cmd = [self.srun, f"-N{nodes}", "--ntasks-per-node=1", "--oversubscribe", "sh", "-c", script]
         r = subprocess.run(cmd, capture_output=True, text=True, env=self.base_env)
         if r.returncode:
             die(f"{script!r} failed on {launch}: {r.stderr[-2000:]}")
