@@ -3,8 +3,11 @@
 //!
 //! Model (stated in the output too): one metadata server serialises every
 //! request. Native start-up ≈ ranks × requests per rank / rate + the local
-//! floor; fmcache ≈ nodes × requests per node / rate + nodes × staged
-//! bytes per node / shared bandwidth + the local floor. It ignores client
+//! floor; fmcache ≈ (nodes × requests per node + ranks × requests per
+//! rank) / rate + nodes × staged bytes per node / shared bandwidth + the
+//! local floor, where the per-node part is the cache fetch and the per-rank
+//! part what each process still asks the shared file system (the kernel's
+//! exec of a program that lives there). It ignores client
 //! caching, network latency per request and contention on the data path:
 //! a first-order, queueing-only model.
 
@@ -54,9 +57,12 @@ pub struct Args {
     /// Native shared-file-system requests per process (overrides the CSV).
     #[arg(long, value_name = "N")]
     requests_per_process: Option<f64>,
-    /// fmcache shared requests per node (overrides the CSV).
+    /// fmcache shared requests per node, the fixed part (overrides the CSV).
     #[arg(long, value_name = "M")]
     fmcache_requests_per_node: Option<f64>,
+    /// fmcache shared requests per rank (overrides the CSV).
+    #[arg(long, value_name = "K")]
+    fmcache_requests_per_rank: Option<f64>,
     /// Bytes each node reads from the shared file system to stage (overrides the CSV).
     #[arg(long, value_name = "BYTES")]
     bytes_per_node: Option<f64>,
@@ -78,6 +84,7 @@ pub struct Args {
 pub struct Inputs {
     pub requests_per_process: f64,
     pub fmcache_requests_per_node: f64,
+    pub fmcache_requests_per_rank: f64,
     pub bytes_per_node: f64,
     pub floor_s: f64,
 }
@@ -99,8 +106,11 @@ const COLUMNS: [&str; 13] = [
 ];
 
 /// Reads the inputs for `workload` from startup.csv: native requests per
-/// process at the largest N, fmcache requests and staged bytes per node at
-/// the largest N, the tmpfs-floor median wall at the largest N.
+/// process at the largest N; fmcache's requests per node split into a
+/// fixed and a per-rank part by a line through the two largest N of the
+/// rows with the most nodes (all fixed with only one such row), and staged
+/// bytes per node at the largest N; the tmpfs-floor median wall at the
+/// largest N.
 pub fn from_csv(text: &str, workload: &str) -> Result<Inputs, String> {
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let head: Vec<&str> = lines
@@ -126,6 +136,8 @@ pub fn from_csv(text: &str, workload: &str) -> Result<Inputs, String> {
     );
     // mode -> (procs, row) of the largest N.
     let mut best: std::collections::HashMap<String, (f64, Vec<f64>)> = Default::default();
+    // fmcache rows: (nodes, procs, requests per node, bytes).
+    let mut fm_rows: Vec<[f64; 4]> = Vec::new();
     for (i, line) in lines.enumerate() {
         let f: Vec<&str> = line.split(',').map(str::trim).collect();
         if f.len() != head.len() {
@@ -151,6 +163,9 @@ pub fn from_csv(text: &str, workload: &str) -> Result<Inputs, String> {
         };
         let procs = num(p)?;
         let row = vec![num(nodes)?, num(wall)?, num(req)?, num(rpn)?, num(bytes)?];
+        if f[m] == "fmcache" {
+            fm_rows.push([row[0], procs, row[3], row[4]]);
+        }
         let e = best.entry(f[m].to_string()).or_insert((-1.0, Vec::new()));
         if procs > e.0 {
             *e = (procs, row);
@@ -161,14 +176,37 @@ pub fn from_csv(text: &str, workload: &str) -> Result<Inputs, String> {
             .ok_or(format!("CSV has no {mode} row for workload {workload}"))
     };
     let (np, native) = get("native")?;
-    let (_, fm) = get("fmcache")?;
+    get("fmcache")?;
     let (_, floor) = get("tmpfs-floor")?;
+    let (per_node, per_rank, bytes_per_node) = split_per_node(&fm_rows);
     Ok(Inputs {
         requests_per_process: native[2] / np,
-        fmcache_requests_per_node: fm[3],
-        bytes_per_node: fm[4] / fm[0].max(1.0),
+        fmcache_requests_per_node: per_node,
+        fmcache_requests_per_rank: per_rank,
+        bytes_per_node,
         floor_s: floor[1],
     })
+}
+
+/// (fixed requests per node, requests per rank, bytes per node) from the
+/// fmcache rows with the most nodes: requests per node = fixed + per rank ×
+/// ranks per node, through the two largest N; both parts at least 0.
+fn split_per_node(rows: &[[f64; 4]]) -> (f64, f64, f64) {
+    let most = rows.iter().map(|r| r[0]).fold(0.0, f64::max);
+    let mut g: Vec<&[f64; 4]> = rows.iter().filter(|r| r[0] == most).collect();
+    g.sort_by(|a, b| a[1].total_cmp(&b[1]));
+    let Some(hi) = g.last() else {
+        return (0.0, 0.0, 0.0);
+    };
+    let bytes = hi[3] / hi[0].max(1.0);
+    let ppn = |r: &[f64; 4]| r[1] / r[0].max(1.0);
+    match g.len().checked_sub(2).map(|i| g[i]) {
+        Some(lo) if ppn(hi) > ppn(lo) => {
+            let per_rank = ((hi[2] - lo[2]) / (ppn(hi) - ppn(lo))).max(0.0);
+            ((hi[2] - per_rank * ppn(hi)).max(0.0), per_rank, bytes)
+        }
+        _ => (hi[2], 0.0, bytes),
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -188,8 +226,10 @@ pub fn project(
     bw: f64,
 ) -> Projection {
     let native_s = ranks * i.requests_per_process / rate + i.floor_s;
-    let fmcache_s =
-        nodes * i.fmcache_requests_per_node / rate + nodes * i.bytes_per_node / bw + i.floor_s;
+    let fmcache_s = (nodes * i.fmcache_requests_per_node + ranks * i.fmcache_requests_per_rank)
+        / rate
+        + nodes * i.bytes_per_node / bw
+        + i.floor_s;
     let queue = measured - i.floor_s;
     Projection {
         native_s,
@@ -222,6 +262,9 @@ pub fn main(a: Args) -> Result<ExitCode, String> {
     if let Some(v) = a.fmcache_requests_per_node {
         i.fmcache_requests_per_node = v;
     }
+    if let Some(v) = a.fmcache_requests_per_rank {
+        i.fmcache_requests_per_rank = v;
+    }
     if let Some(v) = a.bytes_per_node {
         i.bytes_per_node = v;
     }
@@ -251,6 +294,7 @@ pub fn main(a: Args) -> Result<ExitCode, String> {
             "{}",
             json!({"inputs": {"source": src, "requests_per_process": i.requests_per_process,
                 "fmcache_requests_per_node": i.fmcache_requests_per_node,
+                "fmcache_requests_per_rank": i.fmcache_requests_per_rank,
                 "bytes_per_node": i.bytes_per_node, "floor_s": i.floor_s,
                 "mds_rate": a.mds_rate, "bandwidth": a.bandwidth},
                 "cases": cases})
@@ -262,11 +306,10 @@ pub fn main(a: Args) -> Result<ExitCode, String> {
     );
     println!("       no per-request network latency, no data-path contention).");
     println!("  native  = ranks x requests_per_process / rate + floor");
-    println!(
-        "  fmcache = nodes x requests_per_node / rate + nodes x bytes_per_node / bandwidth + floor"
-    );
-    println!("Inputs ({src}): requests_per_process {:.1}, fmcache requests_per_node {:.1}, bytes_per_node {:.0}, floor {:.3} s",
-        i.requests_per_process, i.fmcache_requests_per_node, i.bytes_per_node, i.floor_s);
+    println!("  fmcache = (nodes x requests_per_node + ranks x requests_per_rank) / rate");
+    println!("            + nodes x bytes_per_node / bandwidth + floor");
+    println!("Inputs ({src}): requests_per_process {:.1}, fmcache requests_per_node {:.1} + {:.2} per rank, bytes_per_node {:.0}, floor {:.3} s",
+        i.requests_per_process, i.fmcache_requests_per_node, i.fmcache_requests_per_rank, i.bytes_per_node, i.floor_s);
     println!("Rate: {:.0} requests/s; source: {RATE_SOURCE}.", a.mds_rate);
     println!(
         "Bandwidth: {:.1} GB/s aggregate shared read (an assumption, not a measurement).",

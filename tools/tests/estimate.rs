@@ -118,3 +118,36 @@ fn missing_column_is_an_error() {
     assert!(err.contains("--csv or --requests-per-process"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// fmcache rows over several nodes at two N: requests per node split into
+/// the fixed fetch and a per-rank part, and projected with both.
+#[test]
+fn splits_fmcache_requests_into_per_node_and_per_rank() {
+    let dir = std::env::temp_dir().join(format!("fmcache-estimate-split-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("startup.csv");
+    let text = std::fs::read_to_string(SAMPLE).unwrap()
+        // 4 nodes: 16 ranks -> 8 + 11 x 4 = 52 per node; 64 ranks -> 8 + 11 x 16 = 184.
+        + "W2,fmcache,16,4,1000,1.0,1.0,1.0,3,208,52,640000000,60\n"
+        + "W2,fmcache,64,4,1000,2.0,2.0,2.0,3,736,184,640000000,60\n";
+    std::fs::write(&csv, text).unwrap();
+    let v = json(&[
+        "--csv",
+        csv.to_str().unwrap(),
+        "--mds-rate",
+        "10000",
+        "--bandwidth",
+        "1e10",
+        "--json",
+    ]);
+    let i = &v["inputs"];
+    close(i["fmcache_requests_per_node"].as_f64().unwrap(), 8.0);
+    close(i["fmcache_requests_per_rank"].as_f64().unwrap(), 11.0);
+    close(i["bytes_per_node"].as_f64().unwrap(), 160e6);
+    // ARCHER: (1000 x 8 + 24000 x 11) / 10000 + 1000 x 160e6 / 1e10 + 1.5.
+    close(
+        v["cases"][0]["fmcache_s"].as_f64().unwrap(),
+        27.2 + 16.0 + 1.5,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
