@@ -246,7 +246,10 @@ class Lab:
             return wall, outs
         nodes = min(n, self.a.nodes)
         # --oversubscribe: concurrent lab runs share the nodes' declared CPUs.
-        cmd = [self.srun, f"-N{nodes}", f"-n{n}", "-l", "--kill-on-bad-exit=1", "--oversubscribe", *argv]
+        # The same number of tasks on every node (Slurm would fill the first
+        # node's 24 declared CPUs first).
+        cmd = [self.srun, f"-N{nodes}", f"-n{n}", f"--ntasks-per-node={-(-n // nodes)}", "-l",
+               "--kill-on-bad-exit=1", "--oversubscribe", *argv]
         t0 = time.perf_counter()
         p = subprocess.run(cmd, env=env, cwd=outdir, capture_output=True, text=True)
         wall = time.perf_counter() - t0

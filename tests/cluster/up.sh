@@ -78,7 +78,10 @@ all_alive() {
   for i in $(seq 1 $NODES); do alive "$state/run/slurmd.n$i.pid" || return 1; done
 }
 idle_count() { SLURM_CONF=$conf timeout 10 sinfo -h -N -o '%N %t' 2>/dev/null | awk '$2 == "idle"' | sort -u | wc -l; }
-if [[ -f $state/env.sh ]] && all_alive && [[ $(idle_count) == "$NODES" ]]; then
+# Up and healthy: every node answers, idle or running someone's job (a
+# second caller must not tear down the cluster under a running job).
+ready_count() { SLURM_CONF=$conf timeout 10 sinfo -h -N -o '%N %t' 2>/dev/null | awk '$2 ~ /^(idle|mix|alloc)$/' | sort -u | wc -l; }
+if [[ -f $state/env.sh ]] && all_alive && [[ $(ready_count) == "$NODES" ]]; then
   log "already up ($state)"
   exit 0
 fi
