@@ -424,6 +424,11 @@ def merge(lab, a):
         p = os.path.join(d, "startup-runs.json")
         if os.path.exists(p):
             runs += json.load(open(p))
+        elif d == a.merge:
+            # A run that stopped early keeps the rows of its finished cells.
+            head = open(os.path.join(d, "startup.log")).readline()
+            runs.append(dict(invoked=head[2:].split("   (cwd")[0].strip(), started="?", finished="stopped early",
+                             machine=machine(), commit="?", dirty=False))
     with open(os.path.join(a.out, "startup-runs.json"), "w") as f:
         json.dump(runs, f, indent=1)
     log(f"lab: merged {a.merge} into {a.out}: {len(lab.rows)} rows")

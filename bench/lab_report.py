@@ -160,6 +160,10 @@ def render(out_dir):
            "`native / this`: speed-up over native.", "", "## Targets", ""]
     md += targets(rows)
     md.append("")
+    # The reading of the results, written by hand after a run.
+    notes = os.path.join(out_dir, "startup-notes.md")
+    if os.path.exists(notes):
+        md += [open(notes).read().rstrip(), ""]
     groups = sorted({(r["latency_us"], r["workload"], r["nodes"] > 1) for r in rows})
     for lat, w, srun in groups:
         g = [r for r in rows if (r["latency_us"], r["workload"], r["nodes"] > 1) == (lat, w, srun)]

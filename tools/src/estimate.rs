@@ -109,8 +109,9 @@ const COLUMNS: [&str; 13] = [
 /// process at the largest N; fmcache's requests per node split into a
 /// fixed and a per-rank part by a line through the two largest N of the
 /// rows with the most nodes (all fixed with only one such row), and staged
-/// bytes per node at the largest N; the tmpfs-floor median wall at the
-/// largest N.
+/// bytes per node from one process on one node (else at the largest N); the tmpfs-floor median wall at the
+/// smallest N (at scale each rank has a core of its own; the lab's larger N
+/// share 2 cores).
 pub fn from_csv(text: &str, workload: &str) -> Result<Inputs, String> {
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let head: Vec<&str> = lines
@@ -138,6 +139,8 @@ pub fn from_csv(text: &str, workload: &str) -> Result<Inputs, String> {
     let mut best: std::collections::HashMap<String, (f64, Vec<f64>)> = Default::default();
     // fmcache rows: (nodes, procs, requests per node, bytes).
     let mut fm_rows: Vec<[f64; 4]> = Vec::new();
+    // (procs, wall) of the tmpfs-floor row with the smallest N.
+    let mut floor_smallest_n: Option<(f64, f64)> = None;
     for (i, line) in lines.enumerate() {
         let f: Vec<&str> = line.split(',').map(str::trim).collect();
         if f.len() != head.len() {
@@ -166,6 +169,9 @@ pub fn from_csv(text: &str, workload: &str) -> Result<Inputs, String> {
         if f[m] == "fmcache" {
             fm_rows.push([row[0], procs, row[3], row[4]]);
         }
+        if f[m] == "tmpfs-floor" && floor_smallest_n.is_none_or(|(n, _)| procs < n) {
+            floor_smallest_n = Some((procs, row[1]));
+        }
         let e = best.entry(f[m].to_string()).or_insert((-1.0, Vec::new()));
         if procs > e.0 {
             *e = (procs, row);
@@ -177,14 +183,25 @@ pub fn from_csv(text: &str, workload: &str) -> Result<Inputs, String> {
     };
     let (np, native) = get("native")?;
     get("fmcache")?;
-    let (_, floor) = get("tmpfs-floor")?;
-    let (per_node, per_rank, bytes_per_node) = split_per_node(&fm_rows);
+    let floor = floor_smallest_n.ok_or(format!(
+        "CSV has no tmpfs-floor row for workload {workload}"
+    ))?;
+    let (per_node, per_rank, mut bytes_per_node) = split_per_node(&fm_rows);
+    // One process on one node reads exactly one fetch's bytes; rows with
+    // more share pages between the simulated nodes or re-read, so prefer it.
+    if let Some(r) = fm_rows
+        .iter()
+        .filter(|r| r[0] == 1.0)
+        .min_by(|a, b| a[1].total_cmp(&b[1]))
+    {
+        bytes_per_node = r[3];
+    }
     Ok(Inputs {
         requests_per_process: native[2] / np,
         fmcache_requests_per_node: per_node,
         fmcache_requests_per_rank: per_rank,
         bytes_per_node,
-        floor_s: floor[1],
+        floor_s: floor.1,
     })
 }
 
