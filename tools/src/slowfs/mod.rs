@@ -70,6 +70,7 @@ pub fn main(args: Args) -> Result<ExitCode, String> {
     // Every user's processes (the benchmarks run ranks as root or not).
     cfg.acl = SessionACL::All;
     cfg.n_threads = Some(args.threads.max(1));
+    raise_fd_limit();
     let signals = block_signals();
     let session = fuser::spawn_mount(fs, &args.mountpoint, &cfg)
         .map_err(|e| format!("mount {}: {e}", args.mountpoint.display()))?;
@@ -108,6 +109,21 @@ pub fn main(args: Args) -> Result<ExitCode, String> {
     write("at unmount")?;
     eprintln!("slowfs: unmounted, {} requests", counts.total());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every open file of every client holds one descriptor here until its
+/// release arrives, and releases queue behind the lock: 64 processes
+/// mapping hundreds of libraries exceed the default soft limit of 1,024
+/// (clients then saw EMFILE). Raise it to the hard limit.
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
 }
 
 /// Blocks SIGTERM and SIGINT in every thread (they are inherited), so the
