@@ -114,12 +114,20 @@ pub fn main(args: Args) -> Result<ExitCode, String> {
 /// Every open file of every client holds one descriptor here until its
 /// release arrives, and releases queue behind the lock: 64 processes
 /// mapping hundreds of libraries exceed the default soft limit of 1,024
-/// (clients then saw EMFILE). Raise it to the hard limit.
+/// (clients then saw EMFILE). Raise it: to 2^20 where allowed (root),
+/// else to the hard limit.
 fn raise_fd_limit() {
-    // SAFETY: getrlimit/setrlimit on a local struct.
+    // SAFETY: getrlimit/setrlimit on local structs.
     unsafe {
         let mut r: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return;
+        }
+        let big = libc::rlimit {
+            rlim_cur: 1 << 20,
+            rlim_max: r.rlim_max.max(1 << 20),
+        };
+        if r.rlim_cur < big.rlim_cur && libc::setrlimit(libc::RLIMIT_NOFILE, &big) != 0 {
             r.rlim_cur = r.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &r);
         }
