@@ -45,8 +45,6 @@ PYNAMIC_QUICK = {
     "dlfm": ["--modules", "3", "--functions", "60", "--utils", "3", "--util-functions", "60"],
     "spindle": ["--modules", "24", "--functions", "20", "--utils", "18", "--util-functions", "20"],
 }
-STAGE = "/dev/shm/fmcache-lab-stage"
-COPY = "/dev/shm/fmcache-lab-copy"
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -140,6 +138,10 @@ class Lab:
         self.fm = os.path.join(a.repo, "target/release/fmcache")
         self.lib = os.path.join(a.repo, "target/release/libfmcache.so")
         self.work = os.path.abspath(a.work)
+        # Node-local directories, one pair per --work, so concurrent runs
+        # on one host never remove each other's copy or stage.
+        tag = os.path.basename(self.work)
+        self.stage, self.copy = f"/dev/shm/fmcache-bench-{tag}-stage", f"/dev/shm/fmcache-bench-{tag}-copy"
         self.src = os.path.join(self.work, "src")
         shared = os.environ.get("FMCACHE_CLUSTER_SHARED") if "srun" in a.launch else None
         # Under the cluster's shared mount, the slowfs mount reaches every node.
@@ -303,19 +305,19 @@ class Lab:
         # As python-mpi-bcast and container images do: the tree packed once
         # into one file on the shared file system, unpacked on each node.
         # The marker tells tmpfs-floor that a complete copy of this tree is there.
-        marker = f"{COPY}/.lab-{w.name}"
-        copy_cmd = (f"rm -rf {COPY} && mkdir -p {COPY} && tar -xf {self.mnt}/packed/{w.name}.tar -C {COPY}"
+        marker = f"{self.copy}/.lab-{w.name}"
+        copy_cmd = (f"rm -rf {self.copy} && mkdir -p {self.copy} && tar -xf {self.mnt}/packed/{w.name}.tar -C {self.copy}"
                     f" && touch {marker}")
         env, root, pre = None, self.mnt, None
         if mode == "tmpfs-copy":
-            self.on_nodes(f"rm -rf {COPY}", launch, nodes)
-            root, pre = COPY, copy_cmd
+            self.on_nodes(f"rm -rf {self.copy}", launch, nodes)
+            root, pre = self.copy, copy_cmd
         elif mode == "tmpfs-floor":
             self.on_nodes(f"[ -f {marker} ] || {{ {copy_cmd}; }}", launch, nodes)  # untimed
-            root = COPY
+            root = self.copy
         elif mode == "fmcache":
-            self.on_nodes(f"rm -rf {STAGE}", launch, nodes)
-            env = {"DLFM_OP": "read-cache", "LD_PRELOAD": self.lib, "FMCACHE_STAGE_DIR": STAGE,
+            self.on_nodes(f"rm -rf {self.stage}", launch, nodes)
+            env = {"DLFM_OP": "read-cache", "LD_PRELOAD": self.lib, "FMCACHE_STAGE_DIR": self.stage,
                    "FMCACHE_FILE": f"{self.mnt}/caches/{w.name}.dat"}
             if launch == "plain":
                 env["LD_AUDIT"] = self.lib  # what `fmcache run` sets; srun hands it on itself
@@ -333,9 +335,9 @@ class Lab:
         self.check(w, outs, ref, tag)
         mem = 0.0
         if mode in ("tmpfs-copy", "tmpfs-floor"):
-            mem = self.node_mib(COPY, launch)
+            mem = self.node_mib(self.copy, launch)
         elif mode == "fmcache":
-            mem = self.node_mib(STAGE, launch)
+            mem = self.node_mib(self.stage, launch)
         log(f"  {w.name} {tag:28s} {wall:8.2f} s  {r1 - r0:8d} requests  {b1 - b0:11d} bytes  "
             f"{mem:7.1f} MiB/node  load {loadavg()}")
         return dict(wall=wall, req=r1 - r0, bytes=b1 - b0, mem=mem, nodes=nodes, fetch=fetch)
@@ -356,8 +358,8 @@ class Lab:
                 shutil.rmtree(p)
             elif os.path.lexists(p):
                 os.unlink(p)
-        shutil.rmtree(STAGE, ignore_errors=True)
-        env = {"DLFM_OP": "write-cache", "LD_PRELOAD": self.lib, "FMCACHE_FILE": dat, "FMCACHE_STAGE_DIR": STAGE}
+        shutil.rmtree(self.stage, ignore_errors=True)
+        env = {"DLFM_OP": "write-cache", "LD_PRELOAD": self.lib, "FMCACHE_FILE": dat, "FMCACHE_STAGE_DIR": self.stage}
         srun = "srun" in self.a.launch
         if not srun:
             env["LD_AUDIT"] = self.lib
@@ -525,8 +527,8 @@ def main(argv):
                         lab.cell(fs, w, n, launch, ref)
         finally:
             fs.stop()
-            shutil.rmtree(COPY, ignore_errors=True)
-            shutil.rmtree(STAGE, ignore_errors=True)
+            shutil.rmtree(lab.copy, ignore_errors=True)
+            shutil.rmtree(lab.stage, ignore_errors=True)
     lab.write_csv()
     meta = dict(invoked=a.invoked, started=started.isoformat(timespec="seconds"),
                 finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
