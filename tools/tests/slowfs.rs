@@ -285,3 +285,33 @@ fn slowfs_counts_by_top_entry_and_reads_cold_on_request() {
     }
     let _ = fs::remove_dir_all(&base);
 }
+
+/// More client files open at once than slowfs keeps descriptors for (a
+/// mapped library stays open): every one still reads its own bytes.
+#[test]
+fn slowfs_serves_more_open_files_than_it_keeps_descriptors() {
+    if !can_mount() {
+        return;
+    }
+    let base = std::env::temp_dir().join(format!("fmcache-slowfs-many-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&base);
+    let (src, mnt) = (base.join("src"), base.join("mnt"));
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::create_dir_all(&mnt).unwrap();
+    const N: usize = 4600;
+    for i in 0..N {
+        fs::write(src.join(format!("d/{i}")), format!("file {i}\n")).unwrap();
+    }
+    let m = Mount::start(&src, &mnt, &base.join("counts.json"), 0);
+    let open: Vec<fs::File> = (0..N)
+        .map(|i| fs::File::open(mnt.join(format!("d/{i}"))).unwrap())
+        .collect();
+    for (i, f) in open.iter().enumerate().rev() {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut &*f, &mut s).unwrap();
+        assert_eq!(s, format!("file {i}\n"));
+    }
+    drop(open);
+    assert_eq!(m.stop(), 0);
+    let _ = fs::remove_dir_all(&base);
+}
