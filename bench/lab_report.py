@@ -90,7 +90,7 @@ def table(rows):
             vs = f"{r['wall_s_median'] / floor['wall_s_median']:.2f}x" if floor else "-"
             sp = f"{native['wall_s_median'] / r['wall_s_median']:.1f}x" if native else "-"
             out.append(f"| {n} | {m} | {fmt_wall(r)} | {r['runs']} | {r['mds_requests']} | "
-                       f"{r['mds_requests_per_node']:g} | {fetch(r)} | {r['mds_requests'] / n:.0f} | {r['bytes_from_shared']} | "
+                       f"{num(r['mds_requests_per_node'])} | {fetch(r)} | {r['mds_requests'] / n:.0f} | {r['bytes_from_shared']} | "
                        f"{r['node_mem_mib']:g} | {vs} | {sp} |")
     return out
 
@@ -127,9 +127,14 @@ def targets(rows):
     return out
 
 
+def num(x):
+    """A count that may be fractional (per node), without exponent."""
+    return f"{x:.0f}" if x == int(x) else f"{x:.2f}".rstrip("0")
+
+
 def fetch(r):
     """Requests for the cache file or packed tree, per node ("-" if unknown)."""
-    return f"{r['fetch_requests'] / r['nodes']:g}" if "fetch_requests" in r else "-"
+    return num(r["fetch_requests"] / r["nodes"]) if "fetch_requests" in r else "-"
 
 
 def render(out_dir):
