@@ -28,11 +28,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lab_report  # noqa: E402
 from benchlib import fail, loadavg, log, machine, sh  # noqa: E402
 
-HEADER = ("workload,mode,procs,nodes,latency_us,wall_s_median,wall_s_min,wall_s_max,runs,"
-          "mds_requests,mds_requests_per_node,bytes_from_shared,node_mem_mib")
-MODES = ("native", "tmpfs-copy", "tmpfs-floor", "fmcache")
+HEADER, MODES = lab_report.HEADER, lab_report.MODES
 # Parts of the interpreter's prefix a Python program never needs; left out
 # so that copying the tree (tmpfs-copy) is what a careful user would copy.
 STDLIB_SKIP = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "site-packages", "lib2to3"}
@@ -400,9 +399,7 @@ class Lab:
         extra_path = os.path.join(out, "startup-extra.json")
         extra = {tuple(x[k] for k in self.KEY): x for x in
                  (json.load(open(extra_path)) if os.path.exists(extra_path) else [])}
-        for r in read_csv(os.path.join(out, "startup.csv")):
-            for c in ("procs", "nodes", "latency_us", "runs", "mds_requests", "bytes_from_shared"):
-                r[c] = int(r[c])
+        for r in lab_report.load(os.path.join(out, "startup.csv")):
             r["fetch_requests"] = extra.get(tuple(r[k] for k in self.KEY), {}).get("fetch_requests", 0)
             self.add_row(r)
 
@@ -441,22 +438,6 @@ def merge(lab, a):
     with open(os.path.join(a.out, "startup-runs.json"), "w") as f:
         json.dump(runs, f, indent=1)
     log(f"lab: merged {a.merge} into {a.out}: {len(lab.rows)} rows")
-
-
-def read_csv(path):
-    with open(path) as f:
-        lines = f.read().splitlines()
-    if not lines or lines[0] != HEADER:
-        die(f"{path}: header is not {HEADER}")
-    cols = HEADER.split(",")
-    rows = []
-    for l in lines[1:]:
-        v = l.split(",")
-        r = dict(zip(cols, v))
-        for c in cols[2:]:
-            r[c] = float(r[c])
-        rows.append(r)
-    return rows
 
 
 def parse(argv):

@@ -3,7 +3,8 @@
 # re-run only checks state, so CI and test harnesses can call it every time.
 set -euo pipefail
 
-# Debian packages the tests need. Later work (Slurm, MPI, FUSE) appends here.
+# Debian packages the tests need (Slurm and MPI: tests/cluster/up.sh; FUSE
+# needs none: slowfs mounts /dev/fuse itself, as root).
 DEB_PACKAGES="strace gcc g++ make libc6-dev procps util-linux coreutils patchelf"
 # Exact pins keep the probe counts the tests measure reproducible; both ship
 # cp311 manylinux_2_28 x86_64 wheels, so nothing is ever built from source.
