@@ -9,13 +9,15 @@ use std::os::fd::{BorrowedFd, IntoRawFd};
 
 use fmcache_core::config::Config;
 use fmcache_core::journal::{self, Kind};
-use fmcache_core::path::PathBuf;
+use fmcache_core::path::{self, PathBuf};
 use fmcache_core::sys;
 use rustix::fs::OFlags;
 
 pub struct Recorder {
     pub cfg: Config,
     fd: AtomicI32,
+    /// Scope hints, journaled again in every forked child's journal.
+    hints: Vec<(Kind, Vec<u8>)>,
     /// Journal path, NUL-free; rewritten in a forked child.
     path: std::sync::Mutex<Vec<u8>>,
 }
@@ -27,14 +29,93 @@ static SEEN: [AtomicU64; SEEN_SLOTS] = [const { AtomicU64::new(0) }; SEEN_SLOTS]
 impl Recorder {
     pub fn start(cfg: Config) -> Result<Recorder, String> {
         let r = Recorder {
+            hints: scope_hints(&cfg),
             cfg,
             fd: AtomicI32::new(-1),
             path: std::sync::Mutex::new(Vec::new()),
         };
         r.open_journal()?;
+        r.note_scope_hints();
         Ok(r)
     }
 
+    /// Journals the scope hints gathered at start.
+    fn note_scope_hints(&self) {
+        for (kind, p) in &self.hints {
+            self.note_key(*kind, p);
+        }
+    }
+}
+
+/// What this process says about the scope (fmcache_core::scope): its
+/// executable, the directories its environment names as software, and the
+/// user's areas. Gathered once at start (a forked child must not read the
+/// environment: another thread may have held its lock at the fork).
+fn scope_hints(cfg: &Config) -> Vec<(Kind, Vec<u8>)> {
+    let mut out = Vec::new();
+    {
+        let mut cwd = PathBuf::new();
+        let have_cwd = crate::cwd::get(&mut cwd);
+        let mut key = PathBuf::new();
+        let mut note_abs = |kind: Kind, p: &[u8]| {
+            let base = have_cwd.then_some(cwd.as_bytes());
+            if !p.is_empty()
+                && (p[0] == b'/' || base.is_some())
+                && path::normalize(base, p, &mut key)
+            {
+                out.push((kind, key.as_bytes().to_vec()));
+            }
+        };
+        // SAFETY: getauxval has no preconditions; AT_EXECFN, when present,
+        // points at the NUL-terminated path given to execve.
+        let execfn = unsafe { libc::getauxval(libc::AT_EXECFN) } as *const c_char;
+        if !execfn.is_null() {
+            // SAFETY: see above.
+            note_abs(Kind::Prefix, unsafe { CStr::from_ptr(execfn) }.to_bytes());
+        }
+        let mut exe = [0u8; path::PATH_MAX];
+        if let Ok(n) = rustix::fs::readlinkat_raw(rustix::fs::CWD, c"/proc/self/exe", &mut exe[..])
+        {
+            if n < exe.len() {
+                note_abs(Kind::Prefix, &exe[..n]);
+            }
+        }
+        for var in ["PYTHONPATH", "PYTHONHOME", "LD_LIBRARY_PATH"] {
+            if let Some(v) = std::env::var_os(var) {
+                for p in std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).split(|&b| b == b':')
+                {
+                    note_abs(Kind::Tree, p);
+                }
+            }
+        }
+        for var in ["VIRTUAL_ENV", "CONDA_PREFIX"] {
+            if let Some(v) = std::env::var_os(var) {
+                note_abs(
+                    Kind::Tree,
+                    std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()),
+                );
+            }
+        }
+        if have_cwd {
+            let here = cwd.as_bytes().to_vec();
+            note_abs(Kind::UserArea, &here);
+        }
+        for var in ["HOME", "TMPDIR"] {
+            if let Some(v) = std::env::var_os(var) {
+                note_abs(
+                    Kind::UserArea,
+                    std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()),
+                );
+            }
+        }
+        for i in &cfg.include {
+            note_abs(Kind::Include, i);
+        }
+    }
+    out
+}
+
+impl Recorder {
     /// Creates a journal under the record directory, locked for as long as
     /// this process lives (the lock is how mergers tell it is alive), and
     /// only then gives it the name mergers look for.
@@ -125,7 +206,10 @@ impl Recorder {
         if let Err(e) = self.open_journal() {
             warn!("cannot record in child process: {e}");
             self.fd.store(-1, Release);
+            return;
         }
+        // Each journal carries the scope hints: it may be merged alone.
+        self.note_scope_hints();
     }
 
     /// Merges this process's journal (and orphans) into the cache.

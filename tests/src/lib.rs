@@ -222,6 +222,19 @@ pub struct Cache {
     pub stage: PathBuf,
 }
 
+impl Cache {
+    /// `<fixture>/tree` for a cache made by `Fixture::cache` (under
+    /// `<fixture>/out/`).
+    pub fn fixture_tree(&self) -> Option<PathBuf> {
+        let out = self.file.parent()?;
+        if out.file_name()? != "out" {
+            return None;
+        }
+        let tree = out.parent()?.join("tree");
+        tree.is_dir().then_some(tree)
+    }
+}
+
 const CFLAGS: &[&str] = &["-O1", "-D_GNU_SOURCE", "-Wall"];
 
 /// Compiles `tests/c/<name>.c` into `<tmp>/cbin/<name>-<hash of source and
@@ -381,6 +394,12 @@ impl Run {
         v.push(("FMCACHE_STAGE_DIR".into(), cache.stage.clone().into()));
         if let Some(s) = &self.stats {
             v.push(("FMCACHE_STATS".into(), s.clone().into()));
+        }
+        // A fixture's probed tree is test data, not software: its pilots
+        // name it with FMCACHE_INCLUDE, as a user would. A test of the
+        // default scope overrides it with `.env("FMCACHE_INCLUDE", "")`.
+        if let (Mode::Record(_), Some(tree)) = (&self.mode, cache.fixture_tree()) {
+            v.push(("FMCACHE_INCLUDE".into(), tree.into()));
         }
         v
     }

@@ -87,6 +87,11 @@ pub struct Summary {
     pub blobs: u64,
     pub top_probed: Vec<(String, u64)>,
     pub top_failed: Vec<(String, u64)>,
+    /// The roots of the software served.
+    pub roots: Vec<String>,
+    /// Groups of probed paths the scope left out (passed through), with
+    /// how many paths, largest first.
+    pub left_out: Vec<(String, u64)>,
 }
 
 pub fn errno_name(e: i32) -> String {
@@ -187,6 +192,15 @@ pub fn summarize(view: &CacheView<'_>, top_n: usize) -> Summary {
         blobs: view.blobs().len() as u64,
         top_probed: top(probed, top_n),
         top_failed: top(failed, top_n),
+        roots: view
+            .entries()
+            .filter(|e| e.is_root())
+            .map(|e| show(e.path()))
+            .collect(),
+        left_out: fmcache_core::merge::left_out_notes(view.notes())
+            .into_iter()
+            .map(|(g, n)| (show(&g), n as u64))
+            .collect(),
     }
 }
 
@@ -227,6 +241,8 @@ impl Summary {
             "blobs": self.blobs,
             "top_probed": top_json(&self.top_probed),
             "top_failed": top_json(&self.top_failed),
+            "roots": self.roots,
+            "left_out": top_json(&self.left_out),
         })
     }
 
@@ -284,6 +300,14 @@ impl Summary {
             self.content_bytes,
             human_bytes(self.content_bytes),
             self.blobs
+        );
+        println!("served roots    {}", self.roots.len());
+        for r in &self.roots {
+            println!("  {r}");
+        }
+        print_top(
+            "left out (not software; passed through), probed paths by group",
+            &self.left_out,
         );
         if top_n > 0 {
             print_top(

@@ -22,8 +22,8 @@ pub struct Args {
     /// Cache file to write [default: $FMCACHE_FILE, else ./fmcache.dat].
     #[arg(long, value_name = "FILE")]
     cache: Option<OsString>,
-    /// Cache only under this directory (repeatable; its ancestors stay
-    /// resolvable). Sets FMCACHE_INCLUDE, replacing the environment's.
+    /// Also serve this directory, besides the software found by itself
+    /// (repeatable). Sets FMCACHE_INCLUDE, replacing the environment's.
     #[arg(long, value_name = "P")]
     include: Vec<OsString>,
     /// Never cache under this directory (repeatable). Sets
@@ -134,6 +134,19 @@ fn summary(cfg: &Config, wall: std::time::Duration) {
         s.content_bytes,
         s.blobs
     ));
+    p(format!("serves the software under: {}", s.roots.join(", ")));
+    if !s.left_out.is_empty() {
+        let groups: Vec<String> = s
+            .left_out
+            .iter()
+            .take(5)
+            .map(|(g, n)| format!("{g} ({n})"))
+            .collect();
+        p(format!(
+            "left out (passes through; add with --include): {}",
+            groups.join(", ")
+        ));
+    }
 }
 
 pub fn main(args: Args) -> Result<ExitCode, String> {

@@ -16,9 +16,8 @@ pub enum Op {
 
 pub const DEFAULT_CACHE: &str = "fmcache.dat";
 pub const DEFAULT_MAX_FILE: u64 = 64 << 20;
-/// Never recorded: kernel and per-boot state. (Scratch space such as /tmp
-/// is left to the rules for written paths and to FMCACHE_EXCLUDE: software
-/// trees, and CI checkouts, do live under it.)
+/// Never served, whatever the scope: kernel and per-boot state (checked on
+/// the canonical path too).
 pub const ALWAYS_EXCLUDED: [&str; 4] = ["/proc", "/sys", "/dev", "/run"];
 
 /// `FMCACHE_VERIFY`: what the stager checks against the live file system.
@@ -38,7 +37,9 @@ pub struct Config {
     pub cache: Vec<u8>,
     /// Per-user stage base directory.
     pub stage_base: Vec<u8>,
+    /// FMCACHE_INCLUDE: served as software besides what is inferred.
     pub include: Vec<Vec<u8>>,
+    /// FMCACHE_EXCLUDE: never served.
     pub exclude: Vec<Vec<u8>>,
     pub max_file: u64,
     pub stats: Option<Vec<u8>>,
@@ -134,30 +135,6 @@ impl Config {
         let mut d = self.cache.clone();
         d.extend_from_slice(b".rec");
         d
-    }
-
-    /// Whether a probed path may be cached.
-    pub fn in_scope(&self, p: &[u8]) -> bool {
-        if p.first() != Some(&b'/') {
-            return false;
-        }
-        if ALWAYS_EXCLUDED.iter().any(|x| path::under(p, x.as_bytes())) {
-            return false;
-        }
-        // The cache's own files (cache, .rec/, temporaries) and the stage.
-        if p.starts_with(&self.cache) || path::under(p, &self.stage_base) {
-            return false;
-        }
-        if self.exclude.iter().any(|x| path::under(p, x)) {
-            return false;
-        }
-        // An include list restricts what is cached, but the ancestors of
-        // included trees stay in scope so paths can be resolved.
-        self.include.is_empty()
-            || self
-                .include
-                .iter()
-                .any(|x| path::under(p, x) || path::under(x, p))
     }
 }
 

@@ -18,6 +18,17 @@ pub enum Kind {
     List = 3,
     /// Written, created, renamed or deleted: never cached.
     Modify = 4,
+    /// Scope hint: a file whose installation prefix is software (the
+    /// executable as exec'd and as the kernel resolved it).
+    Prefix = 5,
+    /// Scope hint: a directory that is software as it stands
+    /// (PYTHONPATH, PYTHONHOME, LD_LIBRARY_PATH, VIRTUAL_ENV, CONDA_PREFIX).
+    Tree = 6,
+    /// Scope hint: the user's own area (cwd, HOME, TMPDIR): never a root
+    /// by inference, and excluded from any root that holds it.
+    UserArea = 7,
+    /// Scope hint: a root the user named (FMCACHE_INCLUDE).
+    Include = 8,
 }
 
 const MARK: u8 = 0xA5;
@@ -50,6 +61,10 @@ pub fn decode(bytes: &[u8]) -> impl Iterator<Item = (Kind, &[u8])> {
             2 => Kind::Open,
             3 => Kind::List,
             4 => Kind::Modify,
+            5 => Kind::Prefix,
+            6 => Kind::Tree,
+            7 => Kind::UserArea,
+            8 => Kind::Include,
             _ => return None,
         };
         let len = u16::from_le_bytes([rest[2], rest[3]]) as usize;

@@ -8,5 +8,6 @@ pub mod config;
 pub mod journal;
 pub mod merge;
 pub mod path;
+pub mod scope;
 pub mod stage;
 pub mod sys;

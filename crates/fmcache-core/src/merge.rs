@@ -23,6 +23,7 @@ use rustix::fs::{Access, OFlags};
 use crate::config::Config;
 use crate::journal::{self, Kind};
 use crate::path;
+use crate::scope::{self, Hints, Scope};
 use crate::sys::{self, SysResult};
 
 /// Listings longer than this are not recorded (their names pass through).
@@ -43,6 +44,10 @@ pub struct MergeReport {
     pub blobs: usize,
     pub data_bytes: u64,
     pub file_size: u64,
+    /// The roots of the software the cache serves.
+    pub roots: Vec<Vec<u8>>,
+    /// Probed paths left out (not software), by group, largest first.
+    pub left_out: Vec<(Vec<u8>, usize)>,
 }
 
 /// Paths whose writes do not exclude them: CPython's bytecode caches,
@@ -58,31 +63,44 @@ pub fn self_validating(p: &[u8]) -> bool {
 struct Wants {
     paths: BTreeMap<Vec<u8>, u8>,
     modified: BTreeSet<Vec<u8>>,
+    hints: Hints,
     probes: usize,
 }
 
 impl Wants {
-    fn add_journal(&mut self, bytes: &[u8], cfg: &Config) {
+    fn add_journal(&mut self, bytes: &[u8]) {
         for (kind, p) in journal::decode(bytes) {
             self.probes += 1;
-            if kind == Kind::Modify {
-                if !self_validating(p) {
-                    self.modified.insert(p.to_vec());
-                }
-                continue;
-            }
-            if !cfg.in_scope(p) {
-                continue;
-            }
             let want = match kind {
+                Kind::Modify => {
+                    if !self_validating(p) {
+                        self.modified.insert(p.to_vec());
+                    }
+                    continue;
+                }
+                Kind::Prefix | Kind::Tree | Kind::UserArea | Kind::Include => {
+                    self.probes -= 1;
+                    let set = match kind {
+                        Kind::Prefix => &mut self.hints.prefixes,
+                        Kind::Tree => &mut self.hints.trees,
+                        Kind::UserArea => &mut self.hints.user_areas,
+                        _ => &mut self.hints.includes,
+                    };
+                    set.insert(path::trim_trailing_slash(p).to_vec());
+                    continue;
+                }
                 Kind::Open => WANT_STAT | WANT_OPEN,
                 Kind::List => WANT_STAT | WANT_LIST,
-                _ => WANT_STAT,
+                Kind::Stat => WANT_STAT,
             };
+            if p.first() != Some(&b'/') {
+                continue;
+            }
             *self.paths.entry(p.to_vec()).or_default() |= want;
             // Probing inside a directory records its listing, so later
             // probes of absent names are answered; ancestors are recorded
-            // so realpath and failing walks can be answered.
+            // so realpath and failing walks can be answered (the scope
+            // keeps those inside the software).
             let trimmed = path::trim_trailing_slash(p);
             if trimmed.len() != p.len() {
                 *self.paths.entry(trimmed.to_vec()).or_default() |= WANT_STAT;
@@ -90,9 +108,6 @@ impl Wants {
             let mut child = trimmed;
             let mut first = true;
             while let Some(dir) = path::parent(child) {
-                if !cfg.in_scope(dir) {
-                    break;
-                }
                 let w = if first && !path::has_dot_components(dir) {
                     WANT_STAT | WANT_LIST
                 } else {
@@ -101,6 +116,24 @@ impl Wants {
                 *self.paths.entry(dir.to_vec()).or_default() |= w;
                 first = false;
                 child = dir;
+            }
+        }
+    }
+
+    /// Hints the probes themselves give: every shared object opened (the
+    /// loader's and dlopen's, found by the recorder as opens) names a
+    /// prefix, and a `site-packages` directory Python read from is
+    /// software.
+    fn probe_hints(&mut self) {
+        for (p, &w) in &self.paths {
+            if w & (WANT_OPEN | WANT_LIST) == 0 {
+                continue;
+            }
+            if let Some(d) = scope::packages_dir(p) {
+                self.hints.trees.insert(d.to_vec());
+            }
+            if w & WANT_OPEN != 0 && scope::is_shared_object_name(p) && is_regular_file(p) {
+                self.hints.prefixes.insert(p.clone());
             }
         }
     }
@@ -120,6 +153,68 @@ impl Wants {
         }
         self.modified.iter().any(|m| path::parent(m) == Some(p))
     }
+}
+
+const LEFT_OUT: &[u8] = b"left-out\t";
+
+/// The notes line format: `left-out<TAB>count<TAB>group`, largest first.
+fn left_out_text(groups: &[(Vec<u8>, usize)]) -> Vec<u8> {
+    let mut t = Vec::new();
+    for (g, n) in groups.iter().take(MAX_GROUPS) {
+        t.extend_from_slice(LEFT_OUT);
+        t.extend_from_slice(n.to_string().as_bytes());
+        t.push(b'\t');
+        t.extend_from_slice(g);
+        t.push(b'\n');
+    }
+    t
+}
+
+/// Groups of probed paths the scope left out, read back from a cache's
+/// notes.
+pub fn left_out_notes(notes: &[u8]) -> Vec<(Vec<u8>, usize)> {
+    notes
+        .split(|&b| b == b'\n')
+        .filter_map(|l| {
+            let rest = l.strip_prefix(LEFT_OUT)?;
+            let tab = rest.iter().position(|&b| b == b'\t')?;
+            let n = std::str::from_utf8(&rest[..tab]).ok()?.parse().ok()?;
+            Some((rest[tab + 1..].to_vec(), n))
+        })
+        .collect()
+}
+
+/// Groups kept in the notes.
+const MAX_GROUPS: usize = 20;
+
+/// Whether `p` is an ancestor of a root: walked through on the way to the
+/// software, not data the pilot read.
+fn is_ancestor_of_root(scope: &Scope, p: &[u8]) -> bool {
+    scope.roots.iter().any(|r| path::under(r, p))
+}
+
+/// Whether `p` resolves into the kernel's trees (`/etc/mtab` is a symlink
+/// to `/proc/self/mounts`): those are never served, whatever the spelling.
+fn canonical_excluded(p: &[u8]) -> bool {
+    let Ok(c) = sys::cstr(p) else { return false };
+    if !sys::stat_rec(&c, false).is_ok_and(|st| st.is_symlink()) {
+        return false;
+    }
+    let Ok(fd) = sys::open(&c, OFlags::PATH, 0) else {
+        return false;
+    };
+    sys::fd_path(&fd).is_ok_and(|real| {
+        crate::config::ALWAYS_EXCLUDED
+            .iter()
+            .any(|x| path::under(&real, x.as_bytes()))
+    })
+}
+
+fn is_regular_file(p: &[u8]) -> bool {
+    sys::cstr(p)
+        .ok()
+        .and_then(|c| sys::stat_rec(&c, true).ok())
+        .is_some_and(|st| st.is_reg())
 }
 
 /// The live state of a path (everything but file contents).
@@ -226,6 +321,7 @@ pub fn record_of<'a>(view: &CacheView<'a>, e: EntryRef<'a>) -> Record<'a> {
             _ => None,
         },
         excluded: e.is_excluded(),
+        root: e.is_root(),
     }
 }
 
@@ -336,21 +432,82 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
         if let Ok(c) = sys::cstr(p) {
             if let Ok(fd) = sys::open(&c, OFlags::RDONLY, 0) {
                 if let Ok((bytes, _)) = read_fd(&fd, u64::MAX) {
-                    wants.add_journal(&bytes, cfg);
+                    wants.add_journal(&bytes);
                 }
             }
         }
     }
+    wants.probe_hints();
 
     let cache_c = sys::cstr(&cfg.cache).map_err(strerror)?;
     let old_map = current_cache(&cache_c);
     let old: Option<CacheView<'_>> = old_map
         .as_ref()
         .and_then(|m| CacheView::open(m.bytes(), Verify::Header).ok());
+    let old_roots: Vec<Vec<u8>> = old
+        .as_ref()
+        .map(|v| {
+            v.entries()
+                .filter(|e| e.is_root())
+                .map(|e| e.path().to_vec())
+                .collect()
+        })
+        .unwrap_or_default();
+
+    // The software this cache serves; everything else passes through.
+    let scope = Scope::settle(cfg, &wants.hints, &old_roots);
+    let mut left_out: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
+    let all = std::mem::take(&mut wants.paths);
+    for (p, w) in all {
+        if scope.serves(&p) && !canonical_excluded(&p) {
+            wants.paths.insert(p, w);
+        } else if !is_ancestor_of_root(&scope, &p)
+            && !wants
+                .hints
+                .user_areas
+                .iter()
+                .any(|a| path::under(a, &p) && *a != p)
+        {
+            // Directories walked through to the software or to the user's
+            // areas are not what the pilot read.
+            *left_out
+                .entry(scope.group_of(&wants.hints, &p))
+                .or_default() += 1;
+        }
+    }
+    wants.modified.retain(|m| scope.serves(m));
+    // Roots that hold something served are marked in the cache.
+    let roots: Vec<Vec<u8>> = scope
+        .roots
+        .iter()
+        .filter(|r| {
+            wants
+                .paths
+                .range(r.to_vec()..)
+                .take_while(|(p, _)| p.starts_with(r))
+                .any(|(p, _)| path::under(p, r))
+                || old_roots.contains(r)
+        })
+        .cloned()
+        .collect();
+    // The groups earlier merges left out stay in the notes (largest count).
+    for (g, n) in old
+        .as_ref()
+        .map(|v| left_out_notes(v.notes()))
+        .unwrap_or_default()
+    {
+        let e = left_out.entry(g).or_default();
+        *e = (*e).max(n);
+    }
+    let mut groups: Vec<(Vec<u8>, usize)> = left_out.into_iter().collect();
+    groups.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+
     let mut report = MergeReport {
         journals: journals.len(),
         probes: wants.probes,
         paths: wants.paths.len(),
+        roots: roots.clone(),
+        left_out: groups,
         ..MergeReport::default()
     };
 
@@ -367,17 +524,23 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
                 && wants
                     .modified
                     .iter()
-                    .filter(|m| cfg.in_scope(m))
                     .all(|m| view.lookup(m).is_some_and(|e| e.is_excluded()))
                 && !newly_excluded(view)
+                && roots.iter().all(|r| old_roots.contains(r))
+                && view.entries().all(|e| scope.serves(e.path()))
         }
-        None => wants.paths.is_empty() && !wants.modified.iter().any(|m| cfg.in_scope(m)),
+        None => wants.paths.is_empty() && wants.modified.is_empty(),
     };
 
     if !up_to_date {
         let mut builder = Builder::new(uid, gid);
+        builder.notes(left_out_text(&report.left_out));
+        let mut rooted: BTreeSet<Vec<u8>> = BTreeSet::new();
         if let Some(view) = &old {
             for e in view.entries() {
+                if !scope.serves(e.path()) {
+                    continue;
+                }
                 let mut r = record_of(view, e);
                 if wants.is_excluded(&r.path) {
                     r = Record {
@@ -386,20 +549,30 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
                         ..Record::default()
                     };
                 }
+                r.root = roots.contains(&r.path);
+                if r.root {
+                    rooted.insert(r.path.clone());
+                }
                 builder.add(r);
             }
         }
         for (p, &w) in &wants.paths {
+            let root = roots.contains(p);
+            if root {
+                rooted.insert(p.clone());
+            }
             if wants.is_excluded(p) {
                 builder.add(Record {
                     path: p.clone(),
                     excluded: true,
+                    root,
                     ..Record::default()
                 });
                 report.excluded += 1;
                 continue;
             }
             let mut rec = observe(p, w);
+            rec.root = root;
             let prior = old
                 .as_ref()
                 .and_then(|v| v.lookup(p).map(|e| record_of(v, e)));
@@ -431,12 +604,19 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
             builder.add(rec);
         }
         for m in &wants.modified {
-            if cfg.in_scope(m) {
-                builder.add(Record {
-                    path: m.clone(),
-                    excluded: true,
-                    ..Record::default()
-                });
+            builder.add(Record {
+                path: m.clone(),
+                excluded: true,
+                root: roots.contains(m),
+                ..Record::default()
+            });
+        }
+        // A root nobody probed exactly (its contents were) gets its stat.
+        for r in roots.iter().filter(|r| !rooted.contains(*r)) {
+            if !wants.modified.contains(r) {
+                let mut rec = observe(r, WANT_STAT);
+                rec.root = true;
+                builder.add(rec);
             }
         }
         let written = write_cache(cfg, builder)?;

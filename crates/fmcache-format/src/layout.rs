@@ -9,7 +9,7 @@
 /// First eight bytes of every cache file.
 pub const MAGIC: [u8; 8] = *b"FMCACHE\0";
 /// Bumped on every incompatible change of the structures below.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Marks "no index" in the u32 index fields.
 pub const NONE: u32 = u32::MAX;
 /// Bytes reserved for the header; sections start after it.
@@ -63,7 +63,10 @@ pub struct Header {
     /// Power of two; the hash table has this many u32 slots.
     pub bucket_count: u32,
     pub sections: [Section; sec::COUNT],
-    pub reserved: [u8; 48],
+    /// Text for people in STRINGS (`fmcache inspect`): what the scope
+    /// left out. Never read when serving.
+    pub notes: StrRef,
+    pub reserved: [u8; 40],
 }
 
 /// A string in the STRINGS section.
@@ -85,6 +88,9 @@ pub mod flag {
     pub const CONTENT: u16 = 4;
     /// `access_errno` holds access(2) answers.
     pub const ACCESS: u16 = 8;
+    /// A root of the served software (a directory, or a single file):
+    /// the cache holds entries only at or under its roots (version 2).
+    pub const ROOT: u16 = 16;
 }
 
 /// Index into the `access_errno` array.

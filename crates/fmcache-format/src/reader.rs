@@ -158,6 +158,11 @@ impl<'a> CacheView<'a> {
         self.header
     }
 
+    /// The notes for people (empty if none or out of bounds).
+    pub fn notes(&self) -> &'a [u8] {
+        self.str(self.header.notes).unwrap_or(b"")
+    }
+
     pub fn entry_count(&self) -> usize {
         self.entries.len()
     }
@@ -279,6 +284,10 @@ impl<'a> EntryRef<'a> {
     }
     pub fn is_excluded(&self) -> bool {
         self.e.flags & flag::EXCLUDED != 0
+    }
+    /// A root of the served software.
+    pub fn is_root(&self) -> bool {
+        self.e.flags & flag::ROOT != 0
     }
     /// lstat(2): `Ok(stat)` or `Err(errno)`; `None` if not recorded.
     pub fn lstat(&self) -> Option<Result<&'a StatRec, i32>> {

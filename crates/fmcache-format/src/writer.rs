@@ -37,6 +37,8 @@ pub struct Record<'d> {
     pub listing: Option<Vec<DirentRec>>,
     pub content: Option<Content<'d>>,
     pub excluded: bool,
+    /// A root of the served software.
+    pub root: bool,
 }
 
 #[derive(Default)]
@@ -74,6 +76,7 @@ fn align(out: &mut Vec<u8>) {
 #[derive(Default)]
 pub struct Builder<'d> {
     records: Vec<Record<'d>>,
+    notes: Vec<u8>,
     uid: u32,
     gid: u32,
 }
@@ -92,9 +95,15 @@ impl<'d> Builder<'d> {
     pub fn new(recorder_uid: u32, recorder_gid: u32) -> Self {
         Builder {
             records: Vec::new(),
+            notes: Vec::new(),
             uid: recorder_uid,
             gid: recorder_gid,
         }
+    }
+
+    /// Sets the notes for people (`Header::notes`).
+    pub fn notes(&mut self, text: Vec<u8>) {
+        self.notes = text;
     }
 
     /// Adds a record; a later record for the same path replaces it.
@@ -168,6 +177,9 @@ impl<'d> Builder<'d> {
             if r.excluded {
                 e.flags |= flag::EXCLUDED;
             }
+            if r.root {
+                e.flags |= flag::ROOT;
+            }
             if let Some(l) = &r.link {
                 e.link = strings.add(l);
             }
@@ -222,6 +234,7 @@ impl<'d> Builder<'d> {
             buckets[slot] = i as u32 + 1;
         }
 
+        let notes = strings.add(&self.notes);
         // Meta part: header placeholder, then the sections in order.
         let mut meta = vec![0u8; HEADER_SIZE];
         let mut sections = [Section::default(); sec::COUNT];
@@ -280,7 +293,8 @@ impl<'d> Builder<'d> {
             entry_count: entries.len() as u32,
             bucket_count: bucket_count as u32,
             sections,
-            reserved: [0; 48],
+            notes,
+            reserved: [0; 40],
         };
         meta[..HEADER_SIZE].copy_from_slice(as_bytes(&header));
 

@@ -85,6 +85,7 @@ impl Case {
                 bytes: Cow::Borrowed(&self.pool[i % self.pool.len()][..]),
             }),
             excluded: s.excluded,
+            root: false,
         }
     }
 
