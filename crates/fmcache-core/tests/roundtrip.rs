@@ -678,6 +678,8 @@ fn run_case(case: &Case, total: &RefCell<(Tally, Tally)>) -> Result<(), TestCase
         ("DLFM_OP", OsString::from("write-cache")),
         ("FMCACHE_FILE", cache.clone().into_os_string()),
         ("FMCACHE_STAGE_DIR", dir.join("stage").into_os_string()),
+        // The tree is test data: named as served, as a user would.
+        ("FMCACHE_INCLUDE", dir.join("tree").into_os_string()),
     ]
     .into_iter()
     .collect();
@@ -854,6 +856,8 @@ fn a_later_merge_keeps_listings() {
         ("DLFM_OP", OsString::from("write-cache")),
         ("FMCACHE_FILE", cache.clone().into_os_string()),
         ("FMCACHE_STAGE_DIR", dir.join("stage").into_os_string()),
+        // The tree is test data: named as served, as a user would.
+        ("FMCACHE_INCLUDE", dir.join("tree").into_os_string()),
     ]
     .into_iter()
     .collect();

@@ -47,6 +47,10 @@ fn inside_val<T>(bytes: &[u8], v: &T, what: &str) {
 pub fn walk(view: &CacheView<'_>, bytes: &[u8], probes: &[&[u8]]) -> Walked {
     let mut w = Walked::default();
     inside_val(bytes, view.header(), "header");
+    let notes = view.notes();
+    if !notes.is_empty() {
+        inside(bytes, notes, "notes");
+    }
     for b in view.blobs() {
         inside_val(bytes, b, "blob");
         if let Some(data) = view.blob_bytes(b) {

@@ -19,6 +19,8 @@ use fmcache_format::{
 
 const BUILD_ID: core::ops::Range<usize> = 16..32;
 const CHECKSUMS: usize = 48;
+/// `Header::notes` (offset u32, len u32).
+const NOTES: usize = 208;
 /// Generous: a file here takes microseconds; a loop would take forever.
 const PER_FILE: Duration = Duration::from_secs(5);
 
@@ -48,6 +50,11 @@ impl Aligned {
 fn stamp(bytes: &mut [u8]) {
     if bytes.len() >= BUILD_ID.end {
         bytes[BUILD_ID].copy_from_slice(&build_id());
+        // Fuzzer finds from format 1 (2 added the ROOT flag and notes,
+        // which any byte pattern may hold): read them as this format.
+        if bytes[8..12] == 1u32.to_le_bytes() {
+            bytes[8..12].copy_from_slice(&fmcache_format::layout::FORMAT_VERSION.to_le_bytes());
+        }
     }
 }
 
@@ -248,6 +255,8 @@ fn crafted() -> Vec<(String, Vec<u8>)> {
     add("wrong-magic", edit(&|f| f[0] = b'X'));
     add("wrong-version", edit(&|f| put_u32(f, 8, 99)));
     add("wrong-build", edit(&|f| f[BUILD_ID].fill(0xAB)));
+    add("notes-past-end", edit(&|f| put_u32(f, NOTES, u32::MAX - 4)));
+    add("notes-huge", edit(&|f| put_u32(f, NOTES + 4, u32::MAX)));
     add("bad-checksum", edit(&|f| *f.last_mut().unwrap() ^= 1));
     add("file-size-huge", edit(&|f| put_u64(f, FILE_SIZE, u64::MAX)));
     add(
