@@ -178,9 +178,12 @@ fn shared() -> &'static Fixture {
     })
 }
 
-/// Runs `exe` (a program in `tree/bin`) with `args` from `tree`.
+/// Runs `exe` (a program in `tree/bin`) with `args` from the directory
+/// holding `tree` (a job directory beside the software: the tree is served
+/// because its programs and libraries run from it, not because it is named).
 fn program(tree: &Path, exe: &str, args: &[OsString], env: &[(&str, OsString)]) -> Run {
-    let mut r = Run::new(tree.join("bin").join(exe)).args(args).cwd(tree);
+    let job = tree.parent().unwrap_or(tree);
+    let mut r = Run::new(tree.join("bin").join(exe)).args(args).cwd(job);
     for (k, v) in env {
         r = r.env(k, v);
     }
@@ -859,10 +862,11 @@ fn ld_preload_alone_audits_what_it_starts() {
             ]),
         ),
     ];
-    let native = Run::new(&exe).cwd(tree).run().ok("native");
+    let job = tree.parent().unwrap_or(tree);
+    let native = Run::new(&exe).cwd(job).run().ok("native");
     for (label, launcher) in launchers {
         let fx = fixture!(&format!("libs_alone_{label}"));
-        let run = launcher.cwd(tree);
+        let run = launcher.cwd(job);
         let cache = fx.cache("c");
         run.clone()
             .record(&cache)

@@ -45,6 +45,11 @@ fn write_journals(rec: &Path, files: &[PathBuf]) {
         for f in files.iter().skip(j).step_by(JOURNALS) {
             use std::os::unix::ffi::OsStrExt;
             let p = f.as_os_str().as_bytes();
+            // The pilot named the tree as served (FMCACHE_INCLUDE).
+            if let Some(tree) = f.parent() {
+                let n = journal::encode(Kind::Include, tree.as_os_str().as_bytes(), &mut buf);
+                bytes.extend_from_slice(&buf[..n]);
+            }
             for kind in [Kind::Stat, Kind::Open] {
                 let n = journal::encode(kind, p, &mut buf);
                 bytes.extend_from_slice(&buf[..n]);

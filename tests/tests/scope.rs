@@ -63,10 +63,7 @@ fn users_data_passes_through_and_software_is_served() {
     )
     .unwrap();
     let run = Run::new(&py.python).arg("app.py").cwd(job);
-    default_scope(run.clone())
-        .record(&cache)
-        .run()
-        .ok("pilot");
+    default_scope(run.clone()).record(&cache).run().ok("pilot");
 
     // The user edits the input, adds a file, removes the script's
     // neighbour: the next run must see all of it.
@@ -152,10 +149,7 @@ fn three_step_workflow() {
     )
     .unwrap();
     let run = Run::new("/bin/sh").arg("run.sh").cwd(job);
-    default_scope(run.clone())
-        .record(&cache)
-        .run()
-        .ok("pilot");
+    default_scope(run.clone()).record(&cache).run().ok("pilot");
     fs::write(job.join("input.txt"), "6 7 8 9\n").unwrap();
     let native = run.clone().native().run().ok("native");
     assert!(native.stdout_str().contains("230"), "sanity: {native:?}");
@@ -177,12 +171,19 @@ fn script_in_a_directory_created_after_the_pilot() {
     let home = fx.tree.join("home");
     fs::create_dir_all(&home).unwrap();
     let pilot = Run::new(&py.python)
-        .args(["-c", "import json, os; print(os.listdir(os.environ['HOME']))"])
+        .args([
+            "-c",
+            "import json, os; print(os.listdir(os.environ['HOME']))",
+        ])
         .env("HOME", &home)
         .cwd(&home);
     default_scope(pilot).record(&cache).run().ok("pilot");
     fs::create_dir_all(home.join("proj")).unwrap();
-    fs::write(home.join("proj/app.py"), "import json\nprint('hello from proj')\n").unwrap();
+    fs::write(
+        home.join("proj/app.py"),
+        "import json\nprint('hello from proj')\n",
+    )
+    .unwrap();
     let run = Run::new(&py.python)
         .arg(home.join("proj/app.py"))
         .env("HOME", &home)
@@ -215,10 +216,7 @@ fn temporary_files_beside_the_venv() {
         ])
         .env("TMPDIR", scratch)
         .cwd(&fx.tree);
-    default_scope(run.clone())
-        .record(&cache)
-        .run()
-        .ok("pilot");
+    default_scope(run.clone()).record(&cache).run().ok("pilot");
     let native = run.clone().native().run().ok("native");
     served_like_native(
         "TemporaryFile beside the venv",

@@ -69,6 +69,8 @@ pub struct Kinds {
     pub other: u64,
     pub failed: u64,
     pub excluded: u64,
+    /// Ancestors of the roots, kept for realpath's walk only.
+    pub walked: u64,
 }
 
 /// What `inspect` reports, also used for `record`'s summary.
@@ -153,6 +155,10 @@ pub fn summarize(view: &CacheView<'_>, top_n: usize) -> Summary {
             kinds.excluded += 1;
             continue;
         }
+        if e.is_walk() {
+            kinds.walked += 1;
+            continue;
+        }
         let parent = fmcache_core::path::parent(e.path());
         if let Some(p) = parent {
             *probed.entry(p).or_default() += 1;
@@ -235,6 +241,7 @@ impl Summary {
                 "other": k.other,
                 "failed": k.failed,
                 "excluded": k.excluded,
+                "walked": k.walked,
             },
             "errnos": self.errnos,
             "content_bytes": self.content_bytes,
@@ -295,6 +302,10 @@ impl Summary {
             );
         }
         println!("  excluded        {:>9}", k.excluded);
+        println!(
+            "  walked through  {:>9}  (ancestors of the roots, for realpath)",
+            k.walked
+        );
         println!(
             "contents        {} ({}) in {} blobs",
             self.content_bytes,

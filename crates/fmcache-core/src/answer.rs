@@ -49,16 +49,21 @@ enum Found<'a> {
     Unknown,
 }
 
-fn usable<'a>(e: EntryRef<'a>, trust: &impl Trust) -> Option<EntryRef<'a>> {
-    (!e.is_excluded() && trust.trusted(e.index(), e.path())).then_some(e)
+fn usable<'a>(e: EntryRef<'a>, trust: &impl Trust, walk: bool) -> Option<EntryRef<'a>> {
+    (!e.is_excluded() && (walk || !e.is_walk()) && trust.trusted(e.index(), e.path())).then_some(e)
 }
 
 /// Finds `path` (no trailing slash), or derives its failure from the
 /// nearest recorded ancestor: a missing or non-directory ancestor, or a
 /// listed directory that lacks the next component.
 fn find<'a>(view: &CacheView<'a>, trust: &impl Trust, path: &[u8]) -> Found<'a> {
+    find_in(view, trust, path, false)
+}
+
+/// `find`, where `walk` also accepts ancestors of the roots (realpath).
+fn find_in<'a>(view: &CacheView<'a>, trust: &impl Trust, path: &[u8], walk: bool) -> Found<'a> {
     if let Some(e) = view.lookup(path) {
-        return match usable(e, trust) {
+        return match usable(e, trust, walk) {
             Some(e) => Found::Entry(e),
             None => Found::Unknown,
         };
@@ -73,7 +78,7 @@ fn find<'a>(view: &CacheView<'a>, trust: &impl Trust, path: &[u8]) -> Found<'a> 
             child = dir;
             continue;
         };
-        let Some(e) = usable(e, trust) else {
+        let Some(e) = usable(e, trust, walk) else {
             return Found::Unknown;
         };
         // Any over-long name below `dir` may fail first with ENAMETOOLONG.
@@ -327,7 +332,7 @@ pub fn realpath(
         if !out.as_bytes().ends_with(b"/") && !out.push(b"/") || !out.push(comp) {
             return Answer::Errno(libc::ENAMETOOLONG);
         }
-        let e = match find(view, trust, out.as_bytes()) {
+        let e = match find_in(view, trust, out.as_bytes(), true) {
             Found::Entry(e) => e,
             Found::Fails(err) => return Answer::Errno(err),
             Found::Unknown => return Answer::Miss,

@@ -134,6 +134,10 @@ impl Wants {
             }
             if w & WANT_OPEN != 0 && scope::is_shared_object_name(p) && is_regular_file(p) {
                 self.hints.prefixes.insert(p.clone());
+                // Also where it really lives (a symlinked lib directory).
+                if let Some(real) = canonical(p) {
+                    self.hints.prefixes.insert(real);
+                }
             }
         }
     }
@@ -193,21 +197,37 @@ fn is_ancestor_of_root(scope: &Scope, p: &[u8]) -> bool {
     scope.roots.iter().any(|r| path::under(r, p))
 }
 
+/// The canonical path of `p`, through the kernel (O_PATH, /proc/self/fd).
+fn canonical(p: &[u8]) -> Option<Vec<u8>> {
+    let c = sys::cstr(p).ok()?;
+    let fd = sys::open(&c, OFlags::PATH, 0).ok()?;
+    sys::fd_path(&fd).ok()
+}
+
 /// Whether `p` resolves into the kernel's trees (`/etc/mtab` is a symlink
-/// to `/proc/self/mounts`): those are never served, whatever the spelling.
-fn canonical_excluded(p: &[u8]) -> bool {
-    let Ok(c) = sys::cstr(p) else { return false };
-    if !sys::stat_rec(&c, false).is_ok_and(|st| st.is_symlink()) {
-        return false;
-    }
-    let Ok(fd) = sys::open(&c, OFlags::PATH, 0) else {
-        return false;
-    };
-    sys::fd_path(&fd).is_ok_and(|real| {
+/// to `/proc/self/mounts`, `/var/run` one to `/run`): those are never
+/// served, whatever the spelling. Directories are resolved once each.
+fn canonical_excluded(p: &[u8], dirs: &mut BTreeMap<Vec<u8>, bool>) -> bool {
+    let in_kernel_tree = |real: &[u8]| {
         crate::config::ALWAYS_EXCLUDED
             .iter()
-            .any(|x| path::under(&real, x.as_bytes()))
-    })
+            .any(|x| path::under(real, x.as_bytes()))
+    };
+    let Ok(c) = sys::cstr(p) else { return false };
+    if sys::stat_rec(&c, false).is_ok_and(|st| st.is_symlink())
+        && canonical(p).is_some_and(|r| in_kernel_tree(&r))
+    {
+        return true;
+    }
+    let Some(dir) = path::parent(p) else {
+        return false;
+    };
+    if let Some(&v) = dirs.get(dir) {
+        return v;
+    }
+    let v = canonical(dir).is_some_and(|r| in_kernel_tree(&r));
+    dirs.insert(dir.to_vec(), v);
+    v
 }
 
 fn is_regular_file(p: &[u8]) -> bool {
@@ -322,6 +342,7 @@ pub fn record_of<'a>(view: &CacheView<'a>, e: EntryRef<'a>) -> Record<'a> {
         },
         excluded: e.is_excluded(),
         root: e.is_root(),
+        walk: e.is_walk(),
     }
 }
 
@@ -458,9 +479,16 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
     let scope = Scope::settle(cfg, &wants.hints, &old_roots);
     let mut left_out: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
     let all = std::mem::take(&mut wants.paths);
+    // Ancestors of the roots: realpath walks through them (type only).
+    let mut walks: BTreeSet<Vec<u8>> = BTreeSet::new();
+    let mut resolved_dirs = BTreeMap::new();
     for (p, w) in all {
-        if scope.serves(&p) && !canonical_excluded(&p) {
+        if scope.serves(&p) && !canonical_excluded(&p, &mut resolved_dirs) {
             wants.paths.insert(p, w);
+        } else if is_ancestor_of_root(&scope, &p) {
+            if !path::has_dot_components(&p) {
+                walks.insert(path::trim_trailing_slash(&p).to_vec());
+            }
         } else if !is_ancestor_of_root(&scope, &p)
             && !wants
                 .hints
@@ -527,7 +555,12 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
                     .all(|m| view.lookup(m).is_some_and(|e| e.is_excluded()))
                 && !newly_excluded(view)
                 && roots.iter().all(|r| old_roots.contains(r))
-                && view.entries().all(|e| scope.serves(e.path()))
+                && walks
+                    .iter()
+                    .all(|w| view.lookup(w).is_some_and(|e| e.is_walk()))
+                && view.entries().all(|e| {
+                    scope.serves(e.path()) || (e.is_walk() && is_ancestor_of_root(&scope, e.path()))
+                })
         }
         None => wants.paths.is_empty() && wants.modified.is_empty(),
     };
@@ -538,6 +571,12 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
         let mut rooted: BTreeSet<Vec<u8>> = BTreeSet::new();
         if let Some(view) = &old {
             for e in view.entries() {
+                if e.is_walk() {
+                    if is_ancestor_of_root(&scope, e.path()) {
+                        builder.add(record_of(view, e));
+                    }
+                    continue;
+                }
                 if !scope.serves(e.path()) {
                     continue;
                 }
@@ -608,6 +647,17 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
                 path: m.clone(),
                 excluded: true,
                 root: roots.contains(m),
+                ..Record::default()
+            });
+        }
+        for w in &walks {
+            let o = observe(w, WANT_STAT);
+            builder.add(Record {
+                path: o.path,
+                lstat: o.lstat,
+                follow: o.follow,
+                link: o.link,
+                walk: true,
                 ..Record::default()
             });
         }

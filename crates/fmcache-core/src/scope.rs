@@ -86,7 +86,7 @@ pub fn packages_dir(p: &[u8]) -> Option<&[u8]> {
 }
 
 /// `p` with `.` and `..` resolved by name alone.
-fn lexical(p: &[u8]) -> Vec<u8> {
+pub fn lexical(p: &[u8]) -> Vec<u8> {
     let mut parts: Vec<&[u8]> = Vec::new();
     for c in p.split(|&b| b == b'/') {
         match c {
@@ -149,6 +149,8 @@ impl Scope {
             add(&mut roots, r.as_bytes());
         }
         for f in &hints.prefixes {
+            // `$ORIGIN/../lib/libu.so`: the prefix is read by name.
+            let f = &lexical(f);
             let Some(dir) = path::parent(f) else { continue };
             let prefix = if PREFIX_DIRS.contains(&path::file_name(dir)) {
                 path::parent(dir).unwrap_or(dir)
@@ -164,6 +166,7 @@ impl Scope {
             }
         }
         for t in &hints.trees {
+            let t = &lexical(t);
             if !holds_area(t) {
                 add(&mut roots, t);
             }
@@ -287,6 +290,7 @@ mod tests {
                 "/home/u/.pyenv/versions/3.11/bin/python3.11",
                 "/job/libmine.so",
                 "/home/u/lib/libx.so",
+                "/sw/pkg/modules/../lib/libp.so",
             ],
             &["/home/u"],
             &["/job", "/home/u"],

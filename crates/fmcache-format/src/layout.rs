@@ -91,6 +91,10 @@ pub mod flag {
     /// A root of the served software (a directory, or a single file):
     /// the cache holds entries only at or under its roots (version 2).
     pub const ROOT: u16 = 16;
+    /// An ancestor of a root, walked through to reach the software: only
+    /// realpath's walk may use its type and link target; every call on
+    /// the path itself passes through (version 2).
+    pub const WALK: u16 = 32;
 }
 
 /// Index into the `access_errno` array.

@@ -289,6 +289,10 @@ impl<'a> EntryRef<'a> {
     pub fn is_root(&self) -> bool {
         self.e.flags & flag::ROOT != 0
     }
+    /// An ancestor of a root, for realpath's walk only.
+    pub fn is_walk(&self) -> bool {
+        self.e.flags & flag::WALK != 0
+    }
     /// lstat(2): `Ok(stat)` or `Err(errno)`; `None` if not recorded.
     pub fn lstat(&self) -> Option<Result<&'a StatRec, i32>> {
         self.view.stat(self.e.lstat, self.e.lstat_errno)

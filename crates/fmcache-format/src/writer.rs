@@ -39,6 +39,8 @@ pub struct Record<'d> {
     pub excluded: bool,
     /// A root of the served software.
     pub root: bool,
+    /// An ancestor of a root, for realpath's walk only.
+    pub walk: bool,
 }
 
 #[derive(Default)]
@@ -179,6 +181,9 @@ impl<'d> Builder<'d> {
             }
             if r.root {
                 e.flags |= flag::ROOT;
+            }
+            if r.walk {
+                e.flags |= flag::WALK;
             }
             if let Some(l) = &r.link {
                 e.link = strings.add(l);

@@ -86,6 +86,7 @@ impl Case {
             }),
             excluded: s.excluded,
             root: false,
+            walk: false,
         }
     }
 
