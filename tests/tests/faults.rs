@@ -133,7 +133,8 @@ fn damaged_or_unsafe_caches_are_refused() {
         b
     };
     let mut version = good.clone();
-    version[VERSION..VERSION + 4].copy_from_slice(&2u32.to_le_bytes());
+    let other = fmcache_format::layout::FORMAT_VERSION + 1;
+    version[VERSION..VERSION + 4].copy_from_slice(&other.to_le_bytes());
     // (label, the file's bytes or None for no file, what the line says)
     type Case = (&'static str, Option<Vec<u8>>, &'static [&'static str]);
     let cases: Vec<Case> = vec![

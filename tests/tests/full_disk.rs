@@ -130,7 +130,10 @@ fn tree(fx: &fmcache_tests::Fixture, files: usize, size: usize) -> (PathBuf, Str
 fn a_full_disk_while_journaling_leaves_no_cache() {
     let fx = fixture!("full_journal");
     let (probe, batch) = tree(&fx, 600, 16);
-    let run = Run::probe(&probe, &batch).cwd(&fx.dir);
+    // The tree is data: named as served (FMCACHE_INCLUDE), as a user would.
+    let run = Run::probe(&probe, &batch)
+        .cwd(&fx.dir)
+        .env("FMCACHE_INCLUDE", &fx.tree);
     run.clone().run().ok("warm-up");
     let native = run.clone().run().ok("native");
     let Some(small) = Tmpfs::mount(&fx.out.join("small"), "size=8k,mode=0700") else {
@@ -172,7 +175,10 @@ fn a_full_disk_while_journaling_leaves_no_cache() {
 fn a_full_disk_while_merging_leaves_no_invalid_cache() {
     let fx = fixture!("full_merge");
     let (probe, batch) = tree(&fx, 4, 1 << 20);
-    let run = Run::probe(&probe, &batch).cwd(&fx.dir);
+    // The tree is data: named as served (FMCACHE_INCLUDE), as a user would.
+    let run = Run::probe(&probe, &batch)
+        .cwd(&fx.dir)
+        .env("FMCACHE_INCLUDE", &fx.tree);
     run.clone().run().ok("warm-up");
     let native = run.clone().run().ok("native");
     let Some(small) = Tmpfs::mount(&fx.out.join("small"), "size=1m,mode=0700") else {
@@ -211,7 +217,9 @@ fn a_read_only_working_directory_with_the_default_cache() {
     let Some(work) = Tmpfs::mount(&fx.out.join("work"), "size=16m,mode=0755") else {
         return;
     };
-    let run = Run::probe(&probe, &batch).cwd(&work.0);
+    let run = Run::probe(&probe, &batch)
+        .cwd(&work.0)
+        .env("FMCACHE_INCLUDE", &fx.tree);
     run.clone().run().ok("warm-up");
     let native = run.clone().run().ok("native");
     work.remount("ro");

@@ -76,7 +76,9 @@ fn victim_setup(name: &str) -> Victim {
     // The warm-up settles atime (relatime) before the native reference.
     run_as(&Run::probe(&probe, &batch), v).ok("victim warm-up");
     let native = run_as(&Run::probe(&probe, &batch), v).ok("victim native");
-    run_as(&Run::probe(&probe, &batch).record(&cache), v).ok("victim pilot");
+    // The tree is data, named as served (FMCACHE_INCLUDE) as a user would.
+    let pilot = Run::probe(&probe, &batch).env("FMCACHE_INCLUDE", &fx.tree);
+    run_as(&pilot.record(&cache), v).ok("victim pilot");
     assert!(cache.file.is_file(), "the victim's pilot wrote no cache");
     let shared = fx.out.join("shared");
     fs::create_dir(&shared).unwrap();
@@ -385,7 +387,8 @@ fn the_cache_never_holds_a_file_its_pilot_could_not_read() {
         "the secret was readable: {}",
         native.stdout_str()
     );
-    run_as(&Run::probe(&probe, &batch).record(&cache), attacker).ok("pilot");
+    let pilot = Run::probe(&probe, &batch).env("FMCACHE_INCLUDE", &fx.tree);
+    run_as(&pilot.record(&cache), attacker).ok("pilot");
     let bytes = fs::read(&cache.file).unwrap();
     assert!(
         !bytes.windows(9).any(|w| w == b"TOPSECRET"),
