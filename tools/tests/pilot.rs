@@ -1090,7 +1090,7 @@ fn scope_settings_are_honoured() {
     let v = l.view();
     let outside: Vec<String> = v
         .entries()
-        .filter(|e| under(e.path(), bytes(&d)) && !under(e.path(), bytes(&y)))
+        .filter(|e| under(e.path(), bytes(&d)) && !under(e.path(), bytes(&y)) && !e.is_walk())
         .map(|e| String::from_utf8_lossy(e.path()).into_owned())
         .collect();
     assert!(
@@ -1102,6 +1102,8 @@ fn scope_settings_are_honoured() {
         .is_some_and(|e| e.blob().is_some()));
     assert!(v.lookup(bytes(&y)).is_some_and(|e| e.listing().is_some()));
     assert!(v.lookup(bytes(&x.join("a.txt"))).is_none());
+    // Its ancestors are kept for realpath's walk only.
+    assert!(v.lookup(bytes(&tree)).is_some_and(|e| e.is_walk()));
 
     // 1K limit: the big file has its stat, not its bytes.
     let c3 = d.join("c3/fmcache.dat");

@@ -543,27 +543,30 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
         view.entries()
             .any(|e| !e.is_excluded() && wants.is_excluded(e.path()))
     };
-    let up_to_date = match &old {
-        Some(view) => {
-            wants
-                .paths
-                .iter()
-                .all(|(p, &w)| wants.is_excluded(p) || satisfied(view, p, w, cfg.max_file))
-                && wants
-                    .modified
+    // No journal: nothing new was asked for; the cache stays as it is.
+    let up_to_date = journals.is_empty()
+        || match &old {
+            Some(view) => {
+                wants
+                    .paths
                     .iter()
-                    .all(|m| view.lookup(m).is_some_and(|e| e.is_excluded()))
-                && !newly_excluded(view)
-                && roots.iter().all(|r| old_roots.contains(r))
-                && walks
-                    .iter()
-                    .all(|w| view.lookup(w).is_some_and(|e| e.is_walk()))
-                && view.entries().all(|e| {
-                    scope.serves(e.path()) || (e.is_walk() && is_ancestor_of_root(&scope, e.path()))
-                })
-        }
-        None => wants.paths.is_empty() && wants.modified.is_empty(),
-    };
+                    .all(|(p, &w)| wants.is_excluded(p) || satisfied(view, p, w, cfg.max_file))
+                    && wants
+                        .modified
+                        .iter()
+                        .all(|m| view.lookup(m).is_some_and(|e| e.is_excluded()))
+                    && !newly_excluded(view)
+                    && roots.iter().all(|r| old_roots.contains(r))
+                    && walks
+                        .iter()
+                        .all(|w| view.lookup(w).is_some_and(|e| e.is_walk()))
+                    && view.entries().all(|e| {
+                        scope.serves(e.path())
+                            || (e.is_walk() && is_ancestor_of_root(&scope, e.path()))
+                    })
+            }
+            None => wants.paths.is_empty() && wants.modified.is_empty(),
+        };
 
     if !up_to_date {
         let mut builder = Builder::new(uid, gid);
