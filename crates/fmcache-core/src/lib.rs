@@ -8,5 +8,7 @@ pub mod config;
 pub mod journal;
 pub mod merge;
 pub mod path;
+pub mod privacy;
+pub mod recdir;
 pub mod stage;
 pub mod sys;
