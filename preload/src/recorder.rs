@@ -200,6 +200,11 @@ impl Recorder {
                 crate::state::COUNTERS.recorded.fetch_add(1, Relaxed);
                 return;
             }
+            // A vfork child shares our memory but not our descriptors: it
+            // must not publish a journal only it holds.
+            if !crate::hooks::process::is_owner() {
+                return;
+            }
             self.reopen(cur);
         }
     }

@@ -11,7 +11,8 @@
  * OUTDIR/f0 .. f5 (round 0 truncates, later rounds append), moves f0-f2
  * to the three highest numbers under the limit with dup2, writes one line
  * to each, closes them all. Before every open, dup2 and write it stats
- * and reads each PATH (the probes a recorder journals). Prints each
+ * and reads each PATH and stats a new missing name (the probes a recorder
+ * journals). Prints each
  * file's size and FNV-1a 64 and each PATH's size, for comparison with a
  * native run.
  *
@@ -57,10 +58,17 @@ static uint64_t fnv_file(const char *p, long *size)
 static char **paths;
 static int npaths;
 
+/* Stats and reads every PATH, and stats one name never probed before
+ * (PATH0.<n>), so each call makes at least one new journal record. */
 static void probe_all(void)
 {
+	static int fresh;
 	struct stat st;
-	char buf[256];
+	char buf[4096];
+	if (npaths > 0) {
+		snprintf(buf, sizeof buf, "%s.%d", paths[0], fresh++);
+		stat(buf, &st);
+	}
 	for (int i = 0; i < npaths; i++) {
 		stat(paths[i], &st);
 		int fd = open(paths[i], O_RDONLY);
