@@ -543,6 +543,22 @@ fn a_record_directory_planted_by_another_user_is_refused() {
         );
         nowhere_in(&s.shared, secret_bytes).unwrap_or_else(|e| panic!("{what}: {e}"));
     }
+    // The victim's own .rec, but writable by others: refused, left as is.
+    let cache = s.shared.join("own.dat");
+    let rec = s.shared.join("own.dat.rec");
+    owned_dir(&rec, v, 0o777);
+    refused(
+        "0777 .rec of the victim's",
+        &victim_pilot(&s, &cache, None),
+        v,
+        &s.native,
+        &["writable by group or others", "running unrecorded"],
+    );
+    assert!(names(&rec).is_empty(), "files created in a refused .rec");
+    assert_eq!(
+        fs::metadata(&rec).unwrap().permissions().mode() & 0o7777,
+        0o777
+    );
     assert_eq!(fs::read(&secret).unwrap(), secret_bytes);
 }
 
