@@ -4,37 +4,105 @@
 //! drops repeats. At exit the process merges its journal into the cache.
 
 use core::ffi::{c_char, c_int, CStr};
-use core::sync::atomic::{AtomicI32, AtomicU64, Ordering::*};
-use std::os::fd::{BorrowedFd, IntoRawFd};
+use core::fmt::Write as _;
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
+use std::ffi::CString;
+use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 
 use fmcache_core::config::Config;
 use fmcache_core::journal::{self, Kind};
 use fmcache_core::path::{self, PathBuf};
-use fmcache_core::sys;
+use fmcache_core::recdir::{RecDir, Refusal};
 use rustix::fs::OFlags;
+
+/// Journals a process can open in its life: the first, one per fork, and
+/// one each time the program closes or takes over the descriptor (a
+/// thread that loses the race to reopen spends one too).
+const SLOTS: usize = 64;
+/// Longest journal name: `t.` + host (64) + pid, seconds, nanoseconds.
+const NAME_MAX: usize = 128;
+
+/// One journal this process opened. Filled before it is published through
+/// `Recorder::current` and never changed after.
+struct Journal {
+    fd: AtomicI32,
+    dev: AtomicU64,
+    ino: AtomicU64,
+    name: [AtomicU8; NAME_MAX],
+    len: AtomicUsize,
+}
+
+impl Journal {
+    const fn empty() -> Journal {
+        Journal {
+            fd: AtomicI32::new(-1),
+            dev: AtomicU64::new(0),
+            ino: AtomicU64::new(0),
+            name: [const { AtomicU8::new(0) }; NAME_MAX],
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    /// Whether descriptor `fd` still is this journal: the program may have
+    /// closed it (close_range, closefrom, a loop closing inherited
+    /// descriptors) and reused the number for a file of its own.
+    fn is_ours(&self) -> bool {
+        let fd = self.fd.load(Relaxed);
+        if fd < 0 {
+            return false;
+        }
+        // SAFETY: the number may have been closed or reused under us; fstat
+        // only reads the identity of whatever it names now (EBADF if
+        // nothing), and that identity is what we check.
+        let st = rustix::fs::fstat(unsafe { BorrowedFd::borrow_raw(fd) });
+        matches!(st, Ok(st) if st.st_dev == self.dev.load(Relaxed) && st.st_ino == self.ino.load(Relaxed))
+    }
+}
 
 pub struct Recorder {
     pub cfg: Config,
-    fd: AtomicI32,
-    /// Scope hints, journaled again in every forked child's journal.
+    /// Scope hints, journaled again in every new journal (any journal
+    /// may be merged alone).
     hints: Vec<(Kind, Vec<u8>)>,
-    /// Journal path, NUL-free; rewritten in a forked child.
-    path: std::sync::Mutex<Vec<u8>>,
+    /// `<cache>.rec`, for reopening from a hook without allocating.
+    dir: CString,
+    journals: [Journal; SLOTS],
+    /// The journal records go to: index into `journals` + 1, 0 for none.
+    current: AtomicUsize,
+    /// Next unused slot.
+    next: AtomicUsize,
+    /// Recording stopped after the journal was lost (said once).
+    stopped: AtomicBool,
 }
 
+/// Programs close and reuse low numbers; ours sits far above them.
 const JOURNAL_FD_MIN: i32 = 900;
 const SEEN_SLOTS: usize = 1 << 15;
 static SEEN: [AtomicU64; SEEN_SLOTS] = [const { AtomicU64::new(0) }; SEEN_SLOTS];
 
+/// Why no journal could be opened.
+enum OpenError {
+    Dir(Refusal),
+    Create(rustix::io::Errno),
+    Full,
+}
+
 impl Recorder {
     pub fn start(cfg: Config) -> Result<Recorder, String> {
+        let dir = cfg.record_dir();
+        // Created with its parents here; a reopen later creates it alone.
+        RecDir::open_creating(&dir).map_err(|e| format!("{}: {e}", show(&dir)))?;
         let r = Recorder {
             hints: scope_hints(&cfg),
             cfg,
-            fd: AtomicI32::new(-1),
-            path: std::sync::Mutex::new(Vec::new()),
+            dir: CString::new(dir).map_err(|_| strerror(libc::EINVAL))?,
+            journals: [const { Journal::empty() }; SLOTS],
+            current: AtomicUsize::new(0),
+            next: AtomicUsize::new(0),
+            stopped: AtomicBool::new(false),
         };
-        r.open_journal()?;
+        let slot = r.open_journal().map_err(|e| r.describe(&e))?;
+        r.current.store(slot + 1, Release);
         r.note_scope_hints();
         Ok(r)
     }
@@ -116,54 +184,62 @@ fn scope_hints(cfg: &Config) -> Vec<(Kind, Vec<u8>)> {
 }
 
 impl Recorder {
-    /// Creates a journal under the record directory, locked for as long as
-    /// this process lives (the lock is how mergers tell it is alive), and
-    /// only then gives it the name mergers look for.
-    fn open_journal(&self) -> Result<(), String> {
-        let dir = self.cfg.record_dir();
-        sys::mkdir_p(&dir, 0o700).map_err(|e| format!("{}: {}", show(&dir), strerror(e)))?;
+    fn describe(&self, e: &OpenError) -> String {
+        let dir = show(self.dir.to_bytes());
+        match e {
+            OpenError::Dir(r) => format!("{dir}: {r}"),
+            OpenError::Create(e) => format!("journal in {dir}: {e}"),
+            OpenError::Full => format!("journal in {dir}: {SLOTS} journals opened already"),
+        }
+    }
+
+    /// Creates a journal in the checked record directory, locked for as
+    /// long as this process lives (the lock is how mergers tell it is
+    /// alive), and only then gives it the name mergers look for. Returns
+    /// its slot, not yet current. No allocation: runs in hooks.
+    fn open_journal(&self) -> Result<usize, OpenError> {
+        let dir = RecDir::open(&self.dir, true).map_err(OpenError::Dir)?;
+        let mut tmp = Name::default();
         let host = rustix::system::uname();
         let pid = rustix::process::getpid().as_raw_nonzero();
         let now = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
-        let name = format!(
-            "{}.{}.{}.{}",
-            host.nodename().to_string_lossy(),
-            pid,
-            now.tv_sec,
-            now.tv_nsec
-        );
-        let tmp = [&dir[..], b"/t.", name.as_bytes()].concat();
-        let fin = [
-            &dir[..],
-            b"/",
-            fmcache_core::merge::JOURNAL_PREFIX,
-            name.as_bytes(),
-        ]
-        .concat();
-        let tmp_c = sys::cstr(&tmp).map_err(strerror)?;
-        let fd = sys::open(
-            &tmp_c,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::APPEND,
-            0o600,
-        )
-        .map_err(|e| format!("journal {}: {}", show(&tmp), strerror(e)))?;
+        let _ = tmp.write_str("t.");
+        for &b in host.nodename().to_bytes().iter().take(64) {
+            tmp.push(if b == b'/' { b'_' } else { b });
+        }
+        let _ = write!(tmp, ".{pid}.{}.{}", now.tv_sec, now.tv_nsec);
+        let mut fin = Name::default();
+        fin.push(fmcache_core::merge::JOURNAL_PREFIX[0]);
+        for &b in &tmp.as_bytes()[1..] {
+            fin.push(b);
+        }
+        let (Some(tmp_c), Some(fin_c)) = (tmp.as_cstr(), fin.as_cstr()) else {
+            return Err(OpenError::Create(rustix::io::Errno::NAMETOOLONG));
+        };
+        let fd = dir
+            .create(tmp_c, OFlags::WRONLY | OFlags::APPEND, 0o600)
+            .map_err(OpenError::Create)?;
         rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| e.to_string())?;
-        // Far from the low numbers programs close and reuse, so our records
-        // never land in a file of theirs.
-        let fd = rustix::io::fcntl_dupfd_cloexec(&fd, JOURNAL_FD_MIN).unwrap_or(fd);
-        let fin_c = sys::cstr(&fin).map_err(strerror)?;
-        rustix::fs::renameat(rustix::fs::CWD, &*tmp_c, rustix::fs::CWD, &*fin_c)
-            .map_err(|e| e.to_string())?;
-        let old = self.fd.swap(fd.into_raw_fd(), AcqRel);
-        if old >= 0 {
-            // SAFETY: the previous journal descriptor is ours alone.
-            unsafe { libc::close(old) };
+            .map_err(OpenError::Create)?;
+        let fd = place(fd);
+        let st = rustix::fs::fstat(&fd).map_err(OpenError::Create)?;
+        if let Err(e) = dir.rename(tmp_c, fin_c) {
+            let _ = dir.unlink(tmp_c);
+            return Err(OpenError::Create(e));
         }
-        if let Ok(mut p) = self.path.lock() {
-            *p = fin;
+        let slot = self.next.fetch_add(1, AcqRel);
+        let Some(j) = self.journals.get(slot) else {
+            let _ = dir.unlink(fin_c);
+            return Err(OpenError::Full);
+        };
+        j.dev.store(st.st_dev, Relaxed);
+        j.ino.store(st.st_ino, Relaxed);
+        for (d, &b) in j.name.iter().zip(fin.as_bytes()) {
+            d.store(b, Relaxed);
         }
-        Ok(())
+        j.len.store(fin.len, Relaxed);
+        j.fd.store(fd.into_raw_fd(), Release);
+        Ok(slot)
     }
 
     /// Records one probe of `p` (relative to `dirfd`).
@@ -188,13 +264,99 @@ impl Recorder {
         }
         let mut rec = [0u8; journal::MAX_RECORD];
         let n = journal::encode(kind, key, &mut rec);
-        let fd = self.fd.load(Acquire);
-        if n == 0 || fd < 0 {
+        if n == 0 {
             return;
         }
-        // SAFETY: our journal descriptor, open for the process's life.
-        let _ = rustix::io::write(unsafe { BorrowedFd::borrow_raw(fd) }, &rec[..n]);
-        crate::state::COUNTERS.recorded.fetch_add(1, Relaxed);
+        // The identity check costs one fstat per new record; the number is
+        // ours only while it names our journal (see docs/reliability.md).
+        // Two turns: the second one writes to the journal just reopened.
+        for _ in 0..2 {
+            let cur = self.current.load(Acquire);
+            let Some(j) = cur.checked_sub(1).and_then(|i| self.journals.get(i)) else {
+                return;
+            };
+            if j.is_ours() {
+                let fd = j.fd.load(Relaxed);
+                // SAFETY: just checked to be our journal.
+                let _ = rustix::io::write(unsafe { BorrowedFd::borrow_raw(fd) }, &rec[..n]);
+                crate::state::COUNTERS.recorded.fetch_add(1, Relaxed);
+                return;
+            }
+            // A vfork child shares our memory but not our descriptors: it
+            // must not publish a journal only it holds.
+            if !crate::hooks::process::is_owner() {
+                return;
+            }
+            self.reopen(cur);
+        }
+    }
+
+    /// The program closed or took over the journal's descriptor: a new
+    /// journal becomes current (the old one, unlocked, is merged as an
+    /// orphan with its records). Threads racing here each open one; the
+    /// first to publish wins and the others discard theirs.
+    fn reopen(&self, lost: usize) {
+        match self.open_journal() {
+            Ok(slot) => {
+                if self
+                    .current
+                    .compare_exchange(lost, slot + 1, AcqRel, Acquire)
+                    .is_err()
+                {
+                    self.discard(slot);
+                }
+            }
+            Err(e) => {
+                if self
+                    .current
+                    .compare_exchange(lost, 0, AcqRel, Acquire)
+                    .is_ok()
+                    && !self.stopped.swap(true, AcqRel)
+                {
+                    let fd = lost
+                        .checked_sub(1)
+                        .and_then(|i| self.journals.get(i))
+                        .map_or(-1, |j| j.fd.load(Relaxed));
+                    warn!(
+                        "{}: the program closed or reused the journal's descriptor {fd} and it cannot be reopened: {}; recording stops",
+                        show(&self.cfg.cache),
+                        self.describe(&e)
+                    );
+                }
+            }
+        }
+    }
+
+    /// Closes and removes a journal that never became current.
+    fn discard(&self, slot: usize) {
+        let j = &self.journals[slot];
+        let fd = j.fd.swap(-1, AcqRel);
+        if fd >= 0 {
+            // SAFETY: opened by open_journal and never published.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        if let Ok(dir) = RecDir::open(&self.dir, false) {
+            let mut name = Name::default();
+            for b in j.name.iter().take(j.len.load(Relaxed)) {
+                name.push(b.load(Relaxed));
+            }
+            if let Some(c) = name.as_cstr() {
+                let _ = dir.unlink(c);
+            }
+        }
+    }
+
+    /// Closes the journal in `cur` if its descriptor still is ours (never
+    /// a number the program took over).
+    fn close_if_ours(&self, cur: usize) {
+        let Some(j) = cur.checked_sub(1).and_then(|i| self.journals.get(i)) else {
+            return;
+        };
+        if j.is_ours() {
+            let fd = j.fd.swap(-1, AcqRel);
+            // SAFETY: checked to be our journal just above.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
     }
 
     /// In a forked child: a journal of its own (the parent's lock and
@@ -203,30 +365,106 @@ impl Recorder {
         for s in SEEN.iter() {
             s.store(0, Relaxed);
         }
-        if let Err(e) = self.open_journal() {
-            warn!("cannot record in child process: {e}");
-            self.fd.store(-1, Release);
-            return;
+        let old = self.current.load(Acquire);
+        match self.open_journal() {
+            Ok(slot) => self.current.store(slot + 1, Release),
+            Err(e) => {
+                warn!("cannot record in child process: {}", self.describe(&e));
+                self.current.store(0, Release);
+            }
         }
+        self.close_if_ours(old);
         // Each journal carries the scope hints: it may be merged alone.
         self.note_scope_hints();
     }
 
     /// Merges this process's journal (and orphans) into the cache.
     pub fn finish(&self) {
-        let fd = self.fd.swap(-1, AcqRel);
-        if fd < 0 {
+        let cur = self.current.swap(0, AcqRel);
+        let Some(j) = cur.checked_sub(1).and_then(|i| self.journals.get(i)) else {
             return;
-        }
-        let own = self.path.lock().map(|p| p.clone()).unwrap_or_default();
+        };
+        // Our journal only if the descriptor still is it; a lost one is
+        // unlocked and merged as an orphan.
+        let own = j.is_ours().then(|| {
+            let mut p = self.dir.to_bytes().to_vec();
+            p.push(b'/');
+            p.extend(
+                j.name
+                    .iter()
+                    .take(j.len.load(Relaxed))
+                    .map(|b| b.load(Relaxed)),
+            );
+            p
+        });
         let uid = rustix::process::geteuid().as_raw();
         let gid = rustix::process::getegid().as_raw();
-        if let Err(e) = fmcache_core::merge::merge(&self.cfg, Some(&own), uid, gid) {
+        if let Err(e) = fmcache_core::merge::merge(&self.cfg, own.as_deref(), uid, gid) {
             warn!("{}: merge failed: {e}", show(&self.cfg.cache));
         }
         // Closing releases our lock only after the journal is gone.
-        // SAFETY: our own descriptor.
-        unsafe { libc::close(fd) };
+        self.close_if_ours(cur);
+    }
+}
+
+/// Moves a new journal descriptor far from the numbers the program uses:
+/// to `JOURNAL_FD_MIN` or above, else (RLIMIT_NOFILE lower than that) to
+/// the highest free number under the limit, which a program that takes
+/// the lowest free one reaches last.
+fn place(fd: OwnedFd) -> OwnedFd {
+    if let Ok(high) = rustix::io::fcntl_dupfd_cloexec(&fd, JOURNAL_FD_MIN) {
+        return high;
+    }
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX)
+        .min(JOURNAL_FD_MIN as u64) as i32;
+    let here = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    for min in (here + 1..limit).rev().take(64) {
+        if let Ok(high) = rustix::io::fcntl_dupfd_cloexec(&fd, min) {
+            return high;
+        }
+    }
+    fd
+}
+
+/// A journal name, NUL-terminated, on the stack.
+struct Name {
+    buf: [u8; NAME_MAX + 1],
+    len: usize,
+}
+
+impl Default for Name {
+    fn default() -> Self {
+        Name {
+            buf: [0; NAME_MAX + 1],
+            len: 0,
+        }
+    }
+}
+
+impl Name {
+    fn push(&mut self, b: u8) {
+        if self.len < NAME_MAX && b != 0 {
+            self.buf[self.len] = b;
+            self.len += 1;
+        }
+    }
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+    /// `None` if the name was cut.
+    fn as_cstr(&self) -> Option<&CStr> {
+        (self.len < NAME_MAX)
+            .then(|| CStr::from_bytes_with_nul(&self.buf[..=self.len]).ok())
+            .flatten()
+    }
+}
+
+impl core::fmt::Write for Name {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        s.bytes().for_each(|b| self.push(b));
+        Ok(())
     }
 }
 

@@ -2,7 +2,8 @@
 //! many journals (40 trials, 200 with FMCACHE_LONG=1). The cache it was
 //! replacing stays in place and valid, or the new one is complete: a
 //! corrupt or half-written cache is never there to be served. The next
-//! merge finishes the work and its cache serves the native output.
+//! merge finishes the work and its cache serves the native output, and
+//! removes the killed merger's temporary (`<cache>.rec/cache.tmp.<pid>`).
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -168,6 +169,17 @@ fn a_merge_killed_at_random_never_leaves_a_bad_cache() {
             left.is_empty(),
             "trial {trial}: left in {}: {left:?}",
             rec.display()
+        );
+        // Nor next to the cache: the temporary lives in `<cache>.rec`.
+        let beside: Vec<String> = fs::read_dir(cache.file.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp."))
+            .collect();
+        assert!(
+            beside.is_empty(),
+            "trial {trial}: left beside the cache: {beside:?}"
         );
         let _ = fs::remove_dir_all(&cache.stage);
         served_ok(&format!("trial {trial}: served after recovery"), &cache);

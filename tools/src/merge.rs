@@ -1,12 +1,12 @@
 //! `fmcache merge`: fold left-over journals into the cache.
 
 use std::ffi::OsString;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::process::ExitCode;
 
 use fmcache_core::config::Config;
 use fmcache_core::merge::MergeReport;
+use fmcache_core::recdir::{RecDir, LOCK};
 
 use crate::launch::{self, os, show};
 
@@ -38,32 +38,27 @@ pub fn merge_now(cfg: &Config) -> Result<MergeReport, String> {
 }
 
 /// Removes `<cache>.rec/` if it holds nothing but `lock`; errors ignored
-/// (another recorder may be using it).
+/// (another recorder may be using it). Only a record directory of ours,
+/// reached without following a symlink.
 fn tidy_record_dir(rec: &[u8]) {
-    let Ok(dir) = std::fs::read_dir(os(rec)) else {
+    let Ok(c) = std::ffi::CString::new(rec) else {
         return;
     };
-    let mut lock = false;
-    for d in dir {
-        match d {
-            Ok(d) if d.file_name() == "lock" => lock = true,
-            _ => return,
-        }
+    let Ok(dir) = RecDir::open(&c, false) else {
+        return;
+    };
+    let names = dir.names();
+    if names.iter().any(|n| n != b"lock") {
+        return;
     }
-    if lock {
-        let mut l = rec.to_vec();
-        l.extend_from_slice(b"/lock");
+    if !names.is_empty() {
         // Only when no straggling recorder holds it.
-        let Ok(f) = std::fs::File::open(os(&l)) else {
+        let Some(_held) = dir.orphan(LOCK) else {
             return;
         };
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return;
-        }
-        let _ = std::fs::remove_file(os(&l));
+        let _ = dir.unlink(LOCK);
     }
-    let _ = std::fs::remove_dir(os(rec));
+    let _ = RecDir::remove(&c);
 }
 
 pub fn main(args: Args) -> Result<ExitCode, String> {

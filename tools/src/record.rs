@@ -1,11 +1,10 @@
 //! `fmcache record`: run a pilot under the library in record mode.
 
 use std::ffi::OsString;
-use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
 use std::process::ExitCode;
 
 use fmcache_core::config::Config;
+use fmcache_core::recdir::RecDir;
 use fmcache_format::{CacheView, Verify};
 
 use crate::inspect;
@@ -57,24 +56,24 @@ fn start_fresh(cfg: &Config) -> Result<(), String> {
             ))
         }
     }
+    // Only a record directory of ours, and journals in it that are ours
+    // (see fmcache_core::recdir): never through a planted symlink.
     let rec = cfg.record_dir();
-    let Ok(dir) = std::fs::read_dir(os(&rec)) else {
-        return Ok(());
+    let c = std::ffi::CString::new(rec.clone()).map_err(|_| format!("{}: bad path", show(&rec)))?;
+    let dir = match RecDir::open(&c, false) {
+        Ok(d) => d,
+        Err(e) if e.is_missing() => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", show(&rec))),
     };
-    for d in dir.flatten() {
-        if !d
-            .file_name()
-            .as_bytes()
-            .starts_with(fmcache_core::merge::JOURNAL_PREFIX)
-        {
+    for name in dir.names() {
+        if !name.starts_with(fmcache_core::merge::JOURNAL_PREFIX) {
             continue;
         }
-        let Ok(f) = std::fs::File::open(d.path()) else {
+        let Ok(n) = std::ffi::CString::new(name) else {
             continue;
         };
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            let _ = std::fs::remove_file(d.path());
+        if dir.orphan(&n).is_some() {
+            let _ = dir.unlink(&n);
         }
     }
     Ok(())

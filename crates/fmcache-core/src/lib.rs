@@ -8,6 +8,8 @@ pub mod config;
 pub mod journal;
 pub mod merge;
 pub mod path;
+pub mod privacy;
+pub mod recdir;
 pub mod scope;
 pub mod stage;
 pub mod sys;

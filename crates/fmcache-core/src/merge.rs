@@ -12,7 +12,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, OwnedFd};
 
 use fmcache_format::layout::{acc, StatRec};
@@ -23,6 +23,8 @@ use rustix::fs::{Access, OFlags};
 use crate::config::Config;
 use crate::journal::{self, Kind};
 use crate::path;
+use crate::privacy;
+use crate::recdir::RecDir;
 use crate::scope::{self, Hints, Scope};
 use crate::sys::{self, SysResult};
 
@@ -385,11 +387,24 @@ fn satisfied(view: &CacheView<'_>, p: &[u8], want: u8, max_file: u64) -> bool {
     true
 }
 
-/// Opens the current cache if it is valid for this build; `None` otherwise
-/// (a fresh cache is then written).
+/// Opens the current cache if it is valid for this build and ours (a
+/// regular file, not a symlink, owned by us and writable by us alone: its
+/// entries are carried into the new cache, which we will be served);
+/// `None` otherwise (a fresh cache is then written).
 fn current_cache(cache: &CStr) -> Option<sys::Mapping> {
-    let fd = sys::open(cache, OFlags::RDONLY, 0).ok()?;
+    let fd = sys::open(
+        cache,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK,
+        0,
+    )
+    .ok()?;
     let st = rustix::fs::fstat(&fd).ok()?;
+    let ours = st.st_mode as u32 & libc::S_IFMT == libc::S_IFREG
+        && st.st_uid == rustix::process::geteuid().as_raw()
+        && st.st_mode as u32 & 0o022 == 0;
+    if !ours {
+        return None;
+    }
     let map = sys::Mapping::map(&fd, st.st_size as usize).ok()?;
     CacheView::open(map.bytes(), Verify::Full).ok()?;
     Some(map)
@@ -400,45 +415,44 @@ pub const JOURNAL_PREFIX: &[u8] = b"j.";
 /// A cache being written, in the record directory.
 pub const TMP_PREFIX: &[u8] = b"cache.tmp.";
 
-/// Merges `own` (this process's journal path, if any) and every orphaned
-/// journal into the cache.
-pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<MergeReport, String> {
+/// The record directory of `cfg`, created if missing and checked (see
+/// `recdir`); the error is one line naming it.
+pub fn record_dir(cfg: &Config) -> Result<RecDir, String> {
     let rec_dir = cfg.record_dir();
-    sys::mkdir_p(&rec_dir, 0o700).map_err(|e| format!("{}: {}", show(&rec_dir), strerror(e)))?;
-    let mut lock_path = rec_dir.clone();
-    lock_path.extend_from_slice(b"/lock");
-    let _lock = sys::lock_file(&lock_path)
-        .map_err(|e| format!("lock {}: {}", show(&lock_path), strerror(e)))?;
+    RecDir::open_creating(&rec_dir).map_err(|e| format!("{}: {e}", show(&rec_dir)))
+}
 
-    // Journals: our own, and those whose owner is gone (flock is free).
-    let mut journals: Vec<(Vec<u8>, Option<OwnedFd>)> = Vec::new();
-    if let Some(o) = own {
-        journals.push((o.to_vec(), None));
-    }
-    let rec_c = sys::cstr(&rec_dir).map_err(strerror)?;
-    for d in sys::list_dir(&rec_c).unwrap_or_default() {
-        let mut p = rec_dir.clone();
-        p.push(b'/');
-        p.extend_from_slice(&d.name);
-        if d.name.starts_with(TMP_PREFIX) {
-            // Only the lock holder writes one: this is a killed merger's.
-            if let Ok(c) = sys::cstr(&p) {
-                let _ = rustix::fs::unlinkat(rustix::fs::CWD, &*c, rustix::fs::AtFlags::empty());
-            }
-            continue;
-        }
-        if !d.name.starts_with(JOURNAL_PREFIX) {
-            continue;
-        }
-        if Some(p.as_slice()) == own {
-            continue;
-        }
-        let Ok(c) = sys::cstr(&p) else { continue };
-        let Ok(fd) = sys::open(&c, OFlags::RDONLY, 0) else {
+/// Merges `own` (this process's journal path, if any: a name in the
+/// record directory) and every orphaned journal into the cache.
+pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<MergeReport, String> {
+    let rec = record_dir(cfg)?;
+    let _lock = rec
+        .lock()
+        .map_err(|e| format!("lock {}/lock: {e}", show(&cfg.record_dir())))?;
+
+    // Journals: our own, and those whose owner is gone (flock is free);
+    // only regular files of ours, read through the descriptor checked.
+    let own_name = own.map(path::file_name);
+    let mut journals: Vec<(CString, OwnedFd)> = Vec::new();
+    for name in rec.names() {
+        let Ok(c) = CString::new(name.clone()) else {
             continue;
         };
-        if rustix::fs::flock(&fd, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok() {
-            journals.push((p, Some(fd)));
+        if name.starts_with(TMP_PREFIX) {
+            // Only the lock holder writes one: this is a killed merger's.
+            let _ = rec.unlink(&c);
+            continue;
+        }
+        if !name.starts_with(JOURNAL_PREFIX) {
+            continue;
+        }
+        let fd = if Some(name.as_slice()) == own_name {
+            rec.open_own(&c, OFlags::RDONLY).ok()
+        } else {
+            rec.orphan(&c)
+        };
+        if let Some(fd) = fd {
+            journals.push((c, fd));
         }
     }
 
@@ -449,13 +463,9 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
     if let Some(stats) = &cfg.stats {
         wants.modified.insert(stats.clone());
     }
-    for (p, _) in &journals {
-        if let Ok(c) = sys::cstr(p) {
-            if let Ok(fd) = sys::open(&c, OFlags::RDONLY, 0) {
-                if let Ok((bytes, _)) = read_fd(&fd, u64::MAX) {
-                    wants.add_journal(&bytes);
-                }
-            }
+    for (_, fd) in &journals {
+        if let Ok((bytes, _)) = read_fd(fd, u64::MAX) {
+            wants.add_journal(&bytes);
         }
     }
     wants.probe_hints();
@@ -672,7 +682,7 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
                 builder.add(rec);
             }
         }
-        let written = write_cache(cfg, builder)?;
+        let written = write_cache(cfg, &rec, builder)?;
         report.rewritten = true;
         report.entries = written.entries;
         report.blobs = written.blobs;
@@ -684,43 +694,49 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
     }
     drop(old_map);
 
-    for (p, _) in &journals {
-        if let Ok(c) = sys::cstr(p) {
-            let _ = rustix::fs::unlinkat(rustix::fs::CWD, &*c, rustix::fs::AtFlags::empty());
-        }
+    for (name, _) in &journals {
+        let _ = rec.unlink(name);
     }
     Ok(report)
 }
 
-/// Writes a cache next to its final name and renames it into place.
-fn write_cache(cfg: &Config, builder: Builder<'_>) -> Result<fmcache_format::Written, String> {
-    let mut tmp = cfg.cache.clone();
-    tmp.extend_from_slice(
-        format!(".tmp.{}", rustix::process::getpid().as_raw_nonzero()).as_bytes(),
+/// Writes the cache as `<cache>.rec/cache.tmp.<pid>` (created exclusively,
+/// owner-only while written), gives it its mode (`privacy`) and renames it
+/// into place.
+fn write_cache(
+    cfg: &Config,
+    rec: &RecDir,
+    builder: Builder<'_>,
+) -> Result<fmcache_format::Written, String> {
+    let name = format!(
+        "{}{}",
+        String::from_utf8_lossy(TMP_PREFIX),
+        rustix::process::getpid().as_raw_nonzero()
     );
-    let tmp_c = sys::cstr(&tmp).map_err(strerror)?;
-    let fd = sys::open(
-        &tmp_c,
-        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC,
-        0o644,
-    )
-    .map_err(|e| format!("create {}: {}", show(&tmp), strerror(e)))?;
-    // The cache serves code: writable by its owner alone, whatever the umask.
-    let _ = rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(0o644));
+    let shown = format!("{}/{name}", show(&cfg.record_dir()));
+    let name = CString::new(name).map_err(|_| strerror(libc::EINVAL))?;
+    let fd = rec
+        .create(&name, OFlags::WRONLY, 0o600)
+        .map_err(|e| format!("create {shown}: {e}"))?;
+    let mode = privacy::cache_mode(builder.records(), privacy::umask().unwrap_or(0o077));
     let result = builder.write(&mut sys::FdWriter(fd.as_fd()));
     let cache_c = sys::cstr(&cfg.cache).map_err(strerror)?;
-    match result {
-        Ok(w) => {
-            drop(fd);
-            rustix::fs::renameat(rustix::fs::CWD, &*tmp_c, rustix::fs::CWD, &*cache_c)
-                .map_err(|e| format!("rename to {}: {}", show(&cfg.cache), e))?;
-            Ok(w)
+    let result = result.map_err(|e| e.to_string()).and_then(|w| {
+        rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(mode))
+            .map_err(|e| format!("chmod: {e}"))?;
+        drop(fd);
+        rustix::fs::renameat(rec.fd(), &*name, rustix::fs::CWD, &*cache_c)
+            .map_err(|e| format!("rename to {}: {e}", show(&cfg.cache)))?;
+        Ok(w)
+    });
+    result.map_err(|e| {
+        let _ = rec.unlink(&name);
+        if e.starts_with("rename") {
+            e
+        } else {
+            format!("write {shown}: {e}")
         }
-        Err(e) => {
-            let _ = rustix::fs::unlinkat(rustix::fs::CWD, &*tmp_c, rustix::fs::AtFlags::empty());
-            Err(format!("write {}: {}", show(&tmp), e))
-        }
-    }
+    })
 }
 
 pub fn show(p: &[u8]) -> String {

@@ -113,6 +113,11 @@ impl<'d> Builder<'d> {
         self.records.push(rec);
     }
 
+    /// The records added so far (a path added twice appears twice).
+    pub fn records(&self) -> &[Record<'d>] {
+        &self.records
+    }
+
     pub fn len(&self) -> usize {
         self.records.len()
     }
