@@ -8,7 +8,7 @@ set -euo pipefail
 DEB_PACKAGES="strace gcc g++ make libc6-dev procps util-linux coreutils patchelf"
 # Exact pins keep the probe counts the tests measure reproducible; both ship
 # cp311 manylinux_2_28 x86_64 wheels, so nothing is ever built from source.
-PIP_PINS="numpy==2.4.6 scipy==1.17.1"
+PIP_PINS="numpy==2.4.6 scipy==1.17.1 pandas==3.1.1 matplotlib==3.11.2 scikit-learn==1.9.1"
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(git -C "$script_dir" rev-parse --show-toplevel 2>/dev/null || (cd "$script_dir/../.." && pwd))
@@ -50,9 +50,12 @@ fi
 
 # Checking the pinned versions too makes a bumped pin trigger a reinstall.
 # On success it also prints the summary line, saving another slow import.
-check="import sys, numpy, scipy, numpy.fft, scipy.interpolate
-assert sys.argv[1:] == [f'numpy=={numpy.__version__}', f'scipy=={scipy.__version__}']
-print(f'fmcache env: python {sys.version.split()[0]}, numpy {numpy.__version__}, scipy {scipy.__version__}, venv {sys.prefix}')"
+check="import sys, importlib, numpy, scipy, numpy.fft, scipy.interpolate
+mods = {'scikit-learn': 'sklearn'}
+for pin in sys.argv[1:]:
+    name, version = pin.split('==')
+    assert importlib.import_module(mods.get(name, name)).__version__ == version, pin
+print(f'fmcache env: python {sys.version.split()[0]}, {\" \".join(sys.argv[1:])}, venv {sys.prefix}')"
 # shellcheck disable=SC2086  # PIP_PINS is a word list on purpose
 if ! summary=$("$venv/bin/python" -c "$check" $PIP_PINS 2>/dev/null); then
   echo "setup: pip installing $PIP_PINS" >&2

@@ -251,3 +251,33 @@ fn kernel_trees_by_any_spelling() {
     let served = served.ok("served");
     assert_eq!(served.stdout_str(), "mtab-live\n2\n", "{served:?}");
 }
+
+/// pandas, matplotlib (which writes its font cache into the user's
+/// MPLCONFIGDIR) and scikit-learn under the default scope: served whole.
+#[test]
+fn pandas_matplotlib_sklearn_are_served() {
+    let py = py_env();
+    let fx = fixture!("scope_libraries");
+    let cache = fx.cache("c");
+    let run = Run::new(&py.python)
+        .args([
+            "-c",
+            "import pandas, matplotlib\nmatplotlib.use('Agg')\n\
+             import matplotlib.pyplot as plt, sklearn.linear_model\n\
+             df = pandas.DataFrame({'x': [1.0, 2.0, 3.0], 'y': [2.0, 4.0, 6.0]})\n\
+             m = sklearn.linear_model.LinearRegression().fit(df[['x']], df.y)\n\
+             fig = plt.figure(); plt.plot(df.x, df.y); fig.savefig('plot.png')\n\
+             print(round(float(m.coef_[0]), 6), df.y.sum())",
+        ])
+        .env("MPLCONFIGDIR", fx.tree.join("mpl"))
+        .cwd(&fx.tree);
+    default_scope(run.clone()).record(&cache).run().ok("pilot");
+    let native = run.clone().native().run().ok("native");
+    assert_eq!(native.stdout_str(), "2.0 12.0\n", "sanity");
+    served_like_native(
+        "pandas, matplotlib, scikit-learn",
+        &default_scope(run).serve(&cache),
+        &native,
+        &fx.trace_dir("served"),
+    );
+}

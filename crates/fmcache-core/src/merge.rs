@@ -499,12 +499,14 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
             if !path::has_dot_components(&p) {
                 walks.insert(path::trim_trailing_slash(&p).to_vec());
             }
-        } else if !is_ancestor_of_root(&scope, &p)
-            && !wants
-                .hints
-                .user_areas
+        } else if !wants
+            .hints
+            .user_areas
+            .iter()
+            .any(|a| path::under(a, &p) && *a != p)
+            && !crate::config::ALWAYS_EXCLUDED
                 .iter()
-                .any(|a| path::under(a, &p) && *a != p)
+                .any(|x| path::under(&p, x.as_bytes()))
         {
             // Directories walked through to the software or to the user's
             // areas are not what the pilot read.
