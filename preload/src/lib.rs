@@ -45,6 +45,7 @@ fn start() {
     carry::identify();
     hooks::exec::resolve();
     hooks::dl::resolve();
+    hooks::process::resolve_all();
     for resolve in [
         hooks::stat::resolve,
         hooks::access::resolve,
