@@ -12,6 +12,7 @@ mod carry;
 mod cwd;
 mod dirs;
 mod errno;
+mod fds;
 #[macro_use]
 mod hooks;
 mod libsearch;

@@ -32,6 +32,7 @@ fn serve_open(srv: &Server, dirfd: c_int, p: *const c_char, flags: c_int) -> Out
         return Outcome::Pass;
     }
     if writes(flags) {
+        crate::fds::before_change(srv, k.as_bytes());
         srv.invalidate(k.as_bytes(), false);
         return Outcome::Pass;
     }
@@ -151,6 +152,7 @@ pub fn freopen_common(
                 return Outcome::Pass;
             }
             if !read_only {
+                crate::fds::before_change(srv, k.as_bytes());
                 srv.invalidate(k.as_bytes(), false);
                 return Outcome::Pass;
             }

@@ -1,0 +1,333 @@
+//! Served descriptors of a file this process is about to change.
+//!
+//! A served descriptor is open on the node-local staged copy. Natively a
+//! descriptor follows its inode: a rewrite in place (O_TRUNC + write,
+//! truncate) shows it the new bytes, a rename over the path or an unlink
+//! leaves it the old inode and bytes, chmod/utime/link show in its fstat.
+//! So before this process first changes a cached file (while its entry is
+//! still trusted and its inode still at the path), every descriptor it
+//! holds on the staged copy is swapped for one on the original: the
+//! original is opened read-only and dup3()'d over the same number,
+//! keeping close-on-exec, O_NONBLOCK, the offset and which numbers share
+//! one open file description (kcmp). Shared mappings (MAP_SHARED) of the
+//! staged copy are replaced the same way, at the same address. From then
+//! on the kernel answers everything about those descriptors.
+//!
+//! Not followed: private mappings (MAP_PRIVATE: ld.so's, and any with
+//! copied-on-write pages) keep the staged bytes, a copy of the process
+//! made before the change (fork, exec) keeps its descriptors on the staged
+//! copy, and a change made by another process is not seen.
+//!
+//! Runs only on a change of a cached file with contents: a few system
+//! calls (/proc/self/fd, /proc/self/maps), no allocation, no lock.
+
+use core::mem::{ManuallyDrop, MaybeUninit};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use fmcache_core::answer::Trust;
+use fmcache_core::path::PathBuf;
+use rustix::fs::{Mode, OFlags, CWD};
+
+use crate::server::Server;
+
+/// Descriptors handled per scan of /proc/self/fd; more take another scan.
+const BATCH: usize = 128;
+
+/// Call before the real call that changes the file at `key` (a cache
+/// key: the normalised path the program named).
+pub fn before_change(srv: &Server, key: &[u8]) {
+    let saved = crate::errno::get();
+    let _ = swap(srv, key);
+    crate::errno::set(saved);
+}
+
+fn swap(srv: &Server, key: &[u8]) -> Option<()> {
+    let e = srv.view.lookup(key)?;
+    let mirror = e.mirror_path()?;
+    let Some(Ok(rec)) = e.follow() else {
+        return None;
+    };
+    if !srv.trusted(e.index(), key) {
+        // Changed before: swapped then, or the recorded inode may be gone
+        // from the path (its number free for reuse).
+        return None;
+    }
+    let mut orig = PathBuf::new();
+    if !orig.set(mirror) {
+        return None;
+    }
+    let live = rustix::fs::statat(CWD, orig.as_cstr(), rustix::fs::AtFlags::empty()).ok()?;
+    if live.st_ino as u64 != rec.ino {
+        // Not the recorded file any more: descriptors on the staged copy
+        // stand for a file that is no longer there, as natively.
+        return None;
+    }
+    let mut staged = PathBuf::new();
+    if !srv.staged_path(mirror, &mut staged) {
+        return None;
+    }
+    let st = rustix::fs::statat(CWD, staged.as_cstr(), rustix::fs::AtFlags::empty()).ok()?;
+    let target = (st.st_dev as u64, st.st_ino as u64);
+    for _ in 0..64 {
+        let mut fds = [0i32; BATCH];
+        let (n, more) = staged_fds(target, &mut fds);
+        swap_fds(&orig, rec.ino, &fds[..n]);
+        if !more {
+            break;
+        }
+    }
+    remap_shared(&orig, rec.ino, target);
+    Some(())
+}
+
+/// Opens the original read-only (with `extra` flags) and checks it is
+/// still the recorded inode.
+fn open_original(orig: &PathBuf, ino: u64, extra: OFlags) -> Option<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::NOCTTY | OFlags::CLOEXEC | extra;
+    let fd = rustix::fs::openat(CWD, orig.as_cstr(), flags, Mode::empty()).ok()?;
+    let st = rustix::fs::fstat(&fd).ok()?;
+    (st.st_ino as u64 == ino).then_some(fd)
+}
+
+/// Fills `out` with the descriptors open on the staged file `target`
+/// (dev, ino); returns how many, and whether more did not fit.
+fn staged_fds(target: (u64, u64), out: &mut [i32; BATCH]) -> (usize, bool) {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let Ok(dir) = rustix::fs::openat(CWD, c"/proc/self/fd", flags, Mode::empty()) else {
+        return (0, false);
+    };
+    let own = dir.as_raw_fd();
+    let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
+    let mut iter = rustix::fs::RawDir::new(&dir, &mut buf);
+    let mut n = 0;
+    while let Some(Ok(ent)) = iter.next() {
+        let Some(fd) = number(ent.file_name().to_bytes()) else {
+            continue;
+        };
+        if fd == own {
+            continue;
+        }
+        // SAFETY: only borrowed for one fstat; a number closed meanwhile
+        // just fails.
+        let Ok(st) = rustix::fs::fstat(unsafe { BorrowedFd::borrow_raw(fd) }) else {
+            continue;
+        };
+        if (st.st_dev, st.st_ino) != target {
+            continue;
+        }
+        if n == BATCH {
+            return (n, true);
+        }
+        out[n] = fd;
+        n += 1;
+    }
+    (n, false)
+}
+
+fn number(name: &[u8]) -> Option<i32> {
+    if name.is_empty() || name.len() > 9 || !name.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(name.iter().fold(0i32, |a, c| a * 10 + (c - b'0') as i32))
+}
+
+/// Whether two of our descriptors share one open file description.
+fn same_description(a: i32, b: i32) -> bool {
+    const KCMP_FILE: libc::c_long = 0;
+    let pid = rustix::process::getpid().as_raw_nonzero().get() as libc::c_long;
+    // SAFETY: kcmp(2) only compares; no memory is passed.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_FILE, a, b) };
+    r == 0
+}
+
+/// Replaces each descriptor in `fds` (all on the staged copy) by one on
+/// the original, one new open file description per shared one.
+fn swap_fds(orig: &PathBuf, ino: u64, fds: &[i32]) {
+    let mut done = [false; BATCH];
+    for i in 0..fds.len() {
+        if done[i] {
+            continue;
+        }
+        let fd = fds[i];
+        // The numbers sharing this one's description, found before any
+        // of them is replaced.
+        let mut group = [false; BATCH];
+        for j in i..fds.len() {
+            group[j] = !done[j] && (j == i || same_description(fds[j], fd));
+            done[j] |= group[j];
+        }
+        // SAFETY: a descriptor open on our staged copy (checked by the
+        // scan), borrowed while it is replaced.
+        let old = unsafe { BorrowedFd::borrow_raw(fd) };
+        let Ok(fl) = rustix::fs::fcntl_getfl(old) else {
+            continue;
+        };
+        let extra = fl & (OFlags::NONBLOCK | OFlags::NOATIME);
+        let Ok(pos) = rustix::fs::seek(old, rustix::fs::SeekFrom::Current(0)) else {
+            continue;
+        };
+        let Some(new) = open_original(orig, ino, extra) else {
+            continue;
+        };
+        if rustix::fs::seek(&new, rustix::fs::SeekFrom::Start(pos)).is_err() {
+            continue;
+        }
+        for (j, &member) in fds.iter().enumerate() {
+            if group[j] {
+                replace(&new, member);
+            }
+        }
+    }
+}
+
+/// dup3(new, number), keeping the number's close-on-exec flag.
+fn replace(new: &OwnedFd, number: i32) {
+    // SAFETY: borrowed for one fcntl.
+    let cloexec = rustix::io::fcntl_getfd(unsafe { BorrowedFd::borrow_raw(number) })
+        .is_ok_and(|f| f.contains(rustix::io::FdFlags::CLOEXEC));
+    let flags = if cloexec {
+        rustix::io::DupFlags::CLOEXEC
+    } else {
+        rustix::io::DupFlags::empty()
+    };
+    // SAFETY: `number` is a served descriptor the program holds; dup3
+    // replaces it atomically and we never close it (ManuallyDrop).
+    let mut slot = ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(number) });
+    let _ = rustix::io::dup3(new.as_fd(), &mut slot, flags);
+}
+
+/// Replaces every shared mapping of the staged file `target` by the same
+/// range of the original, at the same address.
+fn remap_shared(orig: &PathBuf, ino: u64, target: (u64, u64)) {
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+    let Ok(maps) = rustix::fs::openat(CWD, c"/proc/self/maps", flags, Mode::empty()) else {
+        return;
+    };
+    let mut new: Option<OwnedFd> = None;
+    let mut buf = [0u8; 8192];
+    let mut have = 0;
+    loop {
+        let n = match rustix::io::read(&maps, &mut buf[have..]) {
+            Ok(n) => n,
+            Err(_) => return,
+        };
+        have += n;
+        let mut start = 0;
+        while let Some(nl) = buf[start..have].iter().position(|&b| b == b'\n') {
+            if let Some(m) = parse_map(&buf[start..start + nl]) {
+                if m.shared && (m.dev, m.ino) == target {
+                    if new.is_none() {
+                        new = open_original(orig, ino, OFlags::empty());
+                    }
+                    if let Some(fd) = &new {
+                        // SAFETY: replaces exactly the range the program
+                        // mapped from the staged copy with the same range
+                        // of the original, same protection, shared.
+                        unsafe {
+                            let _ = rustix::mm::mmap(
+                                m.start as *mut core::ffi::c_void,
+                                m.end - m.start,
+                                m.prot,
+                                rustix::mm::MapFlags::SHARED | rustix::mm::MapFlags::FIXED,
+                                fd,
+                                m.offset,
+                            );
+                        }
+                    }
+                }
+            }
+            start += nl + 1;
+        }
+        if n == 0 {
+            return;
+        }
+        // Keep the partial line; a line longer than the buffer (a very
+        // long path) is skipped: its fields are at the start, but it
+        // cannot be ours (the staged path is the same length each time,
+        // and far shorter).
+        if start == 0 && have == buf.len() {
+            have = 0;
+            continue;
+        }
+        buf.copy_within(start..have, 0);
+        have -= start;
+    }
+}
+
+struct Map {
+    start: usize,
+    end: usize,
+    prot: rustix::mm::ProtFlags,
+    shared: bool,
+    offset: u64,
+    dev: u64,
+    ino: u64,
+}
+
+/// One /proc/self/maps line: `start-end perms offset maj:min inode path`.
+fn parse_map(line: &[u8]) -> Option<Map> {
+    let mut f = line.split(|&b| b == b' ').filter(|s| !s.is_empty());
+    let range = f.next()?;
+    let perms = f.next()?;
+    let offset = hex(f.next()?)?;
+    let dev = f.next()?;
+    let ino = dec(f.next()?)?;
+    let dash = range.iter().position(|&b| b == b'-')?;
+    let colon = dev.iter().position(|&b| b == b':')?;
+    let (maj, min) = (hex(&dev[..colon])?, hex(&dev[colon + 1..])?);
+    let mut prot = rustix::mm::ProtFlags::empty();
+    for (c, p) in [
+        (b'r', rustix::mm::ProtFlags::READ),
+        (b'w', rustix::mm::ProtFlags::WRITE),
+        (b'x', rustix::mm::ProtFlags::EXEC),
+    ] {
+        if perms.contains(&c) {
+            prot |= p;
+        }
+    }
+    Some(Map {
+        start: hex(&range[..dash])? as usize,
+        end: hex(&range[dash + 1..])? as usize,
+        prot,
+        shared: perms.get(3) == Some(&b's'),
+        offset,
+        dev: libc::makedev(maj as u32, min as u32) as u64,
+        ino,
+    })
+}
+
+fn hex(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 16 {
+        return None;
+    }
+    s.iter().try_fold(0u64, |a, &c| {
+        Some(a * 16 + (c as char).to_digit(16)? as u64)
+    })
+}
+
+fn dec(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    s.iter().try_fold(0u64, |a, &c| {
+        a.checked_mul(10)?
+            .checked_add((c as char).to_digit(10)? as u64)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_maps_lines() {
+        let m = parse_map(b"7f1c2a000000-7f1c2a001000 r--s 00002000 08:01 1234567   /x/y").unwrap();
+        assert_eq!((m.start, m.end), (0x7f1c2a000000, 0x7f1c2a001000));
+        assert!(m.shared && m.prot == rustix::mm::ProtFlags::READ);
+        assert_eq!((m.offset, m.ino), (0x2000, 1234567));
+        assert_eq!(m.dev, libc::makedev(8, 1) as u64);
+        let p = parse_map(b"55d0c0000000-55d0c0001000 r-xp 00000000 00:00 0 ").unwrap();
+        assert!(!p.shared && p.ino == 0);
+        assert!(parse_map(b"garbage").is_none());
+    }
+}
