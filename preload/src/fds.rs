@@ -71,7 +71,7 @@ fn swap(srv: &Server, key: &[u8]) -> Option<()> {
     for _ in 0..64 {
         let mut fds = [0i32; BATCH];
         let (n, more) = staged_fds(target, &mut fds);
-        swap_fds(&orig, rec.ino, &fds[..n]);
+        swap_fds(&orig, rec.ino, target, &fds[..n]);
         if !more {
             break;
         }
@@ -142,7 +142,7 @@ fn same_description(a: i32, b: i32) -> bool {
 
 /// Replaces each descriptor in `fds` (all on the staged copy) by one on
 /// the original, one new open file description per shared one.
-fn swap_fds(orig: &PathBuf, ino: u64, fds: &[i32]) {
+fn swap_fds(orig: &PathBuf, ino: u64, target: (u64, u64), fds: &[i32]) {
     let mut done = [false; BATCH];
     for i in 0..fds.len() {
         if done[i] {
@@ -174,17 +174,25 @@ fn swap_fds(orig: &PathBuf, ino: u64, fds: &[i32]) {
         }
         for (j, &member) in fds.iter().enumerate() {
             if group[j] {
-                replace(&new, member);
+                replace(&new, member, target);
             }
         }
     }
 }
 
-/// dup3(new, number), keeping the number's close-on-exec flag.
-fn replace(new: &OwnedFd, number: i32) {
-    // SAFETY: borrowed for one fcntl.
-    let cloexec = rustix::io::fcntl_getfd(unsafe { BorrowedFd::borrow_raw(number) })
-        .is_ok_and(|f| f.contains(rustix::io::FdFlags::CLOEXEC));
+/// dup3(new, number), keeping the number's close-on-exec flag, if the
+/// number is still open on the staged copy `target` (another thread may
+/// have closed it since the scan, and the number been reused: the check
+/// right before dup3 leaves only that instant).
+fn replace(new: &OwnedFd, number: i32, target: (u64, u64)) {
+    // SAFETY: borrowed for one fstat and one fcntl.
+    let old = unsafe { BorrowedFd::borrow_raw(number) };
+    match rustix::fs::fstat(old) {
+        Ok(st) if (st.st_dev, st.st_ino) == target => {}
+        _ => return,
+    }
+    let cloexec =
+        rustix::io::fcntl_getfd(old).is_ok_and(|f| f.contains(rustix::io::FdFlags::CLOEXEC));
     let flags = if cloexec {
         rustix::io::DupFlags::CLOEXEC
     } else {
