@@ -37,17 +37,51 @@ fn gettid() -> i32 {
 /// A thread id that is reused later stays noted: its relative paths then
 /// pass through, which is always correct.
 pub fn own_fs() {
+    let saved = crate::errno::get();
+    note_own_fs();
+    crate::errno::set(saved);
+}
+
+fn note_own_fs() {
     let tid = gettid();
     if own_fs_here() {
         return;
     }
-    for slot in &OWN_TIDS {
-        if slot.compare_exchange(0, tid, AcqRel, Relaxed).is_ok() {
-            OWN_COUNT.fetch_add(1, Release);
-            return;
+    for pass in 0..2 {
+        for slot in &OWN_TIDS {
+            if slot.compare_exchange(0, tid, AcqRel, Relaxed).is_ok() {
+                OWN_COUNT.fetch_add(1, Release);
+                return;
+            }
+        }
+        if pass == 0 {
+            prune();
         }
     }
     OWN_OVERFLOW.store(true, Release);
+}
+
+/// Frees the slots of threads that are gone: neither a thread of ours
+/// (tgkill finds none) nor a vfork child still sharing our memory (kcmp).
+/// A vfork child that chdirs before exec (Python's subprocess with `cwd=`
+/// does) takes a slot; without this, 64 of them would make every thread
+/// pass through.
+fn prune() {
+    let pid = rustix::process::getpid().as_raw_nonzero().get();
+    for slot in &OWN_TIDS {
+        let tid = slot.load(Acquire);
+        if tid == 0 {
+            continue;
+        }
+        // SAFETY: signal 0 only checks that the thread exists.
+        let ours = unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, 0) } == 0;
+        const KCMP_VM: libc::c_long = 1;
+        // SAFETY: kcmp(2) only compares; no memory is passed.
+        let shares_vm = unsafe { libc::syscall(libc::SYS_kcmp, pid, tid, KCMP_VM, 0, 0) } == 0;
+        if !ours && !shares_vm {
+            let _ = slot.compare_exchange(tid, 0, AcqRel, Relaxed);
+        }
+    }
 }
 
 /// No thread uses the tracked directory from now on (a thread or child we

@@ -308,3 +308,52 @@ fn padded_paths_over_path_max_fail_as_natively() {
     let s = read_stats(&stats);
     assert!(s.served > 100, "the 4094/4095-byte paths are served: {s:?}");
 }
+
+/// Python's subprocess with `cwd=` chdirs in a vfork child (our memory,
+/// another process): each such child is noted as having a cwd of its own,
+/// and the note must not pile up. After 200 of them the parent's relative
+/// paths are still served.
+#[test]
+fn vfork_children_that_chdir_leave_relative_paths_served() {
+    let py = fmcache_tests::py_env();
+    let fx = fixture!("fds_vfork_chdir");
+    fs::write(fx.tree.join("f"), b"x\n").unwrap();
+    let code = r#"
+import os, subprocess
+for i in range(200):
+    subprocess.run(["/bin/true"], cwd="/")
+print([os.stat("f").st_size for i in range(50)] == [2] * 50, os.getcwd() == os.environ["T"])
+"#;
+    let run = || {
+        Run::new(&py.python)
+            .args(["-c", code])
+            .env("T", &fx.tree)
+            .cwd(&fx.tree)
+    };
+    let native = run().run().ok("native");
+    assert_eq!(native.stdout_str(), "True True\n", "sanity");
+    let cache = fx.cache("c");
+    run()
+        .env("FMCACHE_INCLUDE", &fx.tree)
+        .record(&cache)
+        .run()
+        .ok("pilot");
+    let stats = fx.out.join("serve.stats");
+    let served = run().serve(&cache).stats(&stats).run().ok("served");
+    assert_eq!(served.stdout_str(), native.stdout_str());
+    assert_eq!(served.stderr_str(), "");
+    let text = fs::read_to_string(&stats).unwrap();
+    let parent = text
+        .lines()
+        .find(|l| l.contains("python") && !l.contains("copy=auditor"))
+        .unwrap_or_else(|| panic!("no python stats line:\n{text}"));
+    let n: u64 = parent
+        .split(' ')
+        .find_map(|f| f.strip_prefix("served="))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(
+        n >= 50,
+        "the 50 relative stats after 200 vfork+chdir children are served: {parent}"
+    );
+}
