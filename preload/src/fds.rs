@@ -29,7 +29,7 @@ use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use fmcache_core::answer::Trust;
-use fmcache_core::path::PathBuf;
+use fmcache_core::path::{self, PathBuf};
 use rustix::fs::{Mode, OFlags, CWD};
 
 use crate::server::Server;
@@ -72,48 +72,84 @@ pub fn before_change(srv: &Server, key: &[u8]) {
     crate::errno::set(saved);
 }
 
+/// What a change at a path takes along: one file (its canonical path, the
+/// mirror of its staged copy), or every file under a cached directory
+/// (renamed or removed: later changes reach the files by other paths).
+#[derive(Clone, Copy)]
+enum Scope<'a> {
+    File(&'a [u8]),
+    Tree(&'a [u8]),
+}
+
+impl Scope<'_> {
+    fn holds(&self, mirror: &[u8]) -> bool {
+        match *self {
+            Scope::File(m) => mirror == m,
+            Scope::Tree(d) => fmcache_core::path::under(mirror, d),
+        }
+    }
+}
+
 fn swap(srv: &Server, key: &[u8]) -> Option<()> {
-    let e = srv.view.lookup(key)?;
+    let e = srv.view.lookup(key);
+    let is_dir = |e: fmcache_format::EntryRef| matches!(e.lstat(), Some(Ok(st)) if st.mode & libc::S_IFMT == libc::S_IFDIR);
+    let scope = match e {
+        // Changed before (swapped then, or the recorded inode may be gone
+        // from the path, its number free for reuse): nothing to do. Each
+        // file is checked again in `original` (a directory's own entry
+        // stops being trusted as soon as a name in it changes).
+        Some(e) if !srv.trusted(e.index(), key) && !is_dir(e) => return None,
+        Some(e) if e.mirror_path().is_some() => Scope::File(e.mirror_path()?),
+        Some(e) if is_dir(e) => Scope::Tree(path::trim_trailing_slash(key)),
+        // Not an entry itself, but the canonical path of one handed out
+        // through another spelling (a symlink).
+        _ if was_handed_out(key) => Scope::File(key),
+        _ => return None,
+    };
+    let mut maps = match scope {
+        Scope::File(m) => was_handed_out(m),
+        Scope::Tree(_) => HANDED.iter().any(|w| w.load(Relaxed) != 0),
+    };
+    for _ in 0..64 {
+        let mut fds = [(0i32, 0u32); BATCH];
+        let (n, more) = staged_fds(srv, scope, &mut fds);
+        maps |= n > 0;
+        swap_fds(srv, &mut fds[..n]);
+        if !more {
+            break;
+        }
+    }
+    if maps {
+        remap_shared(srv, scope);
+    }
+    Some(())
+}
+
+/// The original of staged entry `entry` if it may stand in for the copy:
+/// the program has not changed it (trusted) and the path still holds the
+/// recorded inode. Returns its path and inode number.
+fn original(srv: &Server, entry: u32) -> Option<(PathBuf, u64)> {
+    let e = srv.view.entry(entry)?;
     let mirror = e.mirror_path()?;
     let Some(Ok(rec)) = e.follow() else {
         return None;
     };
-    if !srv.trusted(e.index(), key) {
-        // Changed before: swapped then, or the recorded inode may be gone
-        // from the path (its number free for reuse).
+    if !srv.trusted(e.index(), e.path()) {
         return None;
+    }
+    if let Some(m) = srv.view.lookup(mirror) {
+        if !srv.trusted(m.index(), mirror) {
+            return None;
+        }
     }
     let mut orig = PathBuf::new();
     if !orig.set(mirror) {
         return None;
     }
     let live = rustix::fs::statat(CWD, orig.as_cstr(), rustix::fs::AtFlags::empty()).ok()?;
-    if live.st_ino as u64 != rec.ino {
-        // Not the recorded file any more: descriptors on the staged copy
-        // stand for a file that is no longer there, as natively.
-        return None;
-    }
-    let mut staged = PathBuf::new();
-    if !srv.staged_path(mirror, &mut staged) {
-        return None;
-    }
-    let st = rustix::fs::statat(CWD, staged.as_cstr(), rustix::fs::AtFlags::empty()).ok()?;
-    let target = (st.st_dev as u64, st.st_ino as u64);
-    for _ in 0..64 {
-        let mut fds = [0i32; BATCH];
-        let (n, more) = staged_fds(target, &mut fds);
-        if n > 0 {
-            handed_out(mirror);
-        }
-        swap_fds(&orig, rec.ino, target, &fds[..n]);
-        if !more {
-            break;
-        }
-    }
-    if was_handed_out(mirror) {
-        remap_shared(&orig, rec.ino, target);
-    }
-    Some(())
+    // Not the recorded file any more: descriptors on the staged copy
+    // stand for a file that is no longer there, as natively.
+    (live.st_ino == rec.ino).then_some((orig, rec.ino))
 }
 
 /// Opens the original read-only (with `extra` flags) and checks it is
@@ -122,12 +158,20 @@ fn open_original(orig: &PathBuf, ino: u64, extra: OFlags) -> Option<OwnedFd> {
     let flags = OFlags::RDONLY | OFlags::NOCTTY | OFlags::CLOEXEC | extra;
     let fd = rustix::fs::openat(CWD, orig.as_cstr(), flags, Mode::empty()).ok()?;
     let st = rustix::fs::fstat(&fd).ok()?;
-    (st.st_ino as u64 == ino).then_some(fd)
+    (st.st_ino == ino).then_some(fd)
 }
 
-/// Fills `out` with the descriptors open on the staged file `target`
-/// (dev, ino); returns how many, and whether more did not fit.
-fn staged_fds(target: (u64, u64), out: &mut [i32; BATCH]) -> (usize, bool) {
+/// The staged entry a descriptor or mapping of (dev, ino) is on, if its
+/// file lies in `scope`.
+fn in_scope(srv: &Server, scope: Scope, dev: u64, ino: u64) -> Option<u32> {
+    let e = srv.staged(dev, ino)?;
+    scope.holds(e.mirror_path()?).then(|| e.index())
+}
+
+/// Fills `out` with (descriptor, staged entry) for the descriptors open on
+/// staged copies of files in `scope`; returns how many, and whether more
+/// did not fit.
+fn staged_fds(srv: &Server, scope: Scope, out: &mut [(i32, u32); BATCH]) -> (usize, bool) {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let Ok(dir) = rustix::fs::openat(CWD, c"/proc/self/fd", flags, Mode::empty()) else {
         return (0, false);
@@ -148,13 +192,13 @@ fn staged_fds(target: (u64, u64), out: &mut [i32; BATCH]) -> (usize, bool) {
         let Ok(st) = rustix::fs::fstat(unsafe { BorrowedFd::borrow_raw(fd) }) else {
             continue;
         };
-        if (st.st_dev, st.st_ino) != target {
+        let Some(entry) = in_scope(srv, scope, st.st_dev, st.st_ino) else {
             continue;
-        }
+        };
         if n == BATCH {
             return (n, true);
         }
-        out[n] = fd;
+        out[n] = (fd, entry);
         n += 1;
     }
     (n, false)
@@ -176,25 +220,32 @@ fn same_description(a: i32, b: i32) -> bool {
     r == 0
 }
 
-/// Replaces each descriptor in `fds` (all on the staged copy) by one on
-/// the original, one new open file description per shared one.
-fn swap_fds(orig: &PathBuf, ino: u64, target: (u64, u64), fds: &[i32]) {
+/// Replaces each descriptor in `fds` (on staged copies) by one on its
+/// original, one new open file description per shared one.
+fn swap_fds(srv: &Server, fds: &mut [(i32, u32)]) {
     let mut done = [false; BATCH];
     for i in 0..fds.len() {
         if done[i] {
             continue;
         }
-        let fd = fds[i];
+        let (fd, entry) = fds[i];
         // The numbers sharing this one's description, found before any
         // of them is replaced.
         let mut group = [false; BATCH];
         for j in i..fds.len() {
-            group[j] = !done[j] && (j == i || same_description(fds[j], fd));
+            group[j] = !done[j] && (j == i || same_description(fds[j].0, fd));
             done[j] |= group[j];
         }
         // SAFETY: a descriptor open on our staged copy (checked by the
         // scan), borrowed while it is replaced.
         let old = unsafe { BorrowedFd::borrow_raw(fd) };
+        let Ok(st) = rustix::fs::fstat(old) else {
+            continue;
+        };
+        let target = (st.st_dev, st.st_ino);
+        let Some((orig, ino)) = original(srv, entry) else {
+            continue;
+        };
         let Ok(fl) = rustix::fs::fcntl_getfl(old) else {
             continue;
         };
@@ -202,13 +253,13 @@ fn swap_fds(orig: &PathBuf, ino: u64, target: (u64, u64), fds: &[i32]) {
         let Ok(pos) = rustix::fs::seek(old, rustix::fs::SeekFrom::Current(0)) else {
             continue;
         };
-        let Some(new) = open_original(orig, ino, extra) else {
+        let Some(new) = open_original(&orig, ino, extra) else {
             continue;
         };
         if rustix::fs::seek(&new, rustix::fs::SeekFrom::Start(pos)).is_err() {
             continue;
         }
-        for (j, &member) in fds.iter().enumerate() {
+        for (j, &(member, _)) in fds.iter().enumerate() {
             if group[j] {
                 replace(&new, member, target);
             }
@@ -240,14 +291,15 @@ fn replace(new: &OwnedFd, number: i32, target: (u64, u64)) {
     let _ = rustix::io::dup3(new.as_fd(), &mut slot, flags);
 }
 
-/// Replaces every shared mapping of the staged file `target` by the same
-/// range of the original, at the same address.
-fn remap_shared(orig: &PathBuf, ino: u64, target: (u64, u64)) {
+/// Replaces every shared mapping of a staged copy of a file in `scope` by
+/// the same range of the original, at the same address.
+fn remap_shared(srv: &Server, scope: Scope) {
     let flags = OFlags::RDONLY | OFlags::CLOEXEC;
     let Ok(maps) = rustix::fs::openat(CWD, c"/proc/self/maps", flags, Mode::empty()) else {
         return;
     };
-    let mut new: Option<OwnedFd> = None;
+    // The original last opened, by staged entry.
+    let mut open: Option<(u32, OwnedFd)> = None;
     let mut buf = [0u8; 8192];
     let mut have = 0;
     loop {
@@ -259,25 +311,8 @@ fn remap_shared(orig: &PathBuf, ino: u64, target: (u64, u64)) {
         let mut start = 0;
         while let Some(nl) = buf[start..have].iter().position(|&b| b == b'\n') {
             if let Some(m) = parse_map(&buf[start..start + nl]) {
-                if m.shared && (m.dev, m.ino) == target {
-                    if new.is_none() {
-                        new = open_original(orig, ino, OFlags::empty());
-                    }
-                    if let Some(fd) = &new {
-                        // SAFETY: replaces exactly the range the program
-                        // mapped from the staged copy with the same range
-                        // of the original, same protection, shared.
-                        unsafe {
-                            let _ = rustix::mm::mmap(
-                                m.start as *mut core::ffi::c_void,
-                                m.end - m.start,
-                                m.prot,
-                                rustix::mm::MapFlags::SHARED | rustix::mm::MapFlags::FIXED,
-                                fd,
-                                m.offset,
-                            );
-                        }
-                    }
+                if m.shared {
+                    remap(srv, scope, &m, &mut open);
                 }
             }
             start += nl + 1;
@@ -286,15 +321,41 @@ fn remap_shared(orig: &PathBuf, ino: u64, target: (u64, u64)) {
             return;
         }
         // Keep the partial line; a line longer than the buffer (a very
-        // long path) is skipped: its fields are at the start, but it
-        // cannot be ours (the staged path is the same length each time,
-        // and far shorter).
+        // long path) is dropped: a staged copy's line is far shorter.
         if start == 0 && have == buf.len() {
             have = 0;
             continue;
         }
         buf.copy_within(start..have, 0);
         have -= start;
+    }
+}
+
+/// Maps the original over one shared mapping of a staged copy in `scope`.
+fn remap(srv: &Server, scope: Scope, m: &Map, open: &mut Option<(u32, OwnedFd)>) {
+    let Some(entry) = in_scope(srv, scope, m.dev, m.ino) else {
+        return;
+    };
+    if open.as_ref().is_none_or(|(e, _)| *e != entry) {
+        *open = original(srv, entry)
+            .and_then(|(orig, ino)| open_original(&orig, ino, OFlags::empty()))
+            .map(|fd| (entry, fd));
+    }
+    let Some((_, fd)) = open else {
+        return;
+    };
+    // SAFETY: replaces exactly the range the program mapped from the
+    // staged copy with the same range of the original, same protection,
+    // shared.
+    unsafe {
+        let _ = rustix::mm::mmap(
+            m.start as *mut core::ffi::c_void,
+            m.end - m.start,
+            m.prot,
+            rustix::mm::MapFlags::SHARED | rustix::mm::MapFlags::FIXED,
+            &*fd,
+            m.offset,
+        );
     }
 }
 

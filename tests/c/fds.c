@@ -15,6 +15,11 @@
  * (shares the offset), fd3 (O_CLOEXEC, own offset 0) and a MAP_SHARED
  * mapping of fd1. After: `fd1 ...`, `fd2 ...`, `fd3 ...`, `map ...` lines.
  *
+ *   fds viasymlink DIR            fd opened as DIR/ln (-> f), DIR/f rewritten
+ *   fds dirmove DIR               fd on DIR/d/f, DIR/d renamed to DIR/d2,
+ *                                 DIR/d2/f rewritten in place
+ *   fds lookall DIR               open DIR/ln, DIR/d/f (the pilot)
+ *
  *   fds cwd ROOT D1 D2            per-thread cwd, see cwd_test()
  */
 #ifndef _GNU_SOURCE
@@ -328,11 +333,56 @@ static int cwd_test(void)
 	return 0;
 }
 
+/* Changes that reach a served file by another path than it was opened by. */
+static int other_path(const char *how, const char *dir)
+{
+	char a[4096], b[4096], c[4096];
+	if (strcmp(how, "lookall") == 0) {
+		const char *names[] = {"ln", "d/f"};
+		for (int i = 0; i < 2; i++) {
+			snprintf(a, sizeof a, "%s/%s", dir, names[i]);
+			int fd = open(a, O_RDONLY);
+			show_fd(names[i], fd, a);
+			close(fd);
+		}
+		return 0;
+	}
+	if (strcmp(how, "viasymlink") == 0) {
+		snprintf(a, sizeof a, "%s/ln", dir);
+		snprintf(b, sizeof b, "%s/f", dir);
+		int fd = open(a, O_RDONLY);
+		if (fd < 0)
+			die("open ln");
+		rewrite(b);
+		show_fd("fd via ln", fd, b);
+		return 0;
+	}
+	if (strcmp(how, "dirmove") == 0) {
+		snprintf(a, sizeof a, "%s/d/f", dir);
+		snprintf(b, sizeof b, "%s/d", dir);
+		snprintf(c, sizeof c, "%s/d2", dir);
+		int fd = open(a, O_RDONLY);
+		if (fd < 0)
+			die("open d/f");
+		if (rename(b, c) != 0)
+			die("rename d d2");
+		snprintf(a, sizeof a, "%s/d2/f", dir);
+		rewrite(a);
+		show_fd("fd on d/f", fd, a);
+		return 0;
+	}
+	return -1;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	if (argc == 3)
+	if (argc == 3) {
+		int r = other_path(argv[1], argv[2]);
+		if (r >= 0)
+			return r;
 		return descriptors(argv[1], argv[2]);
+	}
 	if (argc == 5 && strcmp(argv[1], "cwd") == 0) {
 		root = argv[2];
 		d1 = argv[3];

@@ -121,6 +121,72 @@ fn shared_mapping_after_rewrite_in_place() {
     );
 }
 
+/// A served file reached by a path other than the one it was opened by:
+/// `viasymlink` opens `ln` (a symlink to `f`) and rewrites `f`; `dirmove`
+/// opens `d/f`, renames `d` to `d2` and rewrites `d2/f`. Native on tree
+/// `a`, served on tree `b`.
+fn other_path(how: &str) -> String {
+    let fx = fixture!(&format!("fds_{how}"));
+    let (a, b) = (fx.tree.join("a"), fx.tree.join("b"));
+    for d in [&a, &b] {
+        fs::create_dir_all(d.join("d")).unwrap();
+        fs::write(d.join("f"), OLD).unwrap();
+        fs::write(d.join("d/f"), OLD).unwrap();
+        std::os::unix::fs::symlink("f", d.join("ln")).unwrap();
+    }
+    let fds = fx.c_program("fds");
+    let cache = fx.cache("c");
+    Run::new(&fds)
+        .args(["lookall".as_ref(), b.as_os_str()])
+        .env("FMCACHE_INCLUDE", &b)
+        .cwd(&fx.out)
+        .record(&cache)
+        .run()
+        .ok("pilot");
+    let native = Run::new(&fds)
+        .args([how.as_ref(), a.as_os_str()])
+        .cwd(&fx.out)
+        .run()
+        .ok("native");
+    let stats = fx.out.join("serve.stats");
+    let served = Run::new(&fds)
+        .args([how.as_ref(), b.as_os_str()])
+        .cwd(&fx.out)
+        .serve(&cache)
+        .stats(&stats)
+        .run()
+        .ok("served");
+    assert_eq!(served.stderr_str(), "", "{how}");
+    assert_same(
+        &format!("descriptor after {how}"),
+        "native (tree a)",
+        &native.stdout,
+        "served (tree b)",
+        &served.stdout,
+    );
+    let s = read_stats(&stats);
+    assert!(s.served >= 1, "{how}: the open must be served: {s:?}");
+    native.stdout_str()
+}
+
+#[test]
+fn descriptor_opened_through_a_symlink_sees_a_rewrite_of_its_target() {
+    let native = other_path("viasymlink");
+    assert!(
+        native.contains("pread=37:\"the new contents"),
+        "sanity: {native}"
+    );
+}
+
+#[test]
+fn descriptor_in_a_renamed_directory_sees_a_later_rewrite() {
+    let native = other_path("dirmove");
+    assert!(
+        native.contains("same_inode=yes") && native.contains("pread=37:\"the new contents"),
+        "sanity: {native}"
+    );
+}
+
 /// A thread that unshares its fs state and chdirs, a thread it creates, a
 /// clone(CLONE_VM) child without CLONE_FS that chdirs, and the main
 /// thread's relative paths (stat, access, open, realpath, getcwd) in
