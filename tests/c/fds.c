@@ -329,6 +329,14 @@ static int cwd_test(void)
 	waitpid(pid, &status, 0);
 	printf("clone child status=%d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 	look("main after clone child");
+
+	/* clone sharing our fs but not our memory: its chdir moves ours */
+	pid = clone(clone_child, stack + sz, CLONE_FS | SIGCHLD, NULL);
+	if (pid < 0)
+		die("clone CLONE_FS");
+	waitpid(pid, &status, 0);
+	printf("CLONE_FS child status=%d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	look("main after CLONE_FS child chdir d2");
 	free(stack);
 	return 0;
 }

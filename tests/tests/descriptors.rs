@@ -225,7 +225,8 @@ fn threads_with_a_cwd_of_their_own() {
             && text.contains("C child of unshared thread: cwd=/d2")
             && text.contains("fork child of A: cwd=/d2 stat=8")
             && text.contains("clone child after chdir d2: cwd=/d2")
-            && text.contains("main after clone child: cwd=/d1/sub stat=7"),
+            && text.contains("main after clone child: cwd=/d1/sub stat=7")
+            && text.contains("main after CLONE_FS child chdir d2: cwd=/d2 stat=8"),
         "sanity: {text}"
     );
     assert_same(

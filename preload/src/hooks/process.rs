@@ -162,7 +162,9 @@ extern "C" fn thread_start(slot: *mut c_void) -> *mut c_void {
 
 /// glibc's clone(3) wrapper, called directly by programs. A child shares
 /// the tracked cwd only if it shares both our fs state and our memory,
-/// and we do (its parent is not a thread with an fs of its own).
+/// and we do (its parent is not a thread with an fs of its own). A child
+/// sharing our fs state but not our memory can chdir for us unseen: no
+/// thread uses the tracked cwd from then on.
 fn clone_common(
     f: Option<CloneFn>,
     flags: c_int,
@@ -171,6 +173,10 @@ fn clone_common(
 ) -> c_int {
     let shares =
         flags & libc::CLONE_FS != 0 && flags & libc::CLONE_VM != 0 && !crate::cwd::own_fs_here();
+    if flags & libc::CLONE_FS != 0 && flags & libc::CLONE_VM == 0 {
+        // The child can move our cwd without our memory seeing it.
+        crate::cwd::own_fs_everywhere();
+    }
     let Some(func) = f.filter(|_| !shares) else {
         return real(f, arg);
     };
@@ -181,7 +187,9 @@ fn clone_common(
         return real(f, arg);
     };
     let r = real(Some(clone_start), slot as *mut c_void);
-    if r == -1 {
+    // A child with a copy of our memory frees its copy of the slot; ours
+    // is freed here (as on failure). One sharing our memory frees it.
+    if r == -1 || flags & libc::CLONE_VM == 0 {
         let saved = crate::errno::get();
         unpark(slot);
         crate::errno::set(saved);
