@@ -12,6 +12,7 @@ mod carry;
 mod cwd;
 mod dirs;
 mod errno;
+mod fds;
 #[macro_use]
 mod hooks;
 mod libsearch;
@@ -45,6 +46,7 @@ fn start() {
     carry::identify();
     hooks::exec::resolve();
     hooks::dl::resolve();
+    hooks::process::resolve_all();
     for resolve in [
         hooks::stat::resolve,
         hooks::access::resolve,

@@ -129,19 +129,36 @@ impl Server {
     }
 
     /// What fstat on the staged file (dev, ino) reports: the original's
-    /// recorded stat, or its live stat once this process changed it.
+    /// recorded stat, since the staged copy holds exactly its bytes. Once
+    /// this process changed the file (descriptors it held then were
+    /// swapped to the original, see `fds.rs`; this one was not: opened
+    /// since, inherited, or the swap failed), the live stat only while the
+    /// recorded inode is still at the path (changed in place); after a
+    /// rename over it or an unlink, the recorded one, as a native
+    /// descriptor keeps the old inode (a replace detector compares it with
+    /// the path's new inode).
     pub fn descriptor_stat(&self, dev: u64, ino: u64) -> Option<StatRec> {
         let e = self.staged(dev, ino)?;
-        if self.trusted(e.index(), e.path()) {
-            if let Some(Ok(st)) = e.follow() {
-                return Some(*st);
-            }
+        let Some(Ok(rec)) = e.follow() else {
+            return None;
+        };
+        let mirror = e.mirror_path().unwrap_or(e.path());
+        let mirror_trusted = match self.view.lookup(mirror) {
+            Some(m) => self.trusted(m.index(), mirror),
+            None => true,
+        };
+        if self.trusted(e.index(), e.path()) && mirror_trusted {
+            return Some(*rec);
         }
         let mut p = PathBuf::new();
-        if !p.set(e.path()) {
-            return None;
+        if p.set(mirror) {
+            if let Ok(live) = fmcache_core::sys::stat_rec(p.as_cstr(), true) {
+                if live.ino == rec.ino {
+                    return Some(live);
+                }
+            }
         }
-        fmcache_core::sys::stat_rec(p.as_cstr(), true).ok()
+        Some(*rec)
     }
 
     /// The entry whose bytes the staged file (dev, ino) holds.

@@ -81,9 +81,16 @@ impl PathBuf {
 /// Builds the cache key of `input` (as given to a system call) into `out`.
 /// `cwd` is used for relative input. Returns `false` when the key cannot
 /// be formed (empty input, too long, no cwd): the caller passes through.
+///
+/// An input of PATH_MAX bytes or more has no key even when `//` or `/./`
+/// padding would shrink it: the kernel copies the string in first
+/// (`getname`) and fails ENAMETOOLONG before any lookup, so the real call
+/// answers it exactly and touches no file system. Only the input counts: a
+/// short relative path whose joined form is longer is fine natively (its
+/// key just does not fit, so it passes through too).
 pub fn normalize(cwd: Option<&[u8]>, input: &[u8], out: &mut PathBuf) -> bool {
     out.clear();
-    if input.is_empty() {
+    if input.is_empty() || input.len() >= PATH_MAX {
         return false;
     }
     if input[0] != b'/' {
@@ -187,6 +194,19 @@ mod tests {
         assert_eq!(norm("/w", "/a/b/.").as_deref(), Some("/a/b/."));
         assert_eq!(norm("/w", ""), None);
         assert_eq!(norm("/w", &"a".repeat(5000)), None);
+    }
+
+    #[test]
+    fn padded_inputs_of_path_max_bytes_have_no_key() {
+        // 4095 bytes (4096 with the NUL) is the longest the kernel takes.
+        let pad = |n: usize| format!("{}/etc", "/".repeat(n - 4));
+        assert_eq!(norm("/w", &pad(4095)).as_deref(), Some("/etc"));
+        assert_eq!(norm("/w", &pad(4096)), None);
+        assert_eq!(norm("/w", &pad(4097)), None);
+        let dots = format!("{}etc", "./".repeat(2046));
+        assert_eq!(dots.len(), 4095);
+        assert_eq!(norm("/w", &dots).as_deref(), Some("/w/etc"));
+        assert_eq!(norm("/w", &format!("./{dots}")), None);
     }
 
     #[test]

@@ -192,10 +192,16 @@ fn chdir_common(p: *const c_char, real: impl FnOnce() -> c_int) -> c_int {
         -1,
         real,
     );
-    // A vfork child shares our memory: only the owner moves the cwd.
-    if r == 0 && super::process::is_owner() {
+    // A vfork child (or a clone()d one that skipped the fork handlers)
+    // shares our memory or a copy of it, but its cwd is its own: it stops
+    // using the tracked one; only the owner moves that.
+    if r == 0 {
         let saved = crate::errno::get();
-        crate::cwd::refresh();
+        if super::process::is_owner() {
+            crate::cwd::refresh();
+        } else {
+            crate::cwd::own_fs();
+        }
         crate::errno::set(saved);
     }
     r

@@ -20,6 +20,7 @@ fn changed(dirfd: c_int, p: *const c_char, tree: bool, real: impl FnOnce() -> c_
             // the cache trustworthy.
             let mut k = PathBuf::new();
             if crate::recorder::resolve(dirfd, p, &mut k) {
+                crate::fds::before_change(srv, k.as_bytes());
                 srv.invalidate(k.as_bytes(), tree);
             } else if !p.is_null() {
                 crate::state::turn_off();
@@ -44,6 +45,7 @@ fn changed_fd(
         if let Some(e) = srv.staged_fd(fd) {
             let mut p = PathBuf::new();
             if p.set(e.path()) {
+                crate::fds::before_change(srv, p.as_bytes());
                 srv.invalidate(p.as_bytes(), false);
                 return on_original(p.as_cstr().as_ptr());
             }

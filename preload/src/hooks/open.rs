@@ -32,6 +32,7 @@ fn serve_open(srv: &Server, dirfd: c_int, p: *const c_char, flags: c_int) -> Out
         return Outcome::Pass;
     }
     if writes(flags) {
+        crate::fds::before_change(srv, k.as_bytes());
         srv.invalidate(k.as_bytes(), false);
         return Outcome::Pass;
     }
@@ -44,7 +45,10 @@ fn serve_open(srv: &Server, dirfd: c_int, p: *const c_char, flags: c_int) -> Out
             f.stat,
             flags & (libc::O_CLOEXEC | libc::O_NONBLOCK),
         ) {
-            Some(fd) => Outcome::Served(fd),
+            Some(fd) => {
+                crate::fds::handed_out(f.mirror);
+                Outcome::Served(fd)
+            }
             None => Outcome::Miss,
         },
         Answer::Errno(e) => Outcome::Fail(e),
@@ -151,6 +155,7 @@ pub fn freopen_common(
                 return Outcome::Pass;
             }
             if !read_only {
+                crate::fds::before_change(srv, k.as_bytes());
                 srv.invalidate(k.as_bytes(), false);
                 return Outcome::Pass;
             }
@@ -167,6 +172,7 @@ pub fn freopen_common(
             if !srv.staged_path(f.mirror, &mut staged) {
                 return Outcome::Miss;
             }
+            crate::fds::handed_out(f.mirror);
             let r = call_real!(freopen64: fn(*const c_char, *const c_char, *mut FILE) -> *mut FILE, core::ptr::null_mut(), (staged.as_cstr().as_ptr(), mode, stream));
             if r.is_null() {
                 Outcome::Fail(crate::errno::get())
