@@ -39,9 +39,12 @@ pub fn set_recorder(r: &'static Recorder) {
     MODE.store(RECORD, Release);
 }
 
-/// Stops serving (e.g. too many invalidations to track).
-pub fn turn_off() {
-    MODE.store(OFF, Release);
+/// The server, once set: streams and descriptors it handed out are
+/// handled by it whatever the mode is now.
+pub fn server() -> Option<&'static Server> {
+    let p = SERVER.load(Acquire);
+    // SAFETY: published once and never freed.
+    (!p.is_null()).then(|| unsafe { &*p })
 }
 
 /// Per-process counters, written at exit when FMCACHE_STATS is set.

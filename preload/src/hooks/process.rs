@@ -38,6 +38,9 @@ pub extern "C" fn after_fork_child() {
     if let crate::state::Mode::Record(r) = crate::state::mode() {
         r.after_fork();
     }
+    if let Some(s) = crate::state::server() {
+        s.own_trust().after_fork();
+    }
 }
 
 #[no_mangle]
