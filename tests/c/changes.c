@@ -16,6 +16,9 @@
  *                                 the bytes of V2; dlopen again; dlopen NEW
  *                                 (missing), create it from V2, dlopen again
  *   changes dlook LIB NEW         dlopen LIB and NEW (the pilot run of dl)
+ *   changes lookdirs DIR N        stat DIR/dI/f for I < N (the pilot run)
+ *   changes renamedirs DIR N      the same, renaming each DIR/dI to DIR/eI and
+ *                                 stat-ing both spellings; VmRSS/VmHWM to stderr
  *   changes stress DIR SCRATCH N  N renames and N unlinks in SCRATCH, 1000 renames
  *                                 in DIR/churn; VmRSS/VmHWM to stderr; then stat
  *                                 and list DIR
@@ -144,6 +147,13 @@ static int streams(const char *dir, const char *scratch, int n, const char *log)
         if (rename(a, b) != 0 || rmdir(b) != 0)
             printf("rename dir: %s\n", strerror(errno));
     }
+    /* A change the library cannot place (a name over PATH_MAX): it then
+     * trusts nothing, and the stream must still work. */
+    char *longp = malloc(5000);
+    memset(longp, 'x', 4999);
+    longp[4999] = 0;
+    printf("unlink over-long: %s\n", unlink(longp) == 0 ? "ok" : strerror(errno));
+    free(longp);
     printf("read %d\n", half);
     count("after changes", d);
     seekdir(d, pos);
@@ -334,6 +344,35 @@ static int stress(const char *dir, const char *scratch, int n)
     return 0;
 }
 
+/* DIR/dI/f for i < N: the pilot stats each (look), the served run
+ * renames each dI away and stats the old and new spellings. */
+static int dirs(const char *dir, int n, int rename_them)
+{
+    char a[4096], b[4096];
+    struct stat st;
+    int found_before = 0, old_gone = 0, new_found = 0;
+    if (rename_them)
+        mem("memory before");
+    for (int i = 0; i < n; i++) {
+        snprintf(a, sizeof a, "%s/d%d/f", dir, i);
+        found_before += stat(a, &st) == 0;
+        if (!rename_them)
+            continue;
+        snprintf(a, sizeof a, "%s/d%d", dir, i);
+        snprintf(b, sizeof b, "%s/e%d", dir, i);
+        if (rename(a, b) != 0)
+            printf("rename: %s\n", strerror(errno));
+        snprintf(a, sizeof a, "%s/d%d/f", dir, i);
+        old_gone += stat(a, &st) != 0 && errno == ENOENT;
+        snprintf(b, sizeof b, "%s/e%d/f", dir, i);
+        new_found += stat(b, &st) == 0;
+    }
+    if (rename_them)
+        mem("memory after");
+    printf("found before %d, old names gone %d, new names found %d\n", found_before, old_gone, new_found);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -352,6 +391,10 @@ int main(int argc, char **argv)
     }
     if (argc >= 5 && !strcmp(argv[1], "dl"))
         return dl(argv[2], argv[3], argv[4]);
+    if (argc >= 4 && !strcmp(argv[1], "lookdirs"))
+        return dirs(argv[2], atoi(argv[3]), 0);
+    if (argc >= 4 && !strcmp(argv[1], "renamedirs"))
+        return dirs(argv[2], atoi(argv[3]), 1);
     if (argc >= 5 && !strcmp(argv[1], "stress"))
         return stress(argv[2], argv[3], atoi(argv[4]));
     fprintf(stderr, "usage: see the comment at the top of changes.c\n");

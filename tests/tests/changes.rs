@@ -518,3 +518,50 @@ fn hundred_thousand_renames_and_unlinks() {
         hwm1 - hwm0
     );
 }
+
+/// Item 10, inside the cache: 5,000 cached directories renamed one by one
+/// (each takes a prefix: entries under it). Every old spelling fails, every
+/// new one is found, memory stays bounded.
+#[test]
+fn five_thousand_cached_directories_renamed() {
+    const N: usize = 5000;
+    fn make(t: &Path) {
+        for i in 0..N {
+            fs::create_dir_all(t.join(format!("d{i}"))).unwrap();
+            fs::write(t.join(format!("d{i}/f")), b"f").unwrap();
+        }
+    }
+    let fx = fixture!("chg_dir_renames");
+    let exe = c_changes(&fx);
+    let n = N.to_string();
+    let (native, served, s) = differential(
+        &fx,
+        make,
+        &exe,
+        &|t| strings(&[&"lookdirs", &t, &n]),
+        &|t| strings(&[&"renamedirs", &t, &n]),
+        false,
+    );
+    same(&native, &served);
+    assert_eq!(
+        native.stdout_str(),
+        format!("found before {N}, old names gone {N}, new names found {N}\n")
+    );
+    assert!(s.served >= N as u64, "{s:?}");
+    let err = served.stderr_str();
+    eprintln!("{}", err.trim());
+    let hwm = |tag: &str| -> u64 {
+        let line = err.lines().find(|l| l.starts_with(tag)).unwrap();
+        let at = line.find("VmHWM:").unwrap() + 6;
+        line[at..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(
+        hwm("memory after") < hwm("memory before") + 4096,
+        "memory grew over {N} prefixes: {err}"
+    );
+}
