@@ -19,11 +19,15 @@
  *   changes lookdirs DIR N        stat DIR/dI/f for I < N (the pilot run)
  *   changes renamedirs DIR N      the same, renaming each DIR/dI to DIR/eI and
  *                                 stat-ing both spellings; VmRSS/VmHWM to stderr
+ *   changes threads DIR SCRATCH N 8 threads each renaming its cached DIR/tI/a to b
+ *                                 and back N times, checking both spellings, and
+ *                                 creating/renaming/unlinking in SCRATCH
  *   changes stress DIR SCRATCH N  N renames and N unlinks in SCRATCH, 1000 renames
  *                                 in DIR/churn; VmRSS/VmHWM to stderr; then stat
  *                                 and list DIR
  */
 #include <dirent.h>
+#include <pthread.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -373,6 +377,62 @@ static int dirs(const char *dir, int n, int rename_them)
     return 0;
 }
 
+/* threads: 8 threads, each renaming its own cached directory DIR/tI/a to
+ * b and back N times (prefixes added concurrently), checking after each
+ * rename that the old spelling is gone and the new one found, and creating,
+ * renaming and unlinking a file outside the cache (SCRATCH). */
+struct job {
+    const char *dir, *scratch;
+    int id, n, bad;
+};
+
+static void *worker(void *arg)
+{
+    struct job *j = arg;
+    char a[2048], b[2048], fa[4096], fb[4096], s1[4096], s2[4096];
+    struct stat st;
+    snprintf(a, sizeof a, "%s/t%d/a", j->dir, j->id);
+    snprintf(b, sizeof b, "%s/t%d/b", j->dir, j->id);
+    snprintf(fa, sizeof fa, "%s/f", a);
+    snprintf(fb, sizeof fb, "%s/f", b);
+    snprintf(s1, sizeof s1, "%s/x%d", j->scratch, j->id);
+    snprintf(s2, sizeof s2, "%s/y%d", j->scratch, j->id);
+    /* What the pilot records (N = 0): the file, and b missing. */
+    j->bad += stat(fa, &st) != 0;
+    j->bad += stat(fb, &st) == 0;
+    for (int i = 0; i < j->n; i++) {
+        const char *from = i % 2 ? b : a, *to = i % 2 ? a : b;
+        const char *ffrom = i % 2 ? fb : fa, *fto = i % 2 ? fa : fb;
+        j->bad += stat(ffrom, &st) != 0;
+        j->bad += rename(from, to) != 0;
+        j->bad += !(stat(ffrom, &st) != 0 && errno == ENOENT);
+        j->bad += stat(fto, &st) != 0;
+        int fd = open(s1, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        j->bad += fd < 0;
+        close(fd);
+        j->bad += rename(s1, s2) != 0;
+        j->bad += unlink(s2) != 0;
+    }
+    return NULL;
+}
+
+static int threads(const char *dir, const char *scratch, int n)
+{
+    pthread_t t[8];
+    struct job jobs[8];
+    for (int i = 0; i < 8; i++) {
+        jobs[i] = (struct job){dir, scratch, i, n, 0};
+        pthread_create(&t[i], NULL, worker, &jobs[i]);
+    }
+    int bad = 0;
+    for (int i = 0; i < 8; i++) {
+        pthread_join(t[i], NULL);
+        bad += jobs[i].bad;
+    }
+    printf("threads done, failures %d\n", bad);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -391,6 +451,8 @@ int main(int argc, char **argv)
     }
     if (argc >= 5 && !strcmp(argv[1], "dl"))
         return dl(argv[2], argv[3], argv[4]);
+    if (argc >= 5 && !strcmp(argv[1], "threads"))
+        return threads(argv[2], argv[3], atoi(argv[4]));
     if (argc >= 4 && !strcmp(argv[1], "lookdirs"))
         return dirs(argv[2], atoi(argv[3]), 0);
     if (argc >= 4 && !strcmp(argv[1], "renamedirs"))

@@ -565,3 +565,38 @@ fn five_thousand_cached_directories_renamed() {
         "memory grew over {N} prefixes: {err}"
     );
 }
+
+/// Writers in 8 threads at once: each renames its own cached directory
+/// back and forth 2,000 times (prefixes added concurrently, the inode
+/// index built by whichever thread comes first) while the others probe;
+/// after every rename the old spelling fails and the new one is found.
+#[test]
+fn eight_threads_change_and_probe_at_once() {
+    fn make(t: &Path) {
+        for i in 0..8 {
+            fs::create_dir_all(t.join(format!("t{i}/a"))).unwrap();
+            fs::write(t.join(format!("t{i}/a/f")), b"f").unwrap();
+        }
+    }
+    let fx = fixture!("chg_threads");
+    let exe = c_changes(&fx);
+    let out = fx.out.clone();
+    let (native, served, s) = differential(
+        &fx,
+        make,
+        &exe,
+        &|t| strings(&[&"threads", &t, &out, &"0"]),
+        &|t| {
+            let scratch = out.join(format!(
+                "scratch-{}",
+                t.file_name().unwrap().to_string_lossy()
+            ));
+            fs::create_dir_all(&scratch).unwrap();
+            strings(&[&"threads", &t, &scratch, &"2000"])
+        },
+        false,
+    );
+    same(&native, &served);
+    assert_eq!(native.stdout_str(), "threads done, failures 0\n");
+    assert!(s.served > 0, "{s:?}");
+}
