@@ -10,6 +10,9 @@
 //!
 //! This copy of the library lives in the auditor's own link namespace,
 //! with its own statics: its constructor set up its own recorder or server.
+//! What the program changed is known to the preload copy only (its hooks
+//! see the calls), so `la_objopen` finds the preload copy of this file and
+//! the server here uses that copy's trust state (`trust::note_peer`).
 
 use core::ffi::{c_char, c_uint, CStr};
 
@@ -36,11 +39,15 @@ const LA_SER_ORIG: c_uint = 0x01;
 #[no_mangle]
 pub unsafe extern "C" fn la_objopen(
     map: *mut LinkMap,
-    _lmid: libc::c_long,
+    lmid: libc::c_long,
     _cookie: *mut usize,
 ) -> c_uint {
     let _ = std::panic::catch_unwind(|| {
         crate::libsearch::note_object(map);
+        if !map.is_null() {
+            // SAFETY: ld.so passes the new object's link map.
+            crate::trust::note_peer(unsafe { &*map }, lmid);
+        }
         if let (Mode::Serve(srv), false) = (mode(), map.is_null()) {
             // SAFETY: ld.so passes the new object's link map.
             unsafe { restore_name(srv, &mut *map) };

@@ -19,6 +19,10 @@ use crate::cwd;
 static mut SELF_PATH: [u8; PATH_MAX] = [0; PATH_MAX];
 static SELF_LEN: AtomicUsize = AtomicUsize::new(0);
 static AUDITOR: AtomicBool = AtomicBool::new(false);
+/// This copy's load base and dynamic section (its link map's l_addr and
+/// l_ld): the auditor finds the preload copy's statics by them.
+static SELF_BASE: AtomicUsize = AtomicUsize::new(0);
+static SELF_LD: AtomicUsize = AtomicUsize::new(0);
 
 /// The minimal head of glibc's `struct link_map` (public in <link.h>).
 #[repr(C)]
@@ -56,10 +60,10 @@ pub fn identify() {
     // always follows the executable.
     if !map.is_null() {
         // SAFETY: ld.so returned its link map for this object.
-        AUDITOR.store(
-            unsafe { (*(map as *const LinkMap)).l_prev.is_null() },
-            Relaxed,
-        );
+        let m = unsafe { &*(map as *const LinkMap) };
+        AUDITOR.store(m.l_prev.is_null(), Relaxed);
+        SELF_LD.store(m.l_ld as usize, Relaxed);
+        SELF_BASE.store(m.l_addr, Release);
     }
     // SAFETY: dladdr's file name is NUL-terminated.
     let name = unsafe { CStr::from_ptr(info.dli_fname) }.to_bytes();
@@ -85,6 +89,12 @@ pub fn self_path() -> Option<&'static [u8]> {
     let n = SELF_LEN.load(Acquire);
     // SAFETY: the first n bytes were written before n was published.
     (n > 0).then(|| unsafe { &(&*core::ptr::addr_of!(SELF_PATH))[..n] })
+}
+
+/// This copy's (l_addr, l_ld), if known.
+pub fn self_map() -> Option<(usize, usize)> {
+    let ld = SELF_LD.load(Relaxed);
+    (ld != 0).then(|| (SELF_BASE.load(Acquire), ld))
 }
 
 /// Whether this copy is the one loaded through LD_AUDIT.

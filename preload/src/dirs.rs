@@ -1,21 +1,38 @@
 //! Directory streams served from a recorded listing. A served `DIR *`
-//! points into a fixed pool (no allocation); every dir hook first asks
-//! whether a pointer is ours and hands anything else to libc.
+//! points into a fixed pool (no allocation; a full pool makes opendir pass
+//! through); every dir hook first asks whether a pointer is ours, by
+//! address alone (whatever the mode is now), and hands anything else to
+//! libc. A stream rewound after the process changed its directory goes
+//! live: it reads the real directory with getdents64 from then on.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Ordering::*};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU32, AtomicUsize, Ordering::*};
 
 use fmcache_format::{CacheView, Listing};
 
 const SLOTS: usize = 128;
+/// getdents64 buffer of a live stream (any record fits: at most 280 bytes).
+const LIVE_BUF: usize = 8192;
+
+#[repr(C, align(8))]
+struct Buf([u8; LIVE_BUF]);
 
 pub struct FakeDir {
     used: AtomicBool,
     entry: AtomicU32,
     pos: AtomicUsize,
-    /// A real descriptor, opened only if the program asks for dirfd().
+    /// A real descriptor, opened if the program asks for dirfd() or the
+    /// stream goes live.
     fd: AtomicI32,
     ent: UnsafeCell<libc::dirent64>,
+    /// Reading the real directory through `fd` (after a rewind that
+    /// followed a change).
+    live: AtomicBool,
+    buf: UnsafeCell<Buf>,
+    buf_len: AtomicUsize,
+    buf_pos: AtomicUsize,
+    /// telldir of a live stream: d_off of the last record returned.
+    live_off: AtomicI64,
 }
 
 struct Pool([FakeDir; SLOTS]);
@@ -38,6 +55,11 @@ const EMPTY: FakeDir = FakeDir {
         d_type: 0,
         d_name: [0; 256],
     }),
+    live: AtomicBool::new(false),
+    buf: UnsafeCell::new(Buf([0; LIVE_BUF])),
+    buf_len: AtomicUsize::new(0),
+    buf_pos: AtomicUsize::new(0),
+    live_off: AtomicI64::new(0),
 };
 
 static POOL: Pool = Pool([EMPTY; SLOTS]);
@@ -53,6 +75,10 @@ pub fn open(entry: u32) -> Option<*mut libc::DIR> {
             d.entry.store(entry, Relaxed);
             d.pos.store(0, Relaxed);
             d.fd.store(-1, Relaxed);
+            d.live.store(false, Relaxed);
+            d.buf_len.store(0, Relaxed);
+            d.buf_pos.store(0, Relaxed);
+            d.live_off.store(0, Relaxed);
             return Some(d as *const FakeDir as *mut libc::DIR);
         }
     }
@@ -82,8 +108,12 @@ impl FakeDir {
         view.entry(self.entry.load(Relaxed))?.listing()
     }
 
-    /// The next entry, in kernel order; `None` at the end.
+    /// The next entry, in kernel order; `None` at the end (errno set on
+    /// a failed read of a live stream, as readdir does).
     pub fn next(&self, view: &CacheView<'static>) -> Option<*mut libc::dirent64> {
+        if self.live.load(Relaxed) {
+            return self.next_live();
+        }
         let listing = self.listing(view)?;
         let i = self.pos.fetch_add(1, Relaxed);
         let (name, d_type, ino) = listing.get(i).or_else(|| {
@@ -107,11 +137,67 @@ impl FakeDir {
     }
 
     pub fn tell(&self) -> i64 {
+        if self.live.load(Relaxed) {
+            return self.live_off.load(Relaxed);
+        }
         self.pos.load(Relaxed) as i64
     }
 
     pub fn seek(&self, pos: i64) {
+        if self.live.load(Relaxed) {
+            self.seek_live(pos);
+            return;
+        }
         self.pos.store(pos.max(0) as usize, Relaxed);
+    }
+
+    /// rewinddir. `changed`: the process changed this directory, so the
+    /// stream reads the real one from now on (as rewinddir does natively);
+    /// if it cannot be opened, the recorded listing is read again.
+    pub fn rewind(&self, path: &core::ffi::CStr, changed: bool) {
+        if !self.live.load(Relaxed) && changed && self.fd(path) >= 0 {
+            self.live.store(true, Relaxed);
+        }
+        self.seek(0);
+    }
+
+    fn seek_live(&self, pos: i64) {
+        let fd = self.fd.load(Acquire);
+        // SAFETY: the descriptor this stream owns.
+        let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let _ = rustix::fs::seek(b, rustix::fs::SeekFrom::Start(pos.max(0) as u64));
+        self.buf_len.store(0, Relaxed);
+        self.buf_pos.store(0, Relaxed);
+        self.live_off.store(pos, Relaxed);
+    }
+
+    fn next_live(&self) -> Option<*mut libc::dirent64> {
+        let buf = self.buf.get().cast::<u8>();
+        let off_name = core::mem::offset_of!(libc::dirent64, d_name);
+        if self.buf_pos.load(Relaxed) >= self.buf_len.load(Relaxed) {
+            let fd = self.fd.load(Acquire);
+            // SAFETY: getdents64(2) into this stream's own buffer.
+            let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf, LIVE_BUF) };
+            if n <= 0 {
+                return None;
+            }
+            self.buf_len.store(n as usize, Relaxed);
+            self.buf_pos.store(0, Relaxed);
+        }
+        let at = self.buf_pos.load(Relaxed);
+        let len = self.buf_len.load(Relaxed);
+        if at + off_name > len {
+            return None;
+        }
+        // SAFETY: the kernel wrote whole, 8-aligned records within `len`.
+        let ent = unsafe { buf.add(at) }.cast::<libc::dirent64>();
+        let (reclen, off) = unsafe { ((*ent).d_reclen as usize, (*ent).d_off) };
+        if reclen == 0 || at + reclen > len {
+            return None;
+        }
+        self.buf_pos.store(at + reclen, Relaxed);
+        self.live_off.store(off, Relaxed);
+        Some(ent)
     }
 
     pub fn entry(&self) -> u32 {
@@ -145,6 +231,7 @@ impl FakeDir {
     }
 
     pub fn close(&self) {
+        self.live.store(false, Relaxed);
         let fd = self.fd.swap(-1, AcqRel);
         if fd >= 0 {
             // SAFETY: the descriptor this stream opened.

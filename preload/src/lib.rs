@@ -9,6 +9,7 @@ mod real;
 mod log;
 mod audit;
 mod carry;
+mod changes;
 mod cwd;
 mod dirs;
 mod errno;
@@ -20,6 +21,7 @@ mod recorder;
 mod server;
 mod state;
 mod stats;
+mod trust;
 
 use fmcache_core::config::{Config, Op};
 
@@ -96,7 +98,13 @@ fn start() {
             .inspect(|()| libsearch::init())
             .and_then(|()| server::Server::attach(&cfg))
         {
-            Ok(s) => state::set_server(Box::leak(Box::new(s))),
+            Ok(s) => {
+                let s: &'static server::Server = Box::leak(Box::new(s));
+                if !carry::is_auditor() {
+                    trust::publish(s.own_trust());
+                }
+                state::set_server(s)
+            }
             Err(e) => warn!(
                 "{}: {e}; running uncached",
                 String::from_utf8_lossy(&cfg.cache)

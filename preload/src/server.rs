@@ -2,7 +2,6 @@
 //! this process stopped trusting because it changed it.
 
 use core::ffi::{c_char, c_int, CStr};
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 
 use fmcache_core::answer::Trust;
 use fmcache_core::config::Config;
@@ -10,15 +9,17 @@ use fmcache_core::path::{self, PathBuf};
 use fmcache_core::stage;
 use fmcache_format::{CacheView, StatRec, Verify};
 
+use crate::trust::TrustState;
+
 pub struct Server {
     pub view: CacheView<'static>,
     inodes: &'static [u8],
     /// `<stage>/<id>/root`, prefix of every mirror path.
     root: &'static [u8],
     stage_dev: u64,
-    /// One bit per entry: set when this process changed the path.
-    untrusted: &'static [AtomicU64],
-    prefixes: Prefixes,
+    /// What this copy stopped trusting (the auditor copy uses the preload
+    /// copy's instead, once it has found it: see `trust()`).
+    own: &'static TrustState,
     /// Keeps the stage marked in use (a shared flock) while we live.
     _in_use: std::os::fd::OwnedFd,
 }
@@ -29,15 +30,13 @@ impl Server {
         let a = stage::attach(cfg)?;
         let index = a.index.leak();
         let view = CacheView::open(index, Verify::Header).map_err(|e| e.to_string())?;
-        let bits = view.entry_count().div_ceil(64).max(1);
-        let untrusted: Vec<AtomicU64> = (0..bits).map(|_| AtomicU64::new(0)).collect();
+        let own = Box::leak(Box::new(TrustState::new(&view)));
         Ok(Server {
             view,
             inodes: a.inodes.leak(),
             root: Box::leak(a.root.into_boxed_slice()),
             stage_dev: a.stage_dev,
-            untrusted: Box::leak(untrusted.into_boxed_slice()),
-            prefixes: Prefixes::new(),
+            own,
             _in_use: a.hold,
         })
     }
@@ -48,21 +47,29 @@ impl Server {
         key(dirfd, p, out)
     }
 
-    /// Stops trusting `p` and its parent's listing; a directory that is
-    /// renamed or removed takes everything under it along.
-    pub fn invalidate(&self, p: &[u8], whole_tree: bool) {
-        for q in [Some(p), path::parent(p)].into_iter().flatten() {
-            if let Some(e) = self.view.lookup(path::trim_trailing_slash(q)) {
-                let i = e.index() as usize;
-                if let Some(w) = self.untrusted.get(i / 64) {
-                    w.fetch_or(1 << (i % 64), Relaxed);
+    /// The one trust state of the process: in the auditor copy, the
+    /// preload copy's (which sees every change the program makes) when it
+    /// has one for the same cache; else this copy's own.
+    pub fn trust(&self) -> &'static TrustState {
+        if crate::carry::is_auditor() {
+            if let Some(p) = crate::trust::peer() {
+                if p.checksum == self.own.checksum {
+                    return p;
                 }
             }
         }
-        if whole_tree && !self.prefixes.add(path::trim_trailing_slash(p)) {
-            warn!("too many directories changed under the cache; serving stops for this process");
-            crate::state::turn_off();
-        }
+        self.own
+    }
+
+    /// This copy's own trust state (the preload copy publishes it).
+    pub fn own_trust(&self) -> &'static TrustState {
+        self.own
+    }
+
+    /// Stops trusting the key `p` and its parent's listing; `names`: its
+    /// name changed, which takes everything under it along.
+    pub fn invalidate(&self, p: &[u8], names: bool) {
+        self.trust().key_changed(&self.view, p, names);
     }
 
     /// Writes where the staged copy of `mirror` lives into `out`.
@@ -179,12 +186,7 @@ impl Server {
 
 impl Trust for Server {
     fn trusted(&self, entry: u32, p: &[u8]) -> bool {
-        let i = entry as usize;
-        let bit = self
-            .untrusted
-            .get(i / 64)
-            .map_or(0, |w| w.load(Relaxed) & (1 << (i % 64)));
-        bit == 0 && !self.prefixes.covers(p)
+        self.trust().trusted(entry, p)
     }
 }
 
@@ -204,53 +206,6 @@ pub fn key(dirfd: c_int, p: *const c_char, out: &mut PathBuf) -> bool {
     }
     let mut cwd = PathBuf::new();
     crate::cwd::get(&mut cwd) && path::normalize(Some(cwd.as_bytes()), input, out)
-}
-
-/// Directories this process renamed or removed: nothing under them is
-/// trusted. Fixed capacity; beyond it serving stops.
-struct Prefixes {
-    count: AtomicUsize,
-    ready: [AtomicBool; PREFIXES],
-    paths: [core::cell::UnsafeCell<PathBuf>; PREFIXES],
-}
-
-const PREFIXES: usize = 8;
-
-// SAFETY: a slot is written once by the thread that claimed it, before its
-// `ready` flag is released; readers only read slots whose flag is set.
-unsafe impl Sync for Prefixes {}
-
-impl Prefixes {
-    fn new() -> Self {
-        Prefixes {
-            count: AtomicUsize::new(0),
-            ready: [const { AtomicBool::new(false) }; PREFIXES],
-            paths: [const { core::cell::UnsafeCell::new(PathBuf::new()) }; PREFIXES],
-        }
-    }
-
-    fn add(&self, p: &[u8]) -> bool {
-        if self.covers(p) {
-            return true;
-        }
-        let slot = self.count.fetch_add(1, AcqRel);
-        if slot >= PREFIXES {
-            return false;
-        }
-        // SAFETY: this thread alone claimed `slot`.
-        unsafe { (*self.paths[slot].get()).set(p) };
-        self.ready[slot].store(true, Release);
-        true
-    }
-
-    fn covers(&self, p: &[u8]) -> bool {
-        let n = self.count.load(Acquire).min(PREFIXES);
-        (0..n).any(|i| {
-            // SAFETY: read only after the writer published it.
-            self.ready[i].load(Acquire)
-                && path::under(p, unsafe { (*self.paths[i].get()).as_bytes() })
-        })
-    }
 }
 
 /// Removes every `pat` followed by what `keep_if` accepts, shifting the

@@ -34,14 +34,26 @@ pub fn set_server(s: &'static Server) {
     MODE.store(SERVE, Release);
 }
 
+/// Nothing in the cache holds any more (a root or mount namespace of the
+/// process's own): every call passes through from now on, while streams
+/// and descriptors already handed out keep working.
+pub fn distrust_everything() {
+    if let Mode::Serve(srv) = mode() {
+        srv.trust().distrust_all();
+    }
+}
+
 pub fn set_recorder(r: &'static Recorder) {
     RECORDER.store(r as *const Recorder as *mut Recorder, Release);
     MODE.store(RECORD, Release);
 }
 
-/// Stops serving (e.g. too many invalidations to track).
-pub fn turn_off() {
-    MODE.store(OFF, Release);
+/// The server, once set: streams and descriptors it handed out are
+/// handled by it whatever the mode is now.
+pub fn server() -> Option<&'static Server> {
+    let p = SERVER.load(Acquire);
+    // SAFETY: published once and never freed.
+    (!p.is_null()).then(|| unsafe { &*p })
 }
 
 /// Per-process counters, written at exit when FMCACHE_STATS is set.

@@ -8,7 +8,7 @@ use fmcache_core::journal::Kind;
 use fmcache_core::path::PathBuf;
 
 use crate::dirs;
-use crate::state::{dispatch, mode, Mode, Outcome};
+use crate::state::{dispatch, Outcome};
 
 pub fn opendir_common(p: *const c_char, real: impl FnOnce() -> *mut DIR) -> *mut DIR {
     dispatch(
@@ -29,13 +29,15 @@ pub fn opendir_common(p: *const c_char, real: impl FnOnce() -> *mut DIR) -> *mut
     )
 }
 
-/// Runs `served` on one of our streams, or `real` on libc's.
+/// Runs `served` on one of our streams, or `real` on libc's. A stream is
+/// ours by its address (our pool), whatever the mode is now: libc must
+/// never see our struct.
 fn with_dir<T>(
     dirp: *mut DIR,
     served: impl FnOnce(&'static dirs::FakeDir, &'static crate::server::Server) -> T,
     real: impl FnOnce() -> T,
 ) -> T {
-    if let (Some(d), Mode::Serve(srv)) = (dirs::ours(dirp), mode()) {
+    if let (Some(d), Some(srv)) = (dirs::ours(dirp), crate::state::server()) {
         return served(d, srv);
     }
     real()
@@ -62,7 +64,10 @@ fn readdir_r_common(
             unsafe {
                 match d.next(&srv.view) {
                     Some(ent) => {
-                        core::ptr::copy_nonoverlapping(ent, entry, 1);
+                        // A live record may end near its buffer's end:
+                        // copy the record, not a whole struct.
+                        let n = ((*ent).d_reclen as usize).min(core::mem::size_of::<Dirent64>());
+                        core::ptr::copy_nonoverlapping(ent.cast::<u8>(), entry.cast::<u8>(), n);
                         *result = entry;
                     }
                     None => *result = core::ptr::null_mut(),
@@ -88,19 +93,35 @@ fn closedir_common(dirp: *mut DIR, real: impl FnOnce() -> c_int) -> c_int {
 fn dirfd_common(dirp: *mut DIR, real: impl FnOnce() -> c_int) -> c_int {
     with_dir(
         dirp,
-        |d, srv| match srv.view.entry(d.entry()) {
-            Some(e) => {
-                let mut p = PathBuf::new();
-                if p.set(e.path()) {
-                    d.fd(p.as_cstr())
-                } else {
-                    -1
-                }
+        |d, srv| {
+            let mut p = PathBuf::new();
+            if dir_path(d, srv, &mut p) {
+                d.fd(p.as_cstr())
+            } else {
+                -1
             }
-            None => -1,
         },
         real,
     )
+}
+
+/// The original path of a served stream's directory.
+fn dir_path(d: &dirs::FakeDir, srv: &crate::server::Server, out: &mut PathBuf) -> bool {
+    srv.view.entry(d.entry()).is_some_and(|e| out.set(e.path()))
+}
+
+/// rewinddir on a served stream: the live directory if the process
+/// changed it since the listing was recorded.
+fn rewind_served(d: &dirs::FakeDir, srv: &crate::server::Server) {
+    use fmcache_core::answer::Trust;
+    let mut p = PathBuf::new();
+    if dir_path(d, srv, &mut p) {
+        let saved = crate::errno::get();
+        d.rewind(p.as_cstr(), !srv.trusted(d.entry(), p.as_bytes()));
+        crate::errno::set(saved);
+    } else {
+        d.seek(0);
+    }
 }
 
 type Filter = Option<unsafe extern "C" fn(*const Dirent64) -> c_int>;
@@ -217,15 +238,11 @@ hook! {
 
 #[no_mangle]
 pub unsafe extern "C" fn rewinddir(d: *mut DIR) {
-    with_dir(
-        d,
-        |fd, _| fd.seek(0),
-        || {
-            if let Some(f) = real!(rewinddir: fn(*mut DIR) -> ()) {
-                f(d)
-            }
-        },
-    )
+    with_dir(d, rewind_served, || {
+        if let Some(f) = real!(rewinddir: fn(*mut DIR) -> ()) {
+            f(d)
+        }
+    })
 }
 
 #[no_mangle]

@@ -24,16 +24,68 @@ fn writes(flags: c_int) -> bool {
     flags & O_ACCMODE != O_RDONLY || flags & (O_CREAT | O_TRUNC) != 0
 }
 
+/// An unnamed file in a directory: nothing anyone can see by name changes
+/// (linkat gives it a name later, and that is a change of its own).
+fn tmpfile(flags: c_int) -> bool {
+    flags & libc::O_TMPFILE == libc::O_TMPFILE
+}
+
+/// An open that may write. Before the call the key as spelled is no longer
+/// trusted; after it, every entry naming the opened file (its inode: hard
+/// links, symlinks, any spelling) and, if it may have been created, its
+/// canonical name (the kernel's path of the new descriptor) in every
+/// spelling of its directory.
+fn write_open(dirfd: c_int, p: *const c_char, flags: c_int, real: impl FnOnce() -> c_int) -> c_int {
+    if tmpfile(flags) {
+        return dispatch(|_| Outcome::Pass, |_| {}, -1, real);
+    }
+    let create = flags & O_CREAT != 0;
+    dispatch(
+        |srv| {
+            let mut k = PathBuf::new();
+            if crate::recorder::resolve(dirfd, p, &mut k) {
+                srv.invalidate(k.as_bytes(), create);
+            } else if !p.is_null() {
+                srv.trust().distrust_all();
+            }
+            Outcome::Pass
+        },
+        |rec| rec.note(Kind::Modify, dirfd, p),
+        -1,
+        || {
+            let fd = real();
+            after_write(fd, create);
+            fd
+        },
+    )
+}
+
+/// After a write-open returned `fd` (serving only; errno kept).
+fn after_write(fd: c_int, create: bool) {
+    if fd < 0 {
+        return;
+    }
+    if let crate::state::Mode::Serve(srv) = crate::state::mode() {
+        let saved = crate::errno::get();
+        let _ = std::panic::catch_unwind(|| crate::changes::fd_changed(srv, fd, create));
+        crate::errno::set(saved);
+    }
+}
+
 /// Decides an open for reading: a descriptor on the staged copy, a known
 /// failure, or pass through.
 fn serve_open(srv: &Server, dirfd: c_int, p: *const c_char, flags: c_int) -> Outcome<c_int> {
     let mut k = PathBuf::new();
-    if !srv.key(dirfd, p, &mut k) {
+    if writes(flags) {
+        // Descriptors the program holds on the staged copy follow the
+        // original before it changes (fds.rs); what the open changed is
+        // placed after it, from the new descriptor (`after_write`).
+        if crate::recorder::resolve(dirfd, p, &mut k) {
+            crate::fds::before_change(srv, k.as_bytes());
+        }
         return Outcome::Pass;
     }
-    if writes(flags) {
-        crate::fds::before_change(srv, k.as_bytes());
-        srv.invalidate(k.as_bytes(), false);
+    if !srv.key(dirfd, p, &mut k) {
         return Outcome::Pass;
     }
     if flags & !SERVABLE != 0 {
@@ -62,22 +114,23 @@ pub fn open_at(
     flags: c_int,
     real: impl FnOnce() -> c_int,
 ) -> c_int {
+    if writes(flags) {
+        return write_open(dirfd, p, flags, real);
+    }
     dispatch(
         |srv| serve_open(srv, dirfd, p, flags),
-        |rec| {
-            rec.note(
-                if writes(flags) {
-                    Kind::Modify
-                } else {
-                    Kind::Open
-                },
-                dirfd,
-                p,
-            )
-        },
+        |rec| rec.note(Kind::Open, dirfd, p),
         -1,
         real,
     )
+}
+
+/// After fopen/freopen for writing returned `f`.
+fn after_write_stream(f: *mut FILE) {
+    if !f.is_null() {
+        // SAFETY: a stream libc just returned.
+        after_write(unsafe { libc::fileno(f) }, true);
+    }
 }
 
 /// Records an fopen/freopen: an open for reading, or a change.
@@ -112,6 +165,24 @@ pub fn fopen_common(
     let Some((read_only, flags)) = fopen_flags(mode) else {
         return real();
     };
+    if !read_only {
+        return dispatch(
+            |srv| {
+                let mut k = PathBuf::new();
+                if srv.key(AT_FDCWD, p, &mut k) {
+                    srv.invalidate(k.as_bytes(), true);
+                }
+                Outcome::Pass
+            },
+            |rec| note_stdio(rec, false, p),
+            core::ptr::null_mut(),
+            || {
+                let f = real();
+                after_write_stream(f);
+                f
+            },
+        );
+    }
     dispatch(
         |srv| match serve_open(srv, AT_FDCWD, p, flags) {
             Outcome::Served(fd) => {
@@ -156,7 +227,7 @@ pub fn freopen_common(
             }
             if !read_only {
                 crate::fds::before_change(srv, k.as_bytes());
-                srv.invalidate(k.as_bytes(), false);
+                srv.invalidate(k.as_bytes(), true);
                 return Outcome::Pass;
             }
             let Answer::Hit(f) = answer::open_read(&srv.view, srv, k.as_bytes(), flags) else {
@@ -182,7 +253,13 @@ pub fn freopen_common(
         },
         |rec| note_stdio(rec, read_only, p),
         core::ptr::null_mut(),
-        real,
+        || {
+            let f = real();
+            if !read_only {
+                after_write_stream(f);
+            }
+            f
+        },
     )
 }
 

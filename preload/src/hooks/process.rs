@@ -47,6 +47,9 @@ pub extern "C" fn after_fork_child() {
     if let crate::state::Mode::Record(r) = crate::state::mode() {
         r.after_fork();
     }
+    if let Some(s) = crate::state::server() {
+        s.own_trust().after_fork();
+    }
 }
 
 #[no_mangle]
@@ -72,7 +75,7 @@ fn unshare_common(flags: c_int, real: impl FnOnce() -> c_int) -> c_int {
     if r == 0 {
         let saved = crate::errno::get();
         if flags & libc::CLONE_NEWNS != 0 {
-            crate::state::turn_off();
+            crate::state::distrust_everything();
         }
         if flags & (libc::CLONE_FS | libc::CLONE_NEWNS) != 0 {
             crate::cwd::own_fs();
@@ -86,7 +89,7 @@ fn unshare_common(flags: c_int, real: impl FnOnce() -> c_int) -> c_int {
 fn setns_common(nstype: c_int, real: impl FnOnce() -> c_int) -> c_int {
     let r = real();
     if r == 0 && (nstype == 0 || nstype & libc::CLONE_NEWNS != 0) {
-        crate::state::turn_off();
+        crate::state::distrust_everything();
         crate::cwd::own_fs();
     }
     r
@@ -95,7 +98,7 @@ fn setns_common(nstype: c_int, real: impl FnOnce() -> c_int) -> c_int {
 fn chroot_common(real: impl FnOnce() -> c_int) -> c_int {
     let r = real();
     if r == 0 {
-        crate::state::turn_off();
+        crate::state::distrust_everything();
     }
     r
 }
