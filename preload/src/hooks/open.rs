@@ -44,6 +44,9 @@ fn write_open(dirfd: c_int, p: *const c_char, flags: c_int, real: impl FnOnce() 
         |srv| {
             let mut k = PathBuf::new();
             if crate::recorder::resolve(dirfd, p, &mut k) {
+                // Descriptors the program holds on the staged copy follow
+                // the original before it changes (fds.rs).
+                crate::fds::before_change(srv, k.as_bytes());
                 srv.invalidate(k.as_bytes(), create);
             } else if !p.is_null() {
                 srv.trust().distrust_all();
@@ -76,16 +79,8 @@ fn after_write(fd: c_int, create: bool) {
 /// failure, or pass through.
 fn serve_open(srv: &Server, dirfd: c_int, p: *const c_char, flags: c_int) -> Outcome<c_int> {
     let mut k = PathBuf::new();
-    if writes(flags) {
-        // Descriptors the program holds on the staged copy follow the
-        // original before it changes (fds.rs); what the open changed is
-        // placed after it, from the new descriptor (`after_write`).
-        if crate::recorder::resolve(dirfd, p, &mut k) {
-            crate::fds::before_change(srv, k.as_bytes());
-        }
-        return Outcome::Pass;
-    }
-    if !srv.key(dirfd, p, &mut k) {
+    // Write-opens go through `write_open`, fopen's through its own path.
+    if writes(flags) || !srv.key(dirfd, p, &mut k) {
         return Outcome::Pass;
     }
     if flags & !SERVABLE != 0 {
@@ -170,6 +165,7 @@ pub fn fopen_common(
             |srv| {
                 let mut k = PathBuf::new();
                 if srv.key(AT_FDCWD, p, &mut k) {
+                    crate::fds::before_change(srv, k.as_bytes());
                     srv.invalidate(k.as_bytes(), true);
                 }
                 Outcome::Pass
