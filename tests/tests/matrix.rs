@@ -454,8 +454,18 @@ fn cache_recorded_by_root_is_not_served_to_another_user() {
     let root_cache = fx.cache("root");
     run().run().ok("warm-up");
     run().record(&root_cache).run().ok("root pilot");
-    // The cache is root's, mode 0644: the ownership rule accepts it.
-    assert_eq!(fs::metadata(&root_cache.file).unwrap().uid(), 0);
+    // The cache is root's; it holds answers about files others may not
+    // read, so it is owner-only. Made readable (as an administrator
+    // might), the ownership rule accepts it and the recorder's identity
+    // refuses it.
+    let meta = fs::metadata(&root_cache.file).unwrap();
+    assert_eq!(meta.uid(), 0);
+    assert_eq!(
+        meta.mode() & 0o077,
+        0,
+        "root's private answers, readable by others"
+    );
+    fs::set_permissions(&root_cache.file, fs::Permissions::from_mode(0o644)).unwrap();
     let native = user::run_as(&run(), ids).ok("user native");
     // The user's own stage directory, under the user's out/.
     let cache = Cache {
