@@ -41,6 +41,11 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // `fmcache inspect | head` ends quietly, as other tools do, instead of
+    // a panic on EPIPE (Rust ignores SIGPIPE by default).
+    // SAFETY: setting a signal's disposition to its default, before any
+    // thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Record(a) => record::main(a),
