@@ -107,6 +107,33 @@ impl Recorder {
         Ok(r)
     }
 
+    /// Journals every loaded object's path as a scope hint (its prefix is
+    /// software), through dl_iterate_phdr (this namespace's objects).
+    fn note_loaded_objects(&self) {
+        unsafe extern "C" fn each(
+            info: *mut libc::dl_phdr_info,
+            _size: libc::size_t,
+            data: *mut libc::c_void,
+        ) -> libc::c_int {
+            // SAFETY: ld.so passes a valid info for the call; `data` is the
+            // recorder handed to dl_iterate_phdr below.
+            let (info, rec) = unsafe { (&*info, &*(data as *const Recorder)) };
+            if !info.dlpi_name.is_null() {
+                // SAFETY: dlpi_name is a NUL-terminated string owned by ld.so.
+                let name = unsafe { CStr::from_ptr(info.dlpi_name) }.to_bytes();
+                // Not the library itself: it is never served.
+                let ours = crate::carry::self_path() == Some(name);
+                if name.first() == Some(&b'/') && !ours {
+                    rec.note_key(Kind::Prefix, name);
+                }
+            }
+            0
+        }
+        // SAFETY: `each` only reads what ld.so passes and `self` outlives
+        // the call.
+        unsafe { libc::dl_iterate_phdr(Some(each), self as *const Recorder as *mut libc::c_void) };
+    }
+
     /// Journals the scope hints gathered at start.
     fn note_scope_hints(&self) {
         for (kind, p) in &self.hints {
@@ -380,6 +407,12 @@ impl Recorder {
 
     /// Merges this process's journal (and orphans) into the cache.
     pub fn finish(&self) {
+        // What the loader loaded names the software (scope): journaled
+        // here too, since the auditor copy's journal, which saw the
+        // searches, may be merged after this one.
+        if self.current.load(Acquire) != 0 {
+            self.note_loaded_objects();
+        }
         let cur = self.current.swap(0, AcqRel);
         let Some(j) = cur.checked_sub(1).and_then(|i| self.journals.get(i)) else {
             return;
