@@ -17,6 +17,7 @@ mod hooks;
 mod libsearch;
 mod recorder;
 mod server;
+mod settings;
 mod state;
 mod stats;
 
@@ -66,12 +67,23 @@ fn start() {
         here.set(b"/");
     }
     let cfg = Config::from_lookup(|k| std::env::var_os(k), here.as_bytes(), euid);
-    if cfg.op != Op::Off {
-        if !carry::is_auditor() {
-            carry::export_audit();
-        } else if preloaded_too() {
-            log::quiet();
-        }
+    let mut inherited = settings::inherited();
+    if carry::is_auditor() && preloaded_too() {
+        log::quiet();
+    }
+    if cfg.op != Op::Off && !carry::is_auditor() {
+        carry::export_audit();
+        settings::export_paths(&cfg, &inherited);
+    }
+    if let Some(v) = &cfg.bad_op {
+        settings::warn_once(
+            &mut inherited,
+            format_args!(
+                "DLFM_OP={}: not a valid value (valid: {}); running without fmcache",
+                String::from_utf8_lossy(v),
+                fmcache_core::config::VALID_OPS
+            ),
+        );
     }
     let op = match cfg.op {
         Op::Off => "off",
@@ -85,9 +97,12 @@ fn start() {
         Op::Off => {}
         Op::Record => match recorder::Recorder::start(cfg.clone()).inspect(|_| libsearch::init()) {
             Ok(r) => state::set_recorder(Box::leak(Box::new(r))),
-            Err(e) => warn!(
-                "{}: cannot record: {e}; running unrecorded",
-                String::from_utf8_lossy(&cfg.cache)
+            Err(e) => settings::warn_once(
+                &mut inherited,
+                format_args!(
+                    "{}: cannot record: {e}; running unrecorded",
+                    String::from_utf8_lossy(&cfg.cache)
+                ),
             ),
         },
         Op::Serve => match serve_check()
@@ -95,9 +110,12 @@ fn start() {
             .and_then(|()| server::Server::attach(&cfg))
         {
             Ok(s) => state::set_server(Box::leak(Box::new(s))),
-            Err(e) => warn!(
-                "{}: {e}; running uncached",
-                String::from_utf8_lossy(&cfg.cache)
+            Err(e) => settings::warn_once(
+                &mut inherited,
+                format_args!(
+                    "{}: {e}; running uncached",
+                    String::from_utf8_lossy(&cfg.cache)
+                ),
             ),
         },
     }
