@@ -206,9 +206,9 @@ pub fn forget_jobs(cfg: &Config) -> usize {
     let Ok(st) = rustix::fs::statat(CWD, &*c, AtFlags::SYMLINK_NOFOLLOW) else {
         return 0;
     };
-    if st.st_mode as u32 & libc::S_IFMT != libc::S_IFDIR
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR
         || st.st_uid != rustix::process::geteuid().as_raw()
-        || st.st_mode as u32 & 0o077 != 0
+        || st.st_mode & 0o077 != 0
     {
         return 0;
     }
