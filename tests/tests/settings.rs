@@ -96,8 +96,9 @@ fn an_unknown_dlfm_op_is_said_once_and_changes_nothing() {
     assert!(off.stderr.is_empty(), "{}", off.stderr_str());
 }
 
-/// A shell script starting 24 children (some in another directory, one a
-/// Python that starts its own child) under read-cache with no cache: one
+/// A shell script starting 24 children (11 `cat`, 10 in another directory,
+/// an `sh`, a Python that starts its own `cat`) under read-cache with no
+/// cache (counted: every process leaves a stats line): one
 /// "not found" line in total, not 25, and native output. The cache path is
 /// relative, so each child would name (and warn about) another file if it
 /// resolved the path itself.
@@ -110,10 +111,11 @@ fn a_missing_cache_is_reported_once_for_a_tree_of_24_children() {
     let py = py_env().python.display().to_string();
     let script = format!(
         r#"
-for i in $(seq 10); do /bin/cat "$1/a.txt"; done
-for i in $(seq 10); do (cd "$1/sub" && /bin/cat c.txt); done
-/bin/sh -c '/bin/ls "$1"' sh "$1"
+for i in {{1..11}}; do /bin/cat "$1/a.txt"; done
+for i in {{1..10}}; do (cd "$1/sub" && /bin/cat c.txt); done
+/bin/sh -c 'exec /bin/ls "$1"' sh "$1"
 {py} -c 'import subprocess, sys; subprocess.run(["/bin/cat", sys.argv[1] + "/b.txt"], check=True)' "$1"
+echo done
 "#
     );
     let run = || {
@@ -125,7 +127,14 @@ for i in $(seq 10); do (cd "$1/sub" && /bin/cat c.txt); done
             .env("FMCACHE_STAGE_DIR", fx.out.join("stage"))
     };
     let native = no_job(run()).run().ok("native");
-    let served = with_lib(run(), "read-cache").run().ok("served");
+    let stats = fx.out.join("serve.stats");
+    let served = with_lib(run(), "read-cache")
+        .env("FMCACHE_STATS", &stats)
+        .run()
+        .ok("served");
+    let text = fs::read_to_string(&stats).unwrap();
+    let procs = text.lines().filter(|l| !l.contains("copy=auditor")).count();
+    assert_eq!(procs, 25, "the script and its 24 children:\n{text}");
     assert_same("output", "native", &native.stdout, "served", &served.stdout);
     let err = served.stderr_str();
     assert_eq!(
