@@ -95,8 +95,8 @@ pub fn export_paths(cfg: &Config, inh: &Inherited) {
         if orig.as_deref() != Some(abs) {
             std::env::set_var(name, OsStr::from_bytes(abs));
         }
-        // SAFETY: the constructor runs once, before any hook reads VARS
-        // (READY is still false).
+        // SAFETY: the constructor runs once, single-threaded, before main
+        // and so before any exec hook reads VARS.
         let v = unsafe { &mut (*core::ptr::addr_of_mut!(VARS))[i] };
         let assign = [name.as_bytes(), b"=", abs].concat();
         v.assign[..assign.len()].copy_from_slice(&assign);
@@ -138,8 +138,8 @@ pub fn warn_once(inh: &mut Inherited, args: core::fmt::Arguments<'_>) {
     std::env::set_var(config::WARNED_VAR, OsStr::from_bytes(&value));
     let assign = [config::WARNED_VAR.as_bytes(), b"=", &value].concat();
     if assign.len() < WARNED_LEN {
-        // SAFETY: constructor only, single-threaded; the exec hooks read
-        // it after READY (stored again below).
+        // SAFETY: constructor only, single-threaded, before main: no exec
+        // hook reads WARNED yet; READY (stored below) publishes it.
         unsafe {
             (&mut *core::ptr::addr_of_mut!(WARNED))[..assign.len()].copy_from_slice(&assign);
             (&mut *core::ptr::addr_of_mut!(WARNED))[assign.len()] = 0;
@@ -197,6 +197,7 @@ pub fn wanted(child: &[Option<&[u8]>; 4], on: bool) -> Wanted {
     // SAFETY: as above.
     let n = unsafe { *core::ptr::addr_of!(WARNED_AT) };
     if n > 0 {
+        // SAFETY: the first n bytes were written with WARNED_AT.
         let warned = unsafe { &(&*core::ptr::addr_of!(WARNED))[..n] };
         if child[3] != Some(&warned[NAMES[3].len()..]) {
             w.entries[3] = Some(warned.as_ptr().cast());
