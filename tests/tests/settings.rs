@@ -147,8 +147,8 @@ echo done
     );
 }
 
-/// The default `./fmcache.dat` and a relative `FMCACHE_STATS`, with a
-/// child that changes directory: the pilot records one cache (none in the
+/// The default `./fmcache.dat`, a relative `FMCACHE_STATS` and
+/// `FMCACHE_STAGE_DIR`, with a child that changes directory: the pilot records one cache (none in the
 /// child's directory), and in production that child is served from it.
 #[test]
 fn a_child_in_another_directory_uses_the_same_cache() {
@@ -166,7 +166,7 @@ cd elsewhere && /usr/bin/head -n 1 "$1/sub/c.txt" "$1/b.txt"
             .args(["-c", script, "bash"])
             .arg(&fx.tree)
             .cwd(&work)
-            .env("FMCACHE_STAGE_DIR", fx.out.join("stage"))
+            .env("FMCACHE_STAGE_DIR", "stage")
             .env("FMCACHE_INCLUDE", &fx.tree);
         if op.is_empty() {
             no_job(r)
@@ -200,7 +200,12 @@ cd elsewhere && /usr/bin/head -n 1 "$1/sub/c.txt" "$1/b.txt"
         .parse()
         .unwrap();
     assert!(served_n > 0, "the child in elsewhere/ is served: {stats}");
-    assert!(!work.join("elsewhere/serve.stats").exists());
+    assert!(work.join("stage").is_dir(), "the relative stage, once");
+    assert_eq!(
+        fs::read_dir(work.join("elsewhere")).unwrap().count(),
+        0,
+        "no stats file or stage in the child's cwd"
+    );
 }
 
 /// Pool workers (fork start method) leave through `os._exit`, which skips
