@@ -13,7 +13,7 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
 use fmcache_core::carry;
 use fmcache_core::path::{PathBuf, PATH_MAX};
 
-use crate::cwd;
+use crate::{cwd, settings};
 
 /// This copy's own path (absolute), written once at start-up.
 static mut SELF_PATH: [u8; PATH_MAX] = [0; PATH_MAX];
@@ -126,8 +126,9 @@ pub fn export_audit() {
 const MAX_ENV: usize = 1024;
 const ENTRY: usize = 2 * PATH_MAX;
 
-/// An `envp` with `LD_AUDIT` carrying the library, built on the caller's
-/// stack (exec hooks may run in a vfork child: no heap).
+/// An `envp` with `LD_AUDIT` carrying the library and the settings
+/// handed down the tree (settings.rs), built on the caller's stack (exec
+/// hooks may run in a vfork child: no heap).
 pub struct Patched {
     ptrs: [*const c_char; MAX_ENV + 1],
     entry: [u8; ENTRY],
@@ -141,8 +142,9 @@ impl Patched {
         }
     }
 
-    /// `envp`, or the patched copy when it asks for the library (DLFM_OP,
-    /// LD_PRELOAD) but its LD_AUDIT does not name it.
+    /// `envp`, or the patched copy when it loads the library (LD_PRELOAD
+    /// names it) and lacks something: LD_AUDIT naming the library (when
+    /// DLFM_OP is on), our absolute paths, the warnings already printed.
     ///
     /// # Safety
     /// `envp` is NULL or a NULL-terminated array of C strings.
@@ -152,6 +154,8 @@ impl Patched {
             return envp;
         }
         let (mut op, mut preload, mut audit, mut audit_at) = (None, None, None, usize::MAX);
+        let mut vals: [Option<&[u8]>; 4] = [None; 4];
+        let mut at = [usize::MAX; 4];
         let mut n = 0;
         loop {
             // SAFETY: NULL-terminated, per the contract.
@@ -170,27 +174,54 @@ impl Patched {
                 preload = Some(v);
             } else if let Some(v) = kv.strip_prefix(b"LD_AUDIT=") {
                 (audit, audit_at) = (Some(v), n);
+            } else if let Some(i) = settings::NAMES.iter().position(|k| kv.starts_with(k)) {
+                (vals[i], at[i]) = (Some(&kv[settings::NAMES[i].len()..]), n);
             }
             n += 1;
         }
-        if !carry::audit_missing(op, preload, audit, lib) {
+        if !preload.is_some_and(|p| carry::names_lib(p, lib)) {
             return envp;
         }
-        let Some(len) = carry::audit_assignment(audit, lib, &mut self.entry[..ENTRY - 1]) else {
-            return envp;
-        };
-        self.entry[len] = 0;
+        let on = matches!(op, Some(b"write-cache") | Some(b"read-cache"));
+        let wanted = settings::wanted(&vals, on);
+        // (position in envp or usize::MAX to add, the entry)
+        let mut put: [(usize, *const c_char); 5] = [(usize::MAX, core::ptr::null()); 5];
         let mut k = 0;
-        for i in (0..n).filter(|&i| i != audit_at) {
-            // SAFETY: i < n, within the array.
-            self.ptrs[k] = unsafe { *envp.add(i) };
+        if carry::audit_missing(op, preload, audit, lib) {
+            let Some(len) = carry::audit_assignment(audit, lib, &mut self.entry[..ENTRY - 1])
+            else {
+                return envp;
+            };
+            self.entry[len] = 0;
+            put[k] = (audit_at, self.entry.as_ptr().cast());
             k += 1;
         }
-        if k == MAX_ENV {
+        for (i, e) in wanted.entries.iter().enumerate() {
+            if let Some(e) = e {
+                put[k] = (at[i], *e);
+                k += 1;
+            }
+        }
+        if k == 0 {
             return envp;
         }
-        self.ptrs[k] = self.entry.as_ptr().cast();
-        self.ptrs[k + 1] = core::ptr::null();
+        let adds = put[..k].iter().filter(|(i, _)| *i == usize::MAX).count();
+        if n + adds > MAX_ENV {
+            return envp;
+        }
+        for i in 0..n {
+            // SAFETY: i < n, within the array.
+            self.ptrs[i] = match put[..k].iter().find(|(at, _)| *at == i) {
+                Some((_, e)) => *e,
+                None => unsafe { *envp.add(i) },
+            };
+        }
+        let mut m = n;
+        for (_, e) in put[..k].iter().filter(|(i, _)| *i == usize::MAX) {
+            self.ptrs[m] = *e;
+            m += 1;
+        }
+        self.ptrs[m] = core::ptr::null();
         self.ptrs.as_ptr()
     }
 }

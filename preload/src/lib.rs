@@ -19,6 +19,7 @@ mod hooks;
 mod libsearch;
 mod recorder;
 mod server;
+mod settings;
 mod state;
 mod stats;
 mod trust;
@@ -70,12 +71,23 @@ fn start() {
         here.set(b"/");
     }
     let cfg = Config::from_lookup(|k| std::env::var_os(k), here.as_bytes(), euid);
-    if cfg.op != Op::Off {
-        if !carry::is_auditor() {
-            carry::export_audit();
-        } else if preloaded_too() {
-            log::quiet();
-        }
+    let mut inherited = settings::inherited();
+    if carry::is_auditor() && preloaded_too() {
+        log::quiet();
+    }
+    if cfg.op != Op::Off && !carry::is_auditor() {
+        carry::export_audit();
+        settings::export_paths(&cfg, &inherited);
+    }
+    if let Some(v) = &cfg.bad_op {
+        settings::warn_once(
+            &mut inherited,
+            format_args!(
+                "DLFM_OP={}: not a valid value (valid: {}); running without fmcache",
+                String::from_utf8_lossy(v),
+                fmcache_core::config::VALID_OPS
+            ),
+        );
     }
     let op = match cfg.op {
         Op::Off => "off",
@@ -89,9 +101,12 @@ fn start() {
         Op::Off => {}
         Op::Record => match recorder::Recorder::start(cfg.clone()).inspect(|_| libsearch::init()) {
             Ok(r) => state::set_recorder(Box::leak(Box::new(r))),
-            Err(e) => warn!(
-                "{}: cannot record: {e}; running unrecorded",
-                String::from_utf8_lossy(&cfg.cache)
+            Err(e) => settings::warn_once(
+                &mut inherited,
+                format_args!(
+                    "{}: cannot record: {e}; running unrecorded",
+                    String::from_utf8_lossy(&cfg.cache)
+                ),
             ),
         },
         Op::Serve => match serve_check()
@@ -105,9 +120,12 @@ fn start() {
                 }
                 state::set_server(s)
             }
-            Err(e) => warn!(
-                "{}: {e}; running uncached",
-                String::from_utf8_lossy(&cfg.cache)
+            Err(e) => settings::warn_once(
+                &mut inherited,
+                format_args!(
+                    "{}: {e}; running uncached",
+                    String::from_utf8_lossy(&cfg.cache)
+                ),
             ),
         },
     }

@@ -21,7 +21,8 @@ use crate::launch::{self, os, show};
 /// Checks every entry: stat/lstat fields (all but atime; st_dev only
 /// with --dev), failed lookups that now succeed, link targets,
 /// access results, directory listings and the XXH3-128 of each file's
-/// contents. Prints one line per difference and a summary; exits 0 when
+/// contents. Within a job (SLURM_JOB_ID, ...), also whether the job's
+/// stage on this node holds this cache or an older one. Prints one line per difference and a summary; exits 0 when
 /// the cache is fresh, 1 when stale, 2 when it cannot be read.
 #[derive(clap::Args)]
 pub struct Args {
@@ -84,17 +85,40 @@ pub fn main(args: Args) -> Result<ExitCode, String> {
         t.checked += 1;
         check_entry(&e, args.dev, &mut t);
     }
+    // Within a job, this node's processes serve the stage the job's
+    // pointer names, read once per job and node: a cache replaced since
+    // (other than by a merge on this node, which drops the pointer) is
+    // not what they serve.
+    let older_stage = match fmcache_core::stage::job_checksum(&cfg) {
+        Some((job, served)) if served != view.header().checksum => {
+            t.report(format!(
+                "stage: job {} on this node serves another version of this cache (checksum {served:016x}, \
+                 the file now {:016x}); its later processes read the file after `fmcache stage --clean` \
+                 on this node, or in the next job",
+                show(&job),
+                view.header().checksum
+            ));
+            true
+        }
+        _ => false,
+    };
+    let stale = t.stale() || older_stage;
     println!(
-        "{name}: {} entries checked: {} changed, {} appeared, {} vanished, {} listings and {} contents differ: {}",
+        "{name}: {} entries checked: {} changed, {} appeared, {} vanished, {} listings and {} contents differ{}: {}",
         t.checked,
         t.changed,
         t.appeared,
         t.vanished,
         t.listings,
         t.contents,
-        if t.stale() { "STALE" } else { "fresh" }
+        if older_stage {
+            ", the job's stage holds another version"
+        } else {
+            ""
+        },
+        if stale { "STALE" } else { "fresh" }
     );
-    Ok(ExitCode::from(if t.stale() { 1 } else { 0 }))
+    Ok(ExitCode::from(if stale { 1 } else { 0 }))
 }
 
 fn error(msg: String) -> Result<ExitCode, String> {

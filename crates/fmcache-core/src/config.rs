@@ -49,7 +49,30 @@ pub struct Config {
     /// on one node share a stage found without asking the shared file
     /// system. None outside a job.
     pub job: Option<Vec<u8>>,
+    /// A `DLFM_OP` value that is none of the valid ones (`op` is then
+    /// `Off`): said in one line, never guessed at.
+    pub bad_op: Option<Vec<u8>>,
 }
+
+/// What `DLFM_OP` accepts, for the line that names them.
+pub const VALID_OPS: &str = "off (or unset), write-cache, read-cache";
+
+/// `DLFM_OP`'s value: exactly one of the valid spellings, or None. Near
+/// misses (`read_cache`, `READ-CACHE`) are errors too: guessing would hide
+/// the mistake in the one place the user looks (a job script).
+pub fn parse_op(v: Option<&[u8]>) -> Option<Op> {
+    match v {
+        None | Some(b"") | Some(b"off") => Some(Op::Off),
+        Some(b"write-cache") => Some(Op::Record),
+        Some(b"read-cache") => Some(Op::Serve),
+        Some(_) => None,
+    }
+}
+
+/// The variables holding paths that are resolved once, in the first
+/// process with `DLFM_OP` on, and handed to children as absolute paths
+/// (a child that changed directory would otherwise resolve them anew).
+pub const PATH_VARS: [&str; 3] = ["FMCACHE_FILE", "FMCACHE_STATS", "FMCACHE_STAGE_DIR"];
 
 /// Launcher variables naming the job, most specific first.
 pub const JOB_VARS: [&str; 6] = [
@@ -65,10 +88,11 @@ impl Config {
     /// Reads the settings through `get` (an environment lookup), resolving
     /// relative paths against `cwd`.
     pub fn from_lookup(get: impl Fn(&str) -> Option<OsString>, cwd: &[u8], euid: u32) -> Config {
-        let op = match get("DLFM_OP").as_deref().map(|s| s.as_bytes()) {
-            Some(b"write-cache") => Op::Record,
-            Some(b"read-cache") => Op::Serve,
-            _ => Op::Off,
+        let raw_op = get("DLFM_OP");
+        let raw_op = raw_op.as_deref().map(|s| s.as_bytes());
+        let (op, bad_op) = match parse_op(raw_op) {
+            Some(op) => (op, None),
+            None => (Op::Off, raw_op.map(<[u8]>::to_vec)),
         };
         let abs = |p: OsString| -> Vec<u8> {
             let mut b = path::PathBuf::new();
@@ -115,6 +139,7 @@ impl Config {
                 Some(b"stat") => Verify::Stat,
                 _ => Verify::Off,
             },
+            bad_op,
         }
     }
 
@@ -138,6 +163,30 @@ impl Config {
     }
 }
 
+/// `FMCACHE_WARNED`: hashes of the warnings already printed in this
+/// process tree, inherited through the environment, so a warning every
+/// process would print (a missing cache, a bad setting) is printed once.
+pub const WARNED_VAR: &str = "FMCACHE_WARNED";
+/// At most this many hashes are carried (a tree rarely has more than one
+/// or two distinct warnings; past this, warnings repeat).
+pub const WARNED_MAX: usize = 8;
+
+/// The hash a warning is known by in `FMCACHE_WARNED`: its text, which
+/// names the cache and the reason.
+pub fn warning_hash(text: &[u8]) -> [u8; 16] {
+    let h = xxhash_rust::xxh3::xxh3_64(text);
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = b"0123456789abcdef"[(h >> (60 - 4 * i)) as usize & 15];
+    }
+    out
+}
+
+/// Whether a `FMCACHE_WARNED` value holds `hash`.
+pub fn warned(list: &[u8], hash: &[u8]) -> bool {
+    list.split(|&b| b == b',').any(|h| h == hash)
+}
+
 /// "64M", "1G", "4096" -> bytes.
 pub fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
@@ -148,4 +197,37 @@ pub fn parse_size(s: &str) -> Option<u64> {
         _ => (s, 1),
     };
     num.trim().parse::<u64>().ok()?.checked_mul(mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_exact_op_spellings() {
+        assert_eq!(parse_op(None), Some(Op::Off));
+        assert_eq!(parse_op(Some(b"")), Some(Op::Off));
+        assert_eq!(parse_op(Some(b"off")), Some(Op::Off));
+        assert_eq!(parse_op(Some(b"write-cache")), Some(Op::Record));
+        assert_eq!(parse_op(Some(b"read-cache")), Some(Op::Serve));
+        for bad in [
+            &b"read_cache"[..],
+            b"write_cache",
+            b"READ-CACHE",
+            b"on",
+            b"1",
+        ] {
+            assert_eq!(parse_op(Some(bad)), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn warned_list() {
+        let h = warning_hash(b"x: not found; running uncached");
+        assert_eq!(h.len(), 16);
+        let list = [&b"0123456789abcdef,"[..], &h].concat();
+        assert!(warned(&list, &h));
+        assert!(!warned(b"0123456789abcdef", &h));
+        assert!(!warned(b"", &h));
+    }
 }

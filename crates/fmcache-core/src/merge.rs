@@ -686,6 +686,9 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
         }
         let written = write_cache(cfg, &rec, builder)?;
         report.rewritten = true;
+        // Running jobs on this node read the new cache from their next
+        // process on (stage.rs, forget_jobs).
+        crate::stage::forget_jobs(cfg);
         report.entries = written.entries;
         report.blobs = written.blobs;
         report.data_bytes = written.data_bytes;

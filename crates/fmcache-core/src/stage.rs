@@ -171,12 +171,77 @@ fn job_pointer(cfg: &Config, job: &[u8]) -> Vec<u8> {
     join(&cfg.stage_base, format!("/job.{key:016x}").as_bytes())
 }
 
+/// A job pointer's contents: the checksum it names, and the cache path
+/// (so the merge that replaces that cache can find the pointers to drop).
+fn read_pointer(ptr: &[u8]) -> Option<(u64, Vec<u8>)> {
+    let c = sys::cstr(ptr).ok()?;
+    let (text, _) = sys::read_file(&c, 64 + crate::path::PATH_MAX as u64).ok()?;
+    let mut lines = text.split(|&b| b == b'\n');
+    let checksum = u64::from_str_radix(std::str::from_utf8(lines.next()?).ok()?.trim(), 16).ok()?;
+    Some((checksum, lines.next().unwrap_or_default().to_vec()))
+}
+
+/// The checksum this job's processes on this node serve for `cfg.cache`,
+/// if the job has a pointer here: what `fmcache verify` compares with the
+/// cache itself.
+pub fn job_checksum(cfg: &Config) -> Option<(Vec<u8>, u64)> {
+    let job = cfg.job.as_ref()?;
+    let (checksum, _) = read_pointer(&job_pointer(cfg, job))?;
+    Some((job.clone(), checksum))
+}
+
+/// After a merge replaced `cfg.cache`: drops the job pointers on this
+/// node that name it, so later processes of a running job read the new
+/// cache (those already started keep the stage they map). Each pointer is
+/// dropped under its `job.<key>.lock`, so a first process that read the
+/// old cache's identity just before the replacement and is still staging
+/// it writes its pointer before this runs, never after. Pointers on other
+/// nodes stay until their job ends (nothing reaches them but a request
+/// per process to the shared file system, which the pointer avoids).
+/// Returns how many were dropped.
+pub fn forget_jobs(cfg: &Config) -> usize {
+    let base = &cfg.stage_base;
+    // Only an existing stage base that is ours: never created from here.
+    let Ok(c) = sys::cstr(base) else { return 0 };
+    let Ok(st) = rustix::fs::statat(CWD, &*c, AtFlags::SYMLINK_NOFOLLOW) else {
+        return 0;
+    };
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR
+        || st.st_uid != rustix::process::geteuid().as_raw()
+        || st.st_mode & 0o077 != 0
+    {
+        return 0;
+    }
+    let mut keys: Vec<Vec<u8>> = sys::list_dir(&c)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|d| {
+            let n = d.name.strip_prefix(b"job.")?;
+            let key = n.strip_suffix(b".lock").unwrap_or(n);
+            (key.len() == 16 && key.iter().all(u8::is_ascii_hexdigit)).then(|| key.to_vec())
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let mut dropped = 0;
+    for key in keys {
+        let ptr = join(&join(base, b"/job."), &key);
+        let Ok(_lock) = sys::lock_file(&join(&ptr, b".lock")) else {
+            continue;
+        };
+        if read_pointer(&ptr).is_some_and(|(_, path)| path == cfg.cache)
+            && sys::cstr(&ptr).is_ok_and(|p| rustix::fs::unlink(&*p).is_ok())
+        {
+            dropped += 1;
+        }
+    }
+    dropped
+}
+
 fn attach_in_job(cfg: &Config, job: &[u8]) -> Result<Attached, String> {
     let ptr = job_pointer(cfg, job);
     let known = || -> Option<Attached> {
-        let c = sys::cstr(&ptr).ok()?;
-        let (text, _) = sys::read_file(&c, 64).ok()?;
-        let checksum = u64::from_str_radix(std::str::from_utf8(&text).ok()?.trim(), 16).ok()?;
+        let (checksum, _) = read_pointer(&ptr)?;
         map_stage(
             &join(&cfg.stage_base, format!("/{checksum:016x}").as_bytes()),
             checksum,
@@ -198,7 +263,13 @@ fn attach_in_job(cfg: &Config, job: &[u8]) -> Result<Attached, String> {
         format!(".tmp.{}", rustix::process::getpid().as_raw_nonzero()).as_bytes(),
     );
     let _ = rustix::fs::unlink(&*sys::cstr(&tmp).map_err(strerror)?);
-    let written = write_new(&tmp, format!("{:016x}\n", a.checksum).as_bytes(), 0o600)
+    let text = [
+        format!("{:016x}\n", a.checksum).as_bytes(),
+        &cfg.cache,
+        b"\n",
+    ]
+    .concat();
+    let written = write_new(&tmp, &text, 0o600)
         .map_err(strerror)
         .and_then(|_| {
             let (t, p) = (
@@ -486,10 +557,7 @@ pub fn prune(cfg: &Config, keep: Option<u64>, all: bool) -> Result<usize, String
         let p = join(&join(base, b"/"), n);
         let pointer = n.len() == 20 && n.starts_with(b"job.") && is_stage(&n[4..]);
         let stale_pointer = pointer && {
-            let target = sys::cstr(&p)
-                .ok()
-                .and_then(|c| sys::read_file(&c, 64).ok())
-                .map(|(t, _)| t.trim_ascii().to_vec());
+            let target = read_pointer(&p).map(|(k, _)| format!("{k:016x}").into_bytes());
             !target.is_some_and(|t| left.contains(&t.as_slice()))
         };
         if (all || stale_pointer) && sys::remove_tree(&p).is_ok() {

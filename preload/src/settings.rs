@@ -1,0 +1,207 @@
+//! Settings handed down the process tree.
+//!
+//! - Paths (`FMCACHE_FILE`, `FMCACHE_STATS`, `FMCACHE_STAGE_DIR`) are
+//!   resolved once, by the first process with `DLFM_OP` on, and handed to
+//!   every child as absolute paths: a child that changed directory would
+//!   otherwise record (or look for) a second cache there.
+//! - `FMCACHE_WARNED` carries the hashes of the warnings already printed,
+//!   so a warning every process of a tree would print is printed once.
+//!
+//! Both go into `environ` in the constructor (what `execv`, `system`,
+//! `popen`, srun and mpirun hand on), and `Patched` (carry.rs) puts them
+//! into explicit `envp` arrays, which shells build from the environment
+//! they started with, not from `environ`. The exec hooks may run in a
+//! vfork child: what they read here is written once, in the constructor,
+//! into fixed buffers.
+
+use core::ffi::c_char;
+use core::sync::atomic::{AtomicBool, Ordering::*};
+use std::ffi::OsStr;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+use fmcache_core::config::{self, Config};
+use fmcache_core::path::PATH_MAX;
+
+/// `NAME=<absolute value>\0` for one path variable, and the value this
+/// process was started with (a child's `envp` holding that value, or
+/// lacking the cache's, gets ours).
+struct Var {
+    assign: [u8; PATH_MAX + 32],
+    assign_len: usize,
+    orig: [u8; PATH_MAX],
+    /// `usize::MAX`: the variable was unset (or empty).
+    orig_len: usize,
+}
+
+const EMPTY: Var = Var {
+    assign: [0; PATH_MAX + 32],
+    assign_len: 0,
+    orig: [0; PATH_MAX],
+    orig_len: usize::MAX,
+};
+
+const WARNED_LEN: usize = 16 + (16 + 1) * config::WARNED_MAX;
+
+/// Written once in the constructor, before READY publishes them.
+static mut VARS: [Var; 3] = [EMPTY; 3];
+static mut WARNED: [u8; WARNED_LEN] = [0; WARNED_LEN];
+static mut WARNED_AT: usize = 0;
+static READY: AtomicBool = AtomicBool::new(false);
+
+/// The values this process started with, read before anything is set:
+/// a host that brings its own `getenv`/`setenv` (bash does) may answer
+/// from tables of its own once we called `setenv`.
+pub struct Inherited {
+    paths: [Option<Vec<u8>>; 3],
+    warned: Vec<u8>,
+}
+
+fn env(name: &str) -> Option<Vec<u8>> {
+    std::env::var_os(name)
+        .map(OsStringExt::into_vec)
+        .filter(|v| !v.is_empty())
+}
+
+/// Reads the inherited values. Constructor, before any `setenv`.
+pub fn inherited() -> Inherited {
+    Inherited {
+        paths: config::PATH_VARS.map(env),
+        warned: env(config::WARNED_VAR).unwrap_or_default(),
+    }
+}
+
+/// Resolves the path settings into `environ` and remembers them for the
+/// exec hooks. Constructor only (it allocates); preload copy only (the
+/// auditor's `environ` is its own namespace's, which nothing execs from).
+pub fn export_paths(cfg: &Config, inh: &Inherited) {
+    let values: [Option<&[u8]>; 3] = [
+        Some(&cfg.cache),
+        cfg.stats.as_deref(),
+        Some(&cfg.stage_base),
+    ];
+    for (i, (name, abs)) in config::PATH_VARS.iter().zip(values).enumerate() {
+        let orig = inh.paths[i].clone();
+        // The stage's default is already absolute, and no stats file
+        // means none: only a value that was set is handed on.
+        let Some(abs) = abs.filter(|a| a.first() == Some(&b'/')) else {
+            continue;
+        };
+        if i > 0 && orig.is_none() {
+            continue;
+        }
+        if abs.len() >= PATH_MAX || orig.as_ref().is_some_and(|o| o.len() >= PATH_MAX) {
+            continue;
+        }
+        if orig.as_deref() != Some(abs) {
+            std::env::set_var(name, OsStr::from_bytes(abs));
+        }
+        // SAFETY: the constructor runs once, single-threaded, before main
+        // and so before any exec hook reads VARS.
+        let v = unsafe { &mut (*core::ptr::addr_of_mut!(VARS))[i] };
+        let assign = [name.as_bytes(), b"=", abs].concat();
+        v.assign[..assign.len()].copy_from_slice(&assign);
+        v.assign[assign.len()] = 0;
+        v.assign_len = assign.len();
+        if let Some(o) = &orig {
+            v.orig[..o.len()].copy_from_slice(o);
+            v.orig_len = o.len();
+        }
+    }
+    READY.store(true, Release);
+}
+
+/// Prints a warning unless this process tree printed it already, and
+/// marks it printed for the children. Constructor only (it allocates).
+pub fn warn_once(inh: &mut Inherited, args: core::fmt::Arguments<'_>) {
+    let text = args.to_string();
+    let hash = config::warning_hash(text.as_bytes());
+    if config::warned(&inh.warned, &hash) {
+        return;
+    }
+    crate::log::warn(format_args!("{text}"));
+    if crate::carry::is_auditor() {
+        // Its environ is not the one children get; the preload copy, if
+        // there is one, printed nothing and marks nothing (log::quiet).
+        return;
+    }
+    let mut list: Vec<&[u8]> = inh
+        .warned
+        .split(|&b| b == b',')
+        .filter(|h| h.len() == 16)
+        .collect();
+    if list.len() >= config::WARNED_MAX {
+        list.remove(0);
+    }
+    list.push(&hash);
+    let value = list.join(&b","[..]);
+    inh.warned = value.clone();
+    std::env::set_var(config::WARNED_VAR, OsStr::from_bytes(&value));
+    let assign = [config::WARNED_VAR.as_bytes(), b"=", &value].concat();
+    if assign.len() < WARNED_LEN {
+        // SAFETY: constructor only, single-threaded, before main: no exec
+        // hook reads WARNED yet; READY (stored below) publishes it.
+        unsafe {
+            (&mut *core::ptr::addr_of_mut!(WARNED))[..assign.len()].copy_from_slice(&assign);
+            (&mut *core::ptr::addr_of_mut!(WARNED))[assign.len()] = 0;
+            *core::ptr::addr_of_mut!(WARNED_AT) = assign.len();
+        }
+    }
+    READY.store(true, Release);
+}
+
+/// What a child's `envp` needs from us: for each variable we hand on, the
+/// entry to put in (replacing the child's, or added).
+pub struct Wanted {
+    /// Per variable (the path variables, then FMCACHE_WARNED): our
+    /// `NAME=value` entry, when the child's must be replaced or added.
+    pub entries: [Option<*const c_char>; 4],
+}
+
+/// The names `wanted` looks at, in its order.
+pub const NAMES: [&[u8]; 4] = [
+    b"FMCACHE_FILE=",
+    b"FMCACHE_STATS=",
+    b"FMCACHE_STAGE_DIR=",
+    b"FMCACHE_WARNED=",
+];
+
+/// Decides, from the child's values of `NAMES` (None: unset), which of
+/// ours it gets. `on`: the child's `DLFM_OP` records or serves (paths are
+/// handed on only then; the warnings marker whenever the library loads).
+/// No allocation: runs in exec hooks.
+pub fn wanted(child: &[Option<&[u8]>; 4], on: bool) -> Wanted {
+    let mut w = Wanted { entries: [None; 4] };
+    if !READY.load(Acquire) {
+        return w;
+    }
+    // SAFETY: written before READY was published, never again after.
+    let vars = unsafe { &*core::ptr::addr_of!(VARS) };
+    for (i, v) in vars.iter().enumerate() {
+        if v.assign_len == 0 || !on {
+            continue;
+        }
+        let ours = &v.assign[NAMES[i].len()..v.assign_len];
+        let orig = (v.orig_len != usize::MAX).then(|| &v.orig[..v.orig_len]);
+        let replace = match child[i] {
+            // The cache's default is relative to the child's cwd: ours.
+            None | Some(b"") => i == 0,
+            Some(c) if c == ours => false,
+            // The value we started with (a shell hands on its original
+            // environment), or any relative one equal to it: ours.
+            Some(c) => Some(c) == orig,
+        };
+        if replace {
+            w.entries[i] = Some(v.assign.as_ptr().cast());
+        }
+    }
+    // SAFETY: as above.
+    let n = unsafe { *core::ptr::addr_of!(WARNED_AT) };
+    if n > 0 {
+        // SAFETY: the first n bytes were written with WARNED_AT.
+        let warned = unsafe { &(&*core::ptr::addr_of!(WARNED))[..n] };
+        if child[3] != Some(&warned[NAMES[3].len()..]) {
+            w.entries[3] = Some(warned.as_ptr().cast());
+        }
+    }
+    w
+}
