@@ -709,3 +709,15 @@ pub fn names(dir: &Path) -> Vec<String> {
 
 pub mod procs;
 pub mod user;
+
+/// Python for differential scripts: `show(tag, f)` prints `tag` and what
+/// `f()` returns, or `ERR <errno name>`. Scripts put their own code after.
+pub const PY_SHOW: &str = r#"
+import errno, os, sys
+def show(tag, f):
+    try:
+        r = f()
+    except OSError as e:
+        r = "ERR " + errno.errorcode[e.errno]
+    print(tag, r)
+"#;

@@ -86,16 +86,8 @@ fn python(name: &str, code: &str, make: fn(&Path)) -> (Out, Out, fmcache_tests::
     r
 }
 
-/// Python helpers shared by the scripts: `show(tag, f)` prints a result or
-/// the errno name.
+/// Python helpers shared by the scripts, after `PY_SHOW`.
 const PY_PRELUDE: &str = r#"
-import errno, os, sys
-def show(tag, f):
-    try:
-        r = f()
-    except OSError as e:
-        r = "ERR " + errno.errorcode[e.errno]
-    print(tag, r)
 def read(p):
     with open(p, "rb") as f:
         return f.read()
@@ -106,7 +98,7 @@ def write(p, data, **kw):
 "#;
 
 fn py(body: &str) -> String {
-    format!("{PY_PRELUDE}{body}")
+    format!("{}{PY_PRELUDE}{body}", fmcache_tests::PY_SHOW)
 }
 
 /// Item 10: an `os.scandir` loop writing each result atomically

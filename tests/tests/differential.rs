@@ -838,13 +838,6 @@ fn realpath_of_an_over_long_name_is_served() {
 /// same. `all` also changes the tree half-way (mkdir, create, unlink,
 /// rename of a file and of a directory, symlink, truncate, chmod, rmdir).
 const PY_CHANGES: &str = r#"
-import errno, os, sys
-def show(tag, f):
-    try:
-        r = f()
-    except OSError as e:
-        r = "ERR " + errno.errorcode[e.errno]
-    print(tag, r)
 def st(p):
     s = os.stat(p)
     return oct(s.st_mode), s.st_size
@@ -903,8 +896,8 @@ fn python_process_stops_trusting_renames_and_unlinks() {
     let (a, b) = (fx.tree.join("a"), fx.tree.join("b"));
     py_tree(&a);
     py_tree(&b);
-    let script =
-        |dir: &Path, what: &str| Run::new(&py.python).args(["-c", PY_CHANGES, what]).cwd(dir);
+    let code = format!("{}{PY_CHANGES}", fmcache_tests::PY_SHOW);
+    let script = |dir: &Path, what: &str| Run::new(&py.python).args(["-c", &code, what]).cwd(dir);
     let cache = fx.cache("c");
     script(&b, "look").record(&cache).run().ok("pilot");
     let native = script(&a, "all").run().ok("native");

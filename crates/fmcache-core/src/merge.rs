@@ -210,14 +210,9 @@ fn canonical(p: &[u8]) -> Option<Vec<u8>> {
 /// to `/proc/self/mounts`, `/var/run` one to `/run`): those are never
 /// served, whatever the spelling. Directories are resolved once each.
 fn canonical_excluded(p: &[u8], dirs: &mut BTreeMap<Vec<u8>, bool>) -> bool {
-    let in_kernel_tree = |real: &[u8]| {
-        crate::config::ALWAYS_EXCLUDED
-            .iter()
-            .any(|x| path::under(real, x.as_bytes()))
-    };
     let Ok(c) = sys::cstr(p) else { return false };
     if sys::stat_rec(&c, false).is_ok_and(|st| st.is_symlink())
-        && canonical(p).is_some_and(|r| in_kernel_tree(&r))
+        && canonical(p).is_some_and(|r| scope::in_kernel_tree(&r))
     {
         return true;
     }
@@ -227,7 +222,7 @@ fn canonical_excluded(p: &[u8], dirs: &mut BTreeMap<Vec<u8>, bool>) -> bool {
     if let Some(&v) = dirs.get(dir) {
         return v;
     }
-    let v = canonical(dir).is_some_and(|r| in_kernel_tree(&r));
+    let v = canonical(dir).is_some_and(|r| scope::in_kernel_tree(&r));
     dirs.insert(dir.to_vec(), v);
     v
 }
@@ -504,12 +499,11 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
             .user_areas
             .iter()
             .any(|a| path::under(a, &p) && *a != p)
-            && !crate::config::ALWAYS_EXCLUDED
-                .iter()
-                .any(|x| path::under(&p, x.as_bytes()))
+            && !scope::in_kernel_tree(&p)
         {
-            // Directories walked through to the software or to the user's
-            // areas are not what the pilot read.
+            // Left out, for the report (directories walked through to the
+            // user's areas, and the kernel's trees, are not what the pilot
+            // read).
             *left_out
                 .entry(scope.group_of(&wants.hints, &p))
                 .or_default() += 1;

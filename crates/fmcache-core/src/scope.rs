@@ -64,6 +64,11 @@ pub struct Hints {
     pub includes: BTreeSet<Vec<u8>>,
 }
 
+/// Whether `p` lies in one of the kernel's trees (`ALWAYS_EXCLUDED`).
+pub fn in_kernel_tree(p: &[u8]) -> bool {
+    ALWAYS_EXCLUDED.iter().any(|x| path::under(p, x.as_bytes()))
+}
+
 /// Whether a file name looks like a shared object (`x.so`, `libx.so.1.2`).
 pub fn is_shared_object_name(p: &[u8]) -> bool {
     let name = path::file_name(p);
@@ -180,9 +185,7 @@ impl Scope {
             add(&mut roots, i);
         }
         let excluded_area = |r: &[u8]| {
-            ALWAYS_EXCLUDED
-                .iter()
-                .any(|x| path::under(r, x.as_bytes()) || path::under(x.as_bytes(), r))
+            in_kernel_tree(r) || ALWAYS_EXCLUDED.iter().any(|x| path::under(x.as_bytes(), r))
         };
         roots.retain(|r| !excluded_area(r));
         // Minimal: drop roots under another root.
@@ -225,7 +228,7 @@ impl Scope {
             return false;
         }
         let p = path::trim_trailing_slash(p);
-        if ALWAYS_EXCLUDED.iter().any(|x| path::under(p, x.as_bytes())) {
+        if in_kernel_tree(p) {
             return false;
         }
         if p.starts_with(&self.cache) || self.own.iter().any(|o| path::under(p, o)) {
