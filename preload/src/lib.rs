@@ -1,6 +1,6 @@
 //! libfmcache.so: loaded with LD_PRELOAD. `DLFM_OP=write-cache` records
-//! every path probe of the process; `DLFM_OP=read-cache` answers them from
-//! a memory-mapped cache; anything else (or an unusable cache) leaves the
+//! every path probe of the process (the merge keeps those of its software);
+//! `DLFM_OP=read-cache` answers them from a memory-mapped cache; anything else (or an unusable cache) leaves the
 //! process untouched. See ARCHITECTURE.md.
 
 #[macro_use]
