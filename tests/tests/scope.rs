@@ -226,6 +226,70 @@ fn temporary_files_beside_the_venv() {
     );
 }
 
+/// Directories of the software that the pilot changed stay live (point
+/// 6): the cache written into a `PYTHONPATH` directory (its listing and
+/// times change with every recording), and a directory the program made
+/// there that `FMCACHE_EXCLUDE` leaves out (the change is not served, its
+/// directory's listing changed all the same). Removed before production,
+/// as a user cleaning outputs would: the served listing must not show it.
+/// The modules in that directory are still served.
+#[test]
+fn changed_directories_of_the_software_pass_through() {
+    let py = py_env();
+    let fx = fixture!("scope_changed_dirs");
+    let sw = fx.tree.join("sw");
+    fs::create_dir_all(&sw).unwrap();
+    fs::write(sw.join("mod.py"), "VALUE = 7\n").unwrap();
+    let cache = fmcache_tests::Cache {
+        file: sw.join("fmcache.dat"),
+        stage: fx.out.join("c.stage"),
+    };
+    let out = sw.join("out");
+    let run = Run::new(&py.python)
+        .args([
+            "-c",
+            "import os, sys, json\n\
+             sw = sys.argv[1]\n\
+             print(sorted(os.listdir(sw)))\n\
+             print(os.path.isdir(os.path.join(sw, 'out')))\n\
+             os.makedirs(os.path.join(sw, 'out'))\n\
+             open(os.path.join(sw, 'out', 'r.txt'), 'w').write('r')\n\
+             print(sorted(os.listdir(sw)))\n\
+             import mod\n\
+             print(mod.VALUE)",
+        ])
+        .arg(&sw)
+        .env("PYTHONPATH", &sw)
+        .env("FMCACHE_EXCLUDE", &out)
+        .cwd(&fx.tree);
+    for _ in 0..2 {
+        let _ = fs::remove_dir_all(&out);
+        default_scope(run.clone()).record(&cache).run().ok("pilot");
+    }
+    let _ = fs::remove_dir_all(&out);
+    let native = run.clone().native().run().ok("native");
+    assert!(
+        native.stdout_str().contains("fmcache.dat") && native.stdout_str().contains("False"),
+        "sanity: {native:?}"
+    );
+    let _ = fs::remove_dir_all(&out);
+    let served = default_scope(run).serve(&cache);
+    let (o, t) = served.run_traced_flat(&fx.trace_dir("served"), &[&sw.join("mod.py")]);
+    assert_same(
+        "changed directory: stdout",
+        "native",
+        &native.stdout,
+        "served",
+        &o.stdout,
+    );
+    assert_eq!(
+        t.on_roots,
+        0,
+        "mod.py in the changed directory is not served:\n{}",
+        t.first_calls(10)
+    );
+}
+
 /// Kernel trees are excluded by their canonical path: `/etc/mtab` is a
 /// symlink to `/proc/self/mounts`, `/var/run` one to `/run` (case 5), even
 /// when the user names `/etc` and `/var` as software.

@@ -65,6 +65,11 @@ pub fn self_validating(p: &[u8]) -> bool {
 struct Wants {
     paths: BTreeMap<Vec<u8>, u8>,
     modified: BTreeSet<Vec<u8>>,
+    /// Served directories whose listing and times the pilot changed (a
+    /// name in them was created, removed or renamed, by the program or by
+    /// recording itself), while they themselves stayed: kept for
+    /// realpath's walk only, so their stat and listing pass through.
+    changed_dirs: BTreeSet<Vec<u8>>,
     hints: Hints,
     probes: usize,
 }
@@ -144,8 +149,7 @@ impl Wants {
         }
     }
 
-    /// Excluded: a modified path, everything under it, and its parent
-    /// (whose listing and times it changed).
+    /// Excluded: a modified path and everything under it.
     fn is_excluded(&self, p: &[u8]) -> bool {
         if self.modified.is_empty() {
             return false;
@@ -157,7 +161,12 @@ impl Wants {
             }
             cur = path::parent(c);
         }
-        self.modified.iter().any(|m| path::parent(m) == Some(p))
+        false
+    }
+
+    /// A served directory kept for the walk only (`changed_dirs`).
+    fn is_changed_dir(&self, p: &[u8]) -> bool {
+        !self.is_excluded(p) && self.changed_dirs.contains(path::trim_trailing_slash(p))
     }
 }
 
@@ -509,7 +518,41 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
                 .or_default() += 1;
         }
     }
+    // A change's directory changed too, whether or not the scope serves
+    // the changed name (a directory the program made under a served one
+    // that FMCACHE_EXCLUDE leaves out, the cache written into an included
+    // job directory); once changed, a directory stays walk-only in this
+    // cache (earlier merges' walk entries inside the scope).
+    // What an earlier merge excluded stays excluded (another rank's
+    // journal that only read it must not make it served again).
+    if let Some(view) = &old {
+        for e in view.entries() {
+            if e.is_walk() && scope.serves(e.path()) {
+                wants.changed_dirs.insert(e.path().to_vec());
+            } else if e.is_excluded() && scope.serves(e.path()) {
+                wants.modified.insert(e.path().to_vec());
+            }
+        }
+    }
+    // Only directories the cache would otherwise answer for (probed now,
+    // or recorded before): every merge counts its own files again, so a
+    // directory probed later still meets its change.
+    for m in &wants.modified {
+        if let Some(d) = path::parent(m) {
+            let known =
+                wants.paths.contains_key(d) || old.as_ref().is_some_and(|v| v.lookup(d).is_some());
+            if known && scope.serves(d) && !canonical_excluded(d, &mut resolved_dirs) {
+                wants.changed_dirs.insert(d.to_vec());
+            }
+        }
+    }
     wants.modified.retain(|m| scope.serves(m));
+    let changed_dirs: Vec<Vec<u8>> = wants
+        .changed_dirs
+        .iter()
+        .filter(|d| !wants.is_excluded(d))
+        .cloned()
+        .collect();
     // Roots that hold something served are marked in the cache.
     let roots: Vec<Vec<u8>> = scope
         .roots
@@ -549,19 +592,25 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
         view.entries()
             .any(|e| !e.is_excluded() && wants.is_excluded(e.path()))
     };
+    let changed_dirs_kept = |view: &CacheView<'_>| {
+        changed_dirs
+            .iter()
+            .all(|d| view.lookup(d).is_some_and(|e| e.is_walk()))
+    };
     // No journal: nothing new was asked for; the cache stays as it is.
     let up_to_date = journals.is_empty()
         || match &old {
             Some(view) => {
-                wants
-                    .paths
+                wants.paths.iter().all(|(p, &w)| {
+                    wants.is_excluded(p)
+                        || wants.is_changed_dir(p)
+                        || satisfied(view, p, w, cfg.max_file)
+                }) && wants
+                    .modified
                     .iter()
-                    .all(|(p, &w)| wants.is_excluded(p) || satisfied(view, p, w, cfg.max_file))
-                    && wants
-                        .modified
-                        .iter()
-                        .all(|m| view.lookup(m).is_some_and(|e| e.is_excluded()))
+                    .all(|m| view.lookup(m).is_some_and(|e| e.is_excluded()))
                     && !newly_excluded(view)
+                    && changed_dirs_kept(view)
                     && roots.iter().all(|r| old_roots.contains(r))
                     && walks
                         .iter()
@@ -571,7 +620,7 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
                             || (e.is_walk() && is_ancestor_of_root(&scope, e.path()))
                     })
             }
-            None => wants.paths.is_empty() && wants.modified.is_empty(),
+            None => wants.paths.is_empty() && wants.modified.is_empty() && changed_dirs.is_empty(),
         };
 
     if !up_to_date {
@@ -659,14 +708,19 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
                 ..Record::default()
             });
         }
-        for w in &walks {
+        for w in walks.iter().chain(&changed_dirs) {
             let o = observe(w, WANT_STAT);
+            let root = roots.contains(w);
+            if root {
+                rooted.insert(w.clone());
+            }
             builder.add(Record {
                 path: o.path,
                 lstat: o.lstat,
                 follow: o.follow,
                 link: o.link,
                 walk: true,
+                root,
                 ..Record::default()
             });
         }
