@@ -49,7 +49,10 @@ pub unsafe extern "C" fn la_objopen(
             crate::trust::note_peer(unsafe { &*map }, lmid);
         }
         if let (Mode::Serve(srv), false) = (mode(), map.is_null()) {
-            // SAFETY: ld.so passes the new object's link map.
+            // SAFETY: ld.so passes the new object's link map, for `lmid`,
+            // inside la_objopen.
+            unsafe { crate::libnames::drop_staged(srv, map, lmid) };
+            // SAFETY: as above.
             unsafe { restore_name(srv, &mut *map) };
         }
     });

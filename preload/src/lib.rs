@@ -16,6 +16,7 @@ mod errno;
 mod fds;
 #[macro_use]
 mod hooks;
+mod libnames;
 mod libsearch;
 mod recorder;
 mod server;

@@ -893,3 +893,40 @@ fn ld_preload_alone_audits_what_it_starts() {
         );
     }
 }
+
+/// ld.so's list of the tree's loaded objects, as `LD_TRACE_LOADED_OBJECTS`
+/// prints it (`name => path`), without the load addresses (the system's
+/// libraries are left out: the served run preloads fmcache, which brings
+/// its own dependencies first).
+fn loaded_names(out: &Out, tree: &Path) -> Vec<String> {
+    let tree = tree.display().to_string();
+    out.stdout_str()
+        .lines()
+        .filter(|l| l.contains(&tree) || l.contains("/dev/shm") || l.contains(".stage"))
+        .map(|l| match l.rfind(" (0x") {
+            Some(i) => l[..i].trim().to_string(),
+            None => l.trim().to_string(),
+        })
+        .collect()
+}
+
+/// A served library carries the names it carries natively in ld.so's
+/// list, not the staged path as well (issue 13 item 4: each extra name is
+/// compared by every later "already loaded?" check), and the trace ld.so
+/// prints from that list is the native one.
+#[test]
+fn loaded_objects_keep_their_native_names() {
+    let tree = &shared().tree;
+    let fx = fixture!("libs_names");
+    let run = program(tree, "chain", &[], &[]);
+    let cache = fx.cache("c");
+    audited(run.clone().record(&cache)).run().ok("pilot");
+    let trace = |r: Run| r.env("LD_TRACE_LOADED_OBJECTS", "1").run().ok("trace");
+    let native = loaded_names(&trace(run.clone().native()), tree);
+    assert!(
+        native.iter().any(|l| l.contains("liba.so =>")),
+        "sanity: {native:?}"
+    );
+    let served = loaded_names(&trace(audited(run.serve(&cache))), tree);
+    assert_eq!(served, native, "ld.so's names under read-cache differ");
+}
