@@ -930,3 +930,52 @@ fn loaded_objects_keep_their_native_names() {
     let served = loaded_names(&trace(audited(run.serve(&cache))), tree);
     assert_eq!(served, native, "ld.so's names under read-cache differ");
 }
+
+/// `fmcache record` and `fmcache run` with ten module directories on
+/// `LD_LIBRARY_PATH` in the tree (issue 13 item 3): under `fmcache run`
+/// neither the `fmcache` binary (its own libgcc_s and libc: found through
+/// its DT_RPATH first), nor the auditor's dependencies, nor the program's
+/// search (served) probes them.
+#[test]
+fn fmcache_run_never_searches_the_library_path() {
+    let tree = &shared().tree;
+    let fx = fixture!("libs_tool_storm");
+    let storm = at(STORM, tree);
+    let empty = tree.join("empty");
+    let cache = fx.cache("c");
+    let exe = tree.join("bin/chain");
+    let native = Run::new(&exe)
+        .env("LD_LIBRARY_PATH", &storm)
+        .cwd(&fx.out)
+        .run_traced_flat(&fx.trace_dir("native"), &[&empty])
+        .1;
+    assert!(
+        native.on_roots > 0,
+        "sanity: no search of the empty directories natively"
+    );
+    let tool_run = |verb: &str| {
+        Run::new(tool())
+            .arg(verb)
+            .arg("--cache")
+            .arg(&cache.file)
+            .arg("--")
+            .arg(&exe)
+            .env("LD_LIBRARY_PATH", &storm)
+            .env("FMCACHE_STAGE_DIR", &cache.stage)
+            .cwd(&fx.out)
+    };
+    tool_run("record").run().ok("fmcache record");
+    let (out, t) = tool_run("run").run_traced_flat(&fx.trace_dir("run"), &[&empty]);
+    let out = out.ok("fmcache run");
+    assert!(out.stdout_str().contains("c_chain_fn v1"), "{out:?}");
+    eprintln!(
+        "calls on the ten LD_LIBRARY_PATH directories: native {}, fmcache run {}",
+        native.on_roots, t.on_roots
+    );
+    assert_eq!(
+        t.on_roots,
+        0,
+        "fmcache run searched the LD_LIBRARY_PATH directories:\n{}",
+        t.first_calls(20)
+    );
+}
