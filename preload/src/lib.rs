@@ -11,6 +11,7 @@ mod audit;
 mod carry;
 mod changes;
 mod cwd;
+mod direct;
 mod dirs;
 mod errno;
 mod fds;
@@ -25,30 +26,37 @@ mod state;
 mod stats;
 mod trust;
 
+use core::ffi::{c_char, c_int};
+
 use fmcache_core::config::{Config, Op};
 
 /// Runs before main (glibc passes argc/argv/envp to .init_array entries).
+/// glibc calls `.init_array` entries with (argc, argv, envp).
+type Init = extern "C" fn(c_int, *const *const c_char, *const *const c_char);
+
 #[used]
 #[link_section = ".init_array"]
-static INIT: extern "C" fn() = init;
+static INIT: Init = init;
 
 #[used]
 #[link_section = ".fini_array"]
 static FINI: extern "C" fn() = fini;
 
-extern "C" fn init() {
-    let _ = std::panic::catch_unwind(start);
+extern "C" fn init(_argc: c_int, argv: *const *const c_char, _envp: *const *const c_char) {
+    let _ = std::panic::catch_unwind(|| start(argv));
 }
 
 extern "C" fn fini() {
     hooks::process::finish();
 }
 
-fn start() {
+fn start(argv: *const *const c_char) {
     hooks::process::set_owner();
     cwd::refresh();
     carry::identify();
     hooks::exec::resolve();
+    // SAFETY: argv is what ld.so passed to the constructor.
+    unsafe { direct::reexec_audited(argv) };
     hooks::dl::resolve();
     hooks::process::resolve_all();
     for resolve in [

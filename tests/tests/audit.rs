@@ -20,16 +20,12 @@ fn numpy_scipy_loader_search_served_under_audit() {
     let run = Run::new(&py.python).args(["-c", code]).cwd(&fx.tree);
     let native = run.clone().native().run().ok("native");
 
-    // Plain preload: the loader's search is untouched.
-    let preload_cache = fx.cache("p");
-    run.clone()
-        .record(&preload_cache)
-        .run()
-        .ok("pilot (preload)");
+    // Natively ld.so searches the venv and the prefix (a direct start
+    // with LD_PRELOAD alone is audited too: tests/tests/direct.rs).
     let (_, plain) = run
         .clone()
-        .serve(&preload_cache)
-        .run_traced(&fx.trace_dir("plain"), &roots);
+        .native()
+        .run_traced(&fx.trace_dir("native"), &roots);
 
     run.clone()
         .record(&cache)
@@ -43,7 +39,7 @@ fn numpy_scipy_loader_search_served_under_audit() {
         .run_traced(&fx.trace_dir("audit"), &roots);
     let served = served.ok("served (audit)");
     eprintln!(
-        "loader calls on venv+prefix: preload only {}, with LD_AUDIT {}; program calls {}",
+        "loader calls on venv+prefix: native {}, with LD_AUDIT {}; program calls {}",
         plain.loader, st.loader, st.program
     );
     assert_same("stdout", "native", &native.stdout, "served", &served.stdout);
@@ -56,7 +52,7 @@ fn numpy_scipy_loader_search_served_under_audit() {
     );
     assert!(
         plain.loader > 100,
-        "sanity: ld.so searches the venv without LD_AUDIT ({})",
+        "sanity: ld.so searches the venv natively ({})",
         plain.loader
     );
     assert!(
