@@ -22,7 +22,7 @@ import benchlib  # noqa: E402
 from benchlib import fail, loadavg, log, remove_cache, sh  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-MODES = ("native", "write", "read")
+MODES = ("native", "write", "read", "alone")
 OURS = ("LD_PRELOAD", "LD_AUDIT", "DLFM_OP", "FMCACHE_FILE", "FMCACHE_STAGE_DIR", "FMCACHE_STATS",
         "FMCACHE_INCLUDE", "FMCACHE_EXCLUDE", "FMCACHE_MAX_FILE", "PYTHONPATH", "PYTHONHOME")
 CALL = re.compile(r'^(?:\[pid +\d+\] |\d+ +)?([a-z0-9_]+)\((.*)')
@@ -65,6 +65,11 @@ class Workload:
             e.update(LD_PRELOAD=self.b.lib, LD_AUDIT=self.b.lib,
                      DLFM_OP="write-cache" if mode == "pilot" else "read-cache",
                      FMCACHE_FILE=self.read_cache, FMCACHE_STAGE_DIR=self.stage)
+        elif mode == "alone":
+            # A direct start: LD_PRELOAD alone (the process executes itself
+            # once more with the auditor).
+            e.update(LD_PRELOAD=self.b.lib, DLFM_OP="read-cache",
+                     FMCACHE_FILE=self.read_cache, FMCACHE_STAGE_DIR=self.stage)
         return e
 
     def rm(self, path):
@@ -73,11 +78,16 @@ class Workload:
     def run(self, mode, trace=None):
         if mode == "write":
             self.rm(self.write_cache)
-        cmd = self.cmd
+        cmd, env = self.cmd, self.env(mode)
         if trace:
-            cmd = ["strace", "-f", "-qq", "-y", "-e", "trace=%file,getdents64", "-o", trace, *cmd]
+            # The library's variables go to the traced program only (-E):
+            # strace itself is neither preloaded nor a pilot, and a direct
+            # start stays direct.
+            ours = [a for k, v in env.items() if self.b.base.get(k) != v for a in ("-E", f"{k}={v}")]
+            cmd = ["strace", "-f", "-qq", "-y", "-e", "trace=%file,getdents64", *ours, "-o", trace, *cmd]
+            env = self.b.base
         t0 = time.perf_counter()
-        p = subprocess.run(cmd, env=self.env(mode), cwd=self.b.cwd, capture_output=True)
+        p = subprocess.run(cmd, env=env, cwd=self.b.cwd, capture_output=True)
         wall = time.perf_counter() - t0
         err = p.stderr.decode(errors="replace")
         m = re.search(r"^pynamic import_s=([0-9.]+) visit_s=([0-9.]+)$", err, re.M)
@@ -213,7 +223,8 @@ def render(b, ws, started, commit, dirty):
     p("Generator: `bench/pynamic/pynamic.py` (see `bench/pynamic/README.md`). Counts: one run per mode under "
       "`strace -f -qq -y -e trace=%file,getdents64`; every call counts, the dynamic loader's included "
       "(getdents64 attributed through `-y`'s descriptor path). write-cache and read-cache runs have "
-      "`LD_PRELOAD` and `LD_AUDIT` both set to the library; write-cache starts from no cache each run (the "
+      "`LD_PRELOAD` and `LD_AUDIT` both set to the library (as `fmcache run` sets them); alone is read-cache "
+      "with `LD_PRELOAD` only (a direct start, which executes itself once more with the auditor); write-cache starts from no cache each run (the "
       "merge at exit included); read-cache serves a cache recorded by one pilot and staged beforehand. "
       f"Times: median of {b.a.rounds} shuffled rounds after one warm-up per mode, no strace; "
       "wall is the whole process, import and visit are the driver's own `perf_counter` figures (stderr).")
@@ -239,7 +250,7 @@ def render(b, ws, started, commit, dirty):
             p(f"| {m} | {c['total']:,} | {c['tree']:,} | {c['enoent_tree']:,} | {c['python']:,} | "
               f"{med(s, 'wall'):.4f} | {med(s, 'import_s'):.4f} | {med(s, 'visit_s'):.4f} |")
         n = w.samples["native"]
-        for m in ("write", "read"):
+        for m in ("write", "read", "alone"):
             p(f"\n{m}/native wall: {med(w.samples[m], 'wall') / med(n, 'wall'):.3f}x; "
               f"import: {med(w.samples[m], 'import_s') / med(n, 'import_s'):.3f}x")
         for m in MODES:

@@ -76,7 +76,6 @@ pub struct Recorder {
 }
 
 /// Programs close and reuse low numbers; ours sits far above them.
-const JOURNAL_FD_MIN: i32 = 900;
 const SEEN_SLOTS: usize = 1 << 15;
 static SEEN: [AtomicU64; SEEN_SLOTS] = [const { AtomicU64::new(0) }; SEEN_SLOTS];
 
@@ -248,7 +247,7 @@ impl Recorder {
             .map_err(OpenError::Create)?;
         rustix::fs::flock(&fd, rustix::fs::FlockOperation::LockExclusive)
             .map_err(OpenError::Create)?;
-        let fd = place(fd);
+        let fd = fmcache_core::sys::out_of_the_way(fd);
         let st = rustix::fs::fstat(&fd).map_err(OpenError::Create)?;
         if let Err(e) = dir.rename(tmp_c, fin_c) {
             let _ = dir.unlink(tmp_c);
@@ -438,27 +437,6 @@ impl Recorder {
         // Closing releases our lock only after the journal is gone.
         self.close_if_ours(cur);
     }
-}
-
-/// Moves a new journal descriptor far from the numbers the program uses:
-/// to `JOURNAL_FD_MIN` or above, else (RLIMIT_NOFILE lower than that) to
-/// the highest free number under the limit, which a program that takes
-/// the lowest free one reaches last.
-fn place(fd: OwnedFd) -> OwnedFd {
-    if let Ok(high) = rustix::io::fcntl_dupfd_cloexec(&fd, JOURNAL_FD_MIN) {
-        return high;
-    }
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-        .current
-        .unwrap_or(u64::MAX)
-        .min(JOURNAL_FD_MIN as u64) as i32;
-    let here = std::os::fd::AsRawFd::as_raw_fd(&fd);
-    for min in (here + 1..limit).rev().take(64) {
-        if let Ok(high) = rustix::io::fcntl_dupfd_cloexec(&fd, min) {
-            return high;
-        }
-    }
-    fd
 }
 
 /// A journal name, NUL-terminated, on the stack.

@@ -462,6 +462,14 @@ pub fn note_peer(map: &crate::carry::LinkMap, lmid: libc::c_long) {
         return;
     }
     PEER.store(moved(core::ptr::addr_of!(PUBLISHED) as usize), Release);
+    let hooks = moved(core::ptr::addr_of!(crate::hooks::process::AUDITOR_HOOKS) as usize)
+        as *const [core::sync::atomic::AtomicUsize; 2];
+    // SAFETY: the preload copy's AUDITOR_HOOKS, at the same offset in the
+    // same file (checked above), a static of atomics.
+    let hooks = unsafe { &*hooks };
+    for (slot, f) in hooks.iter().zip(crate::hooks::process::own_hooks()) {
+        slot.store(f, Release);
+    }
 }
 
 /// Auditor copy: the preload copy's trust state, once it has one.

@@ -4,10 +4,12 @@
 Each syscall is attributed to the object of its innermost stack frame:
 calls issued by the dynamic loader (ld-linux*.so) are its own library
 search, which LD_PRELOAD cannot see (the loader issue serves them through
-LD_AUDIT); everything else is the program's, through libc.
+LD_AUDIT); an execve made from libfmcache.so is a direct start executing
+itself again with the auditor (counted apart as "reexec"); everything
+else is the program's, through libc.
 
 usage: stracecount.py PREFIX_OF_STRACE_FILES ROOT [ROOT...]
-prints JSON: {"total", "on_roots", "loader", "program", "program_calls": [...]}
+prints JSON: {"total", "on_roots", "loader", "reexec", "program", "program_calls": [...]}
 """
 import glob
 import json
@@ -37,7 +39,7 @@ def records(path):
 
 def main():
     prefix, roots = sys.argv[1], [r.rstrip("/") for r in sys.argv[2:]]
-    out = {"total": 0, "on_roots": 0, "loader": 0, "program": 0, "program_calls": []}
+    out = {"total": 0, "on_roots": 0, "loader": 0, "reexec": 0, "program": 0, "program_calls": []}
     for path in sorted(glob.glob(prefix + ".*")):
         first_exec = True
         for rec in records(path):
@@ -55,6 +57,8 @@ def main():
             top = rec["frames"][0] if rec["frames"] else ""
             if "/ld-linux" in top.split("(")[0]:
                 out["loader"] += 1
+            elif rec["name"] == "execve" and any("libfmcache" in f for f in rec["frames"]):
+                out["reexec"] += 1
             else:
                 out["program"] += 1
                 out["program_calls"].append(rec["line"][:300])

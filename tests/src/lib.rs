@@ -524,6 +524,8 @@ pub struct Trace {
     pub on_roots: u64,
     /// ... issued by the dynamic loader itself.
     pub loader: u64,
+    /// ... the exec of a direct start executing itself with the auditor.
+    pub reexec: u64,
     /// ... issued by the program (through libc): what the library serves.
     pub program: u64,
     /// The program's calls on the roots (strace lines).
@@ -567,6 +569,7 @@ pub fn strace_count(prefix: &Path, roots: &[&Path]) -> Trace {
         total: n("total"),
         on_roots: n("on_roots"),
         loader: n("loader"),
+        reexec: n("reexec"),
         program: n("program"),
         program_calls: v["program_calls"]
             .as_array()

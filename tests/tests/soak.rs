@@ -17,10 +17,13 @@ fn soak_lines(o: &Out, served: bool) -> (String, u64, u64) {
     let mut keep = String::new();
     for line in text.lines() {
         if let Some(n) = line.strip_prefix("fds ") {
-            // A served process holds one descriptor more: the shared lock
-            // on its stage's index that keeps the stage from being pruned.
+            // A served process holds two descriptors more (at 900 and
+            // up): each copy of the library (the preload and, a direct
+            // start executing itself with it, the auditor) its shared lock
+            // on the stage's index, which keeps the stage from being
+            // pruned.
             let n: i64 = n.parse().unwrap();
-            keep.push_str(&format!("fds {}\n", n - served as i64));
+            keep.push_str(&format!("fds {}\n", n - 2 * served as i64));
         } else if let Some(rest) = line.strip_prefix("rss_first ") {
             let v: Vec<&str> = rest.split(' ').collect();
             first = v[0].parse().unwrap();

@@ -124,10 +124,12 @@ fn a_job_asks_the_shared_cache_once_per_node() {
     // Another launcher's job variable is another job.
     let (_, (meta, _)) = run(&[("PMIX_NAMESPACE", "101")]);
     assert!(!meta.is_empty(), "a PMIx job asks the cache itself");
-    // Outside a job, every process asks.
+    // Outside a job, every process asks: each copy of the library (the
+    // preload, and the auditor a direct start executes itself with) reads
+    // the header, open and fstat each.
     for _ in 0..2 {
         let (_, (meta, _)) = run(&[]);
-        assert!(!meta.is_empty() && meta.len() <= 3, "no job: {meta:#?}");
+        assert!(!meta.is_empty() && meta.len() <= 6, "no job: {meta:#?}");
     }
 
     // Between jobs the software changes and the pilot runs again: job 2

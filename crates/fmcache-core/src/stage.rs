@@ -486,6 +486,7 @@ fn map_file(path: &[u8]) -> sys::SysResult<(Mapping, u64, std::os::fd::OwnedFd)>
 /// we waited for it is seen as gone (its `inodes` no longer opens).
 fn map_stage(dir: &[u8], checksum: u64) -> Result<Attached, String> {
     let (index, dev, hold) = map_file(&join(dir, b"/index")).map_err(strerror)?;
+    let hold = sys::out_of_the_way(hold);
     loop {
         match rustix::fs::flock(&hold, rustix::fs::FlockOperation::LockShared) {
             Ok(()) => break,

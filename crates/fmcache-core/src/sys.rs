@@ -307,3 +307,29 @@ pub fn remove_tree(path: &[u8]) -> SysResult<()> {
     }
     rustix::fs::unlinkat(CWD, &*c, AtFlags::REMOVEDIR).map_err(errno)
 }
+
+/// Where descriptors the library keeps for a process's lifetime go: far
+/// from the numbers programs use (they take the lowest free one), so the
+/// program's descriptors are numbered as without fmcache.
+pub const FAR_FD_MIN: i32 = 900;
+
+/// Moves `fd` to `FAR_FD_MIN` or above, else (RLIMIT_NOFILE lower than
+/// that) to the highest free number under the limit, which a program that
+/// takes the lowest free one reaches last. Close-on-exec. A lock on the
+/// open file description moves with it.
+pub fn out_of_the_way(fd: OwnedFd) -> OwnedFd {
+    if let Ok(high) = rustix::io::fcntl_dupfd_cloexec(&fd, FAR_FD_MIN) {
+        return high;
+    }
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX)
+        .min(FAR_FD_MIN as u64) as i32;
+    let here = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    for min in (here + 1..limit).rev().take(64) {
+        if let Ok(high) = rustix::io::fcntl_dupfd_cloexec(&fd, min) {
+            return high;
+        }
+    }
+    fd
+}

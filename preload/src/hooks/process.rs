@@ -38,6 +38,7 @@ pub fn finish() {
 }
 
 pub extern "C" fn after_fork_child() {
+    run_auditor_hook(PEER_AFTER_FORK);
     set_owner();
     let saved = crate::errno::get();
     crate::cwd::after_fork();
@@ -52,8 +53,45 @@ pub extern "C" fn after_fork_child() {
     }
 }
 
+/// Preload copy: the auditor copy's `finish` and `after_fork_child`,
+/// written by the auditor in `la_objopen` (`trust::note_peer`). The
+/// auditor copy lives in a namespace with its own libc: the program's
+/// `fork` runs only the handlers registered with the program's libc, and
+/// `_exit` resolves to this copy's hook, so this copy runs the auditor's
+/// too (else a shell ending in `_exit` left the auditor's journal
+/// unmerged, and a forked child's auditor wrote to its parent's).
+pub static AUDITOR_HOOKS: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+const PEER_FINISH: usize = 0;
+const PEER_AFTER_FORK: usize = 1;
+
+/// Auditor copy: what it publishes into the preload copy's AUDITOR_HOOKS.
+pub fn own_hooks() -> [usize; 2] {
+    [
+        peer_finish as extern "C" fn() as usize,
+        after_fork_child as extern "C" fn() as usize,
+    ]
+}
+
+extern "C" fn peer_finish() {
+    finish();
+}
+
+fn run_auditor_hook(which: usize) {
+    let f = AUDITOR_HOOKS[which].load(Acquire);
+    if f != 0 {
+        // SAFETY: written by the auditor copy of this same file as one of
+        // its `extern "C" fn()` (own_hooks); that copy stays mapped for
+        // the process's life (ld.so never unloads an auditor).
+        let f: extern "C" fn() = unsafe { core::mem::transmute(f) };
+        f();
+    }
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn _exit(status: libc::c_int) -> ! {
+    if is_owner() {
+        run_auditor_hook(PEER_FINISH);
+    }
     finish();
     // SAFETY: the raw exit_group(2): what libc's _exit does.
     loop {
