@@ -21,7 +21,7 @@ use fmcache_core::journal::Kind;
 use fmcache_core::path::PathBuf;
 
 use crate::carry::LinkMap;
-use crate::state::{mode, Mode};
+use crate::state::{mode, Mode, COUNTERS};
 
 /// la_version: accept the loader's interface version as given.
 #[no_mangle]
@@ -145,11 +145,13 @@ fn search(name: *const c_char, flag: c_uint, loader: *const LinkMap) -> Option<*
                 None
             }
             (Mode::Serve(srv), true) => {
-                let r = crate::libsearch::resolve(srv, loader, given)?;
+                let Some(r) = crate::libsearch::resolve(srv, loader, given) else {
+                    // Left to ld.so, candidate by candidate.
+                    count(&COUNTERS.missed);
+                    return None;
+                };
                 remember(r.name.as_bytes(), r.staged.as_bytes());
-                crate::state::COUNTERS
-                    .served
-                    .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+                count(&COUNTERS.served);
                 Some(hand_over(r.staged.as_bytes()))
             }
             _ => None,
@@ -186,16 +188,23 @@ fn search(name: *const c_char, flag: c_uint, loader: *const LinkMap) -> Option<*
                 {
                     let mut staged = PathBuf::new();
                     if !srv.staged_path(key, &mut staged) {
+                        count(&COUNTERS.missed);
                         return None;
                     }
+                    count(&COUNTERS.served);
                     Some(hand_over(staged.as_bytes()))
                 }
-                Answer::Errno(_) => None,
+                Answer::Errno(_) => {
+                    count(&COUNTERS.missed);
+                    None
+                }
                 Answer::Hit(f) => {
                     let mut staged = PathBuf::new();
                     if !srv.staged_path(f.mirror, &mut staged) {
+                        count(&COUNTERS.missed);
                         return None;
                     }
+                    count(&COUNTERS.served);
                     if flag & LA_SER_ORIG != 0 {
                         remember(given, staged.as_bytes());
                     }
@@ -203,8 +212,14 @@ fn search(name: *const c_char, flag: c_uint, loader: *const LinkMap) -> Option<*
                 }
                 // Unknown here, or under the stage without a copy: the
                 // original path (never a stage path ld.so would miss).
-                Answer::Miss if key.len() != k.as_bytes().len() => Some(hand_over(key)),
-                Answer::Miss => None,
+                Answer::Miss if key.len() != k.as_bytes().len() => {
+                    count(&COUNTERS.missed);
+                    Some(hand_over(key))
+                }
+                Answer::Miss => {
+                    count(&COUNTERS.missed);
+                    None
+                }
             }
         }
         Mode::Off => None,
@@ -216,6 +231,12 @@ fn search(name: *const c_char, flag: c_uint, loader: *const LinkMap) -> Option<*
 #[no_mangle]
 pub extern "C" fn la_preinit(_cookie: *mut usize) {
     crate::libsearch::AFTER_STARTUP.store(true, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// The auditor's line in FMCACHE_STATS: `served` counts searches and
+/// candidates answered from the cache, `missed` those left to ld.so.
+fn count(c: &core::sync::atomic::AtomicU64) {
+    c.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
 }
 
 /// Notes the name an object was asked for under, for la_objopen.

@@ -979,3 +979,47 @@ fn fmcache_run_never_searches_the_library_path() {
         t.first_calls(20)
     );
 }
+
+/// The auditor's `FMCACHE_STATS` line (issue 13 item 5): what it answered
+/// from the cache (`served`) and what it left to ld.so (`missed`). A run
+/// the pilot saw is all served; a program the pilot never ran leaves its
+/// searches to ld.so, and says so.
+#[test]
+fn auditor_counts_what_it_served_and_left() {
+    let tree = &shared().tree;
+    let fx = fixture!("libs_counters");
+    let cache = fx.cache("c");
+    let chain = program(tree, "chain", &[], &[]);
+    audited(chain.clone().record(&cache)).run().ok("pilot");
+    let auditor_line = |stats: &Path| -> (u64, u64) {
+        let text = std::fs::read_to_string(stats).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.contains(" copy=auditor "))
+            .unwrap_or_else(|| panic!("no auditor line in:\n{text}"));
+        let field = |k: &str| -> u64 {
+            line.split(' ')
+                .find_map(|w| w.strip_prefix(k))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{k} in {line}"))
+        };
+        (field("served="), field("missed="))
+    };
+    let seen = fx.out.join("seen.stats");
+    audited(chain.serve(&cache).stats(&seen)).run().ok("served");
+    let (served, missed) = auditor_line(&seen);
+    assert!(
+        served > 0 && missed == 0,
+        "a run the pilot saw: served {served}, missed {missed}"
+    );
+    let unseen = fx.out.join("unseen.stats");
+    let dlhost = program(tree, "dlhost", &[], &[]);
+    audited(dlhost.serve(&cache).stats(&unseen))
+        .run()
+        .ok("served");
+    let (_, missed) = auditor_line(&unseen);
+    assert!(
+        missed > 0,
+        "searches the pilot never saw are not counted as missed"
+    );
+}

@@ -108,3 +108,30 @@ fn verify_exits_2_on_an_unreadable_cache() {
     let missing = f.out.join("missing.dat");
     assert_eq!(verify(&missing).0, 2);
 }
+
+/// The directories walked through to the software (ancestors of its
+/// roots) are in the cache for realpath's walk only, their type: a new
+/// file beside the tree changes their times, not the cache's answers, so
+/// verify stays fresh; a type change is still reported.
+#[test]
+fn walked_ancestors_are_checked_by_type_only() {
+    let f = fixture!("verify_walk");
+    let cache = f.cache("c");
+    let sw = f.tree.join("a/sw");
+    fs::create_dir_all(&sw).unwrap();
+    fs::write(sw.join("x.txt"), "x\n").unwrap();
+    Run::new("/bin/cat")
+        .arg(sw.join("x.txt"))
+        .env("FMCACHE_INCLUDE", &sw)
+        .record(&cache)
+        .run()
+        .ok("pilot");
+    let (code, text) = verify(&cache.file);
+    assert_eq!(code, 0, "fresh right after the pilot:\n{text}");
+    fs::write(f.tree.join("a/beside.txt"), "new\n").unwrap();
+    let (code, text) = verify(&cache.file);
+    assert_eq!(
+        code, 0,
+        "a new file beside the software made it stale:\n{text}"
+    );
+}

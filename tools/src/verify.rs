@@ -159,7 +159,13 @@ fn check_entry(e: &EntryRef<'_>, dev: bool, t: &mut Tally) {
                 }
             }
             (Some(Ok(rec)), Ok(m)) => {
-                let diffs = stat_diffs(rec, m, dev);
+                // A walk entry (an ancestor of the software, or a directory
+                // the pilot changed) serves realpath its type alone.
+                let diffs = if e.is_walk() {
+                    type_diff(rec, m)
+                } else {
+                    stat_diffs(rec, m, dev)
+                };
                 if !diffs.is_empty() && !stat_changed {
                     stat_changed = true;
                     t.changed += 1;
@@ -182,6 +188,16 @@ fn check_entry(e: &EntryRef<'_>, dev: bool, t: &mut Tally) {
     check_access(e, &path, t);
     check_listing(e, &path, t);
     check_contents(e, &path, t);
+}
+
+/// The file type, if it differs, as "type a -> b" (octal S_IFMT bits).
+fn type_diff(rec: &StatRec, m: &Metadata) -> Vec<String> {
+    let (a, b) = (rec.mode & libc::S_IFMT, m.mode() & libc::S_IFMT);
+    if a == b {
+        Vec::new()
+    } else {
+        vec![format!("type {a:o} -> {b:o}")]
+    }
 }
 
 /// The recorded fields that differ from the live metadata, as "field a -> b".
