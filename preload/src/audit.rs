@@ -21,7 +21,7 @@ use fmcache_core::journal::Kind;
 use fmcache_core::path::PathBuf;
 
 use crate::carry::LinkMap;
-use crate::state::{mode, Mode, COUNTERS};
+use crate::state::{counters, mode, Mode};
 
 /// la_version: accept the loader's interface version as given.
 #[no_mangle]
@@ -147,11 +147,11 @@ fn search(name: *const c_char, flag: c_uint, loader: *const LinkMap) -> Option<*
             (Mode::Serve(srv), true) => {
                 let Some(r) = crate::libsearch::resolve(srv, loader, given) else {
                     // Left to ld.so, candidate by candidate.
-                    count(&COUNTERS.missed);
+                    count(&counters().missed);
                     return None;
                 };
                 remember(r.name.as_bytes(), r.staged.as_bytes());
-                count(&COUNTERS.served);
+                count(&counters().served);
                 Some(hand_over(r.staged.as_bytes()))
             }
             _ => None,
@@ -188,23 +188,23 @@ fn search(name: *const c_char, flag: c_uint, loader: *const LinkMap) -> Option<*
                 {
                     let mut staged = PathBuf::new();
                     if !srv.staged_path(key, &mut staged) {
-                        count(&COUNTERS.missed);
+                        count(&counters().missed);
                         return None;
                     }
-                    count(&COUNTERS.served);
+                    count(&counters().served);
                     Some(hand_over(staged.as_bytes()))
                 }
                 Answer::Errno(_) => {
-                    count(&COUNTERS.missed);
+                    count(&counters().missed);
                     None
                 }
                 Answer::Hit(f) => {
                     let mut staged = PathBuf::new();
                     if !srv.staged_path(f.mirror, &mut staged) {
-                        count(&COUNTERS.missed);
+                        count(&counters().missed);
                         return None;
                     }
-                    count(&COUNTERS.served);
+                    count(&counters().served);
                     if flag & LA_SER_ORIG != 0 {
                         remember(given, staged.as_bytes());
                     }
@@ -213,11 +213,11 @@ fn search(name: *const c_char, flag: c_uint, loader: *const LinkMap) -> Option<*
                 // Unknown here, or under the stage without a copy: the
                 // original path (never a stage path ld.so would miss).
                 Answer::Miss if key.len() != k.as_bytes().len() => {
-                    count(&COUNTERS.missed);
+                    count(&counters().missed);
                     Some(hand_over(key))
                 }
                 Answer::Miss => {
-                    count(&COUNTERS.missed);
+                    count(&counters().missed);
                     None
                 }
             }

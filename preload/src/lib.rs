@@ -103,7 +103,12 @@ fn start(argv: *const *const c_char) {
         Op::Record => "record",
         Op::Serve => "serve",
     };
-    stats::configure(cfg.stats.clone(), op);
+    if let Err(e) = stats::configure(cfg.stats.clone(), op) {
+        settings::warn_once(
+            &mut inherited,
+            format_args!("{e}; processes killed by a signal are not counted"),
+        );
+    }
     // SAFETY: registering a plain function.
     unsafe { libc::pthread_atfork(None, None, Some(hooks::process::after_fork_child)) };
     match cfg.op {

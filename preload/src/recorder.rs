@@ -305,7 +305,7 @@ impl Recorder {
                 let fd = j.fd.load(Relaxed);
                 // SAFETY: just checked to be our journal.
                 let _ = rustix::io::write(unsafe { BorrowedFd::borrow_raw(fd) }, &rec[..n]);
-                crate::state::COUNTERS.recorded.fetch_add(1, Relaxed);
+                crate::state::counters().recorded.fetch_add(1, Relaxed);
                 return;
             }
             // A vfork child shares our memory but not our descriptors: it

@@ -1,7 +1,7 @@
 //! Process-wide state: what the library does here, set once by the
 //! constructor and read lock-free by every hook.
 
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, Ordering::*};
+use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering::*};
 
 use crate::recorder::Recorder;
 use crate::server::Server;
@@ -57,33 +57,40 @@ pub fn server() -> Option<&'static Server> {
 }
 
 /// Per-process counters, written at exit when FMCACHE_STATS is set.
-pub struct Counters {
-    /// Answered from the cache (including failures it knew).
-    pub served: AtomicU64,
-    /// Looked up but not answerable: passed through.
-    pub missed: AtomicU64,
-    /// Not for the cache (writes, unsupported flags, fds): passed through.
-    pub passthrough: AtomicU64,
-    /// Probes written to the journal.
-    pub recorded: AtomicU64,
+pub use fmcache_core::live::Counters;
+
+/// This copy's counters until it has a live slot (stats.rs), and when it
+/// has none (no FMCACHE_STATS, a full or refused file).
+static OWN: Counters = Counters::new();
+/// The counters in this copy's slot of the node's live file, if any.
+static LIVE: AtomicPtr<Counters> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Where this copy counts: one atomic load on every call.
+#[inline]
+pub fn counters() -> &'static Counters {
+    let p = LIVE.load(Relaxed);
+    if p.is_null() {
+        &OWN
+    } else {
+        // SAFETY: set by `count_into` to a slot of a shared mapping that
+        // is never unmapped.
+        unsafe { &*p }
+    }
 }
 
-pub static COUNTERS: Counters = Counters {
-    served: AtomicU64::new(0),
-    missed: AtomicU64::new(0),
-    passthrough: AtomicU64::new(0),
-    recorded: AtomicU64::new(0),
-};
-
-impl Counters {
-    pub fn reset(&self) {
-        for c in [
-            &self.served,
-            &self.missed,
-            &self.passthrough,
-            &self.recorded,
-        ] {
-            c.store(0, Relaxed);
+/// Counts into `c` from now on (what was counted so far carried over),
+/// or into this copy's own counters again (`None`, zeroed).
+pub fn count_into(c: Option<&'static Counters>) {
+    match c {
+        Some(c) => {
+            for (to, from) in c.all().iter().zip(counters().all()) {
+                to.fetch_add(from.load(Relaxed), Relaxed);
+            }
+            LIVE.store(core::ptr::from_ref(c).cast_mut(), Release);
+        }
+        None => {
+            LIVE.store(core::ptr::null_mut(), Release);
+            OWN.reset();
         }
     }
 }
@@ -134,20 +141,20 @@ pub fn dispatch<T>(
                 .unwrap_or(Outcome::Pass);
             match out {
                 Outcome::Served(v) => {
-                    COUNTERS.served.fetch_add(1, Relaxed);
+                    counters().served.fetch_add(1, Relaxed);
                     v
                 }
                 Outcome::Fail(e) => {
-                    COUNTERS.served.fetch_add(1, Relaxed);
+                    counters().served.fetch_add(1, Relaxed);
                     crate::errno::set(e);
                     fail
                 }
                 Outcome::Miss => {
-                    COUNTERS.missed.fetch_add(1, Relaxed);
+                    counters().missed.fetch_add(1, Relaxed);
                     real()
                 }
                 Outcome::Pass => {
-                    COUNTERS.passthrough.fetch_add(1, Relaxed);
+                    counters().passthrough.fetch_add(1, Relaxed);
                     real()
                 }
             }

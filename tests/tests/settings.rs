@@ -356,3 +356,158 @@ fn verify_and_the_job_stage_agree_on_a_replaced_cache() {
     let (code, text) = verify_in(&cache, Some("9"));
     assert_eq!(code, 0, "{text}");
 }
+
+/// `fmcache stats --json` of one statistics file (its live files beside).
+fn stats_json(stats: &Path) -> serde_json::Value {
+    let o = Command::new(tool())
+        .arg("stats")
+        .arg("--json")
+        .arg(stats)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// Every process that recorded or served is counted, also when killed by
+/// a signal (issue 12 point 8): `with Pool(4)` ends with `terminate()`,
+/// which SIGTERMs the workers still idle; a process killed with SIGKILL
+/// mid-run. Their counters were in the node's live file from the start.
+#[test]
+fn processes_killed_by_a_signal_are_counted() {
+    let fx = fixture!("settings_killed");
+    let program = r#"
+import multiprocessing as mp, json, sys
+def square(x):
+    return x * x
+if __name__ == "__main__":
+    mp.set_start_method("fork")
+    with mp.Pool(4) as pool:
+        print(sum(pool.map(square, range(100), chunksize=1)))
+"#;
+    let script = fx.out.join("pool.py");
+    fs::write(&script, program).unwrap();
+    let cache = fx.cache("c");
+    let run = || Run::new(&py_env().python).arg("-B").arg(&script);
+    for (label, r) in [
+        ("record", run().record(&cache)),
+        ("serve", run().serve(&cache)),
+    ] {
+        let stats = fx.out.join(format!("{label}.stats"));
+        r.stats(&stats).run().ok(label);
+        let v = stats_json(&stats);
+        let lines = fs::read_to_string(&stats)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.contains("copy=auditor"))
+            .count() as u64;
+        let not_ended = v["not_ended"].as_array().unwrap().len() as u64;
+        eprintln!("{label}: {lines} lines, {not_ended} killed workers counted from the live file");
+        assert_eq!(v["processes"], 5, "{label}: the parent and 4 workers: {v}");
+        assert_eq!(
+            lines + not_ended,
+            5,
+            "{label}: a process counted twice: {v}"
+        );
+    }
+
+    // SIGKILL mid-run: no code runs, the counts are there all the same.
+    let stats = fx.out.join("kill.stats");
+    let mut child = Command::new(&py_env().python);
+    for k in JOB_VARS
+        .iter()
+        .chain(&["LD_AUDIT", "FMCACHE_INCLUDE", "FMCACHE_EXCLUDE"])
+    {
+        child.env_remove(k);
+    }
+    child
+        .args([
+            "-B",
+            "-c",
+            "import json, csv, time; print('ready', flush=True); time.sleep(60)",
+        ])
+        .env("LD_PRELOAD", lib())
+        .env("DLFM_OP", "read-cache")
+        .env("FMCACHE_FILE", &cache.file)
+        .env("FMCACHE_STAGE_DIR", &cache.stage)
+        .env("FMCACHE_STATS", &stats)
+        .stdout(std::process::Stdio::piped());
+    let mut child = child.spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "ready\n");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        fs::read_to_string(&stats).unwrap_or_default().is_empty(),
+        "a SIGKILLed process wrote a line"
+    );
+    let v = stats_json(&stats);
+    assert_eq!(v["processes"], 1, "{v}");
+    assert_eq!(v["not_ended"][0]["pid"], child.id(), "{v}");
+    assert!(v["served"].as_u64().unwrap() > 0, "its counts: {v}");
+}
+
+/// Slots of processes that ended are used again: 60 processes one after
+/// another leave the live file's table at a few slots.
+#[test]
+fn live_slots_are_reused() {
+    let fx = fixture!("settings_live_reuse");
+    fs::write(fx.tree.join("f"), "x\n").unwrap();
+    let cache = fx.cache("c");
+    let cat = Run::new("/bin/cat").arg(fx.tree.join("f"));
+    cat.clone().record(&cache).run().ok("pilot");
+    let stats = fx.out.join("s.stats");
+    for _ in 0..60 {
+        cat.clone().serve(&cache).stats(&stats).run().ok("served");
+    }
+    let v = stats_json(&stats);
+    assert_eq!(v["processes"], 60, "{v}");
+    assert_eq!(v["not_ended"].as_array().unwrap().len(), 0, "{v}");
+    let live: Vec<_> = fs::read_dir(&fx.out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("s.stats.live."))
+        .collect();
+    assert_eq!(live.len(), 1, "one live file per node: {live:?}");
+    let bytes = fs::read(&live[0]).unwrap();
+    let used = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
+    assert!(used <= 4, "{used} slots used by 60 sequential processes");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&live[0]).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the live file is the owner's only");
+}
+
+/// A live file planted as a symlink (to a file of the victim's) is never
+/// opened through: one line, the program runs, its statistics line is
+/// written, the target is unchanged.
+#[test]
+fn a_planted_live_file_is_refused() {
+    let fx = fixture!("settings_live_planted");
+    fs::write(fx.tree.join("f"), "x\n").unwrap();
+    let victim = fx.out.join("victim.txt");
+    fs::write(&victim, "precious\n").unwrap();
+    let cache = fx.cache("c");
+    let cat = Run::new("/bin/cat").arg(fx.tree.join("f"));
+    cat.clone().record(&cache).run().ok("pilot");
+    let stats = fx.out.join("p.stats");
+    let node = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let node = node.trim();
+    std::os::unix::fs::symlink(&victim, fx.out.join(format!("p.stats.live.{node}"))).unwrap();
+    let out = cat.clone().serve(&cache).stats(&stats).run().ok("served");
+    assert_eq!(out.stdout_str(), "x\n");
+    let err = out.stderr_str();
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains("p.stats.live."), "{err}");
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+    let text = fs::read_to_string(&stats).unwrap();
+    assert_eq!(
+        text.lines().filter(|l| !l.contains("copy=auditor")).count(),
+        1,
+        "{text}"
+    );
+}

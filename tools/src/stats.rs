@@ -7,6 +7,11 @@
 //!
 //! Keys are space separated; `exe` comes last and its value runs to the
 //! end of the line. Unknown keys are ignored.
+//!
+//! Beside each file, `<file>.live.<node>` (fmcache_core::live) holds the
+//! counters of every process from its start; slots still live there are
+//! processes that wrote no line (killed by a signal, or still running):
+//! they are added to the sums and listed.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -119,6 +124,81 @@ struct Totals {
     passthrough: u64,
     recorded: u64,
     malformed: u64,
+    /// Processes with a live slot and no line: (node, pid, exe).
+    not_ended: Vec<(String, u32, String)>,
+}
+
+/// The slots still live in one node's live file, as lines plus their
+/// (pid, exe); `None` if it is not such a file.
+fn live_slots(bytes: &[u8]) -> Option<Vec<(Line, u32, String)>> {
+    use fmcache_core::live;
+    let u32_at = |o: usize| {
+        bytes
+            .get(o..o + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+    };
+    let u64_at = |o: usize| {
+        bytes
+            .get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+    };
+    if bytes.len() < live::FILE_SIZE || u64_at(0)? != live::MAGIC {
+        return None;
+    }
+    let used = (u32_at(8)? as usize).min(live::SLOTS);
+    let mut out = Vec::new();
+    for i in 0..used {
+        let o = 64 + 64 * i;
+        if u32_at(o)? != live::LIVE {
+            continue;
+        }
+        let flags = u32_at(o + 8)?;
+        let op = match flags >> live::OP_SHIFT {
+            1 => "record",
+            2 => "serve",
+            _ => "off",
+        };
+        let exe = &bytes[o + 48..o + 64];
+        let exe = String::from_utf8_lossy(&exe[..exe.iter().position(|&b| b == 0).unwrap_or(16)]);
+        out.push((
+            Line {
+                op: op.into(),
+                auditor: flags & live::AUDITOR != 0,
+                served: u64_at(o + 16)?,
+                missed: u64_at(o + 24)?,
+                passthrough: u64_at(o + 32)?,
+                recorded: u64_at(o + 40)?,
+            },
+            u32_at(o + 4)?,
+            exe.into_owned(),
+        ));
+    }
+    Some(out)
+}
+
+/// `<file>.live.*` beside `file`: (node, path).
+fn live_files(file: &std::path::Path) -> Vec<(String, std::path::PathBuf)> {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(name) = file.file_name() else {
+        return Vec::new();
+    };
+    let prefix = fmcache_core::live::prefix_of(name.as_bytes());
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let mut v: Vec<(String, std::path::PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name();
+            let node = n.as_bytes().strip_prefix(prefix.as_slice())?.to_vec();
+            Some((String::from_utf8_lossy(&node).into_owned(), e.path()))
+        })
+        .collect();
+    v.sort();
+    v
 }
 
 impl Totals {
@@ -153,7 +233,31 @@ pub fn main(args: Args) -> Result<ExitCode, String> {
     let mut t = Totals::default();
     for f in &files {
         let name = f.to_string_lossy();
-        let bytes = std::fs::read(f).map_err(|e| format!("{name}: {}", launch::io_reason(&e)))?;
+        let live = live_files(std::path::Path::new(f));
+        // Every process killed before writing a line: only the live files.
+        let bytes = match std::fs::read(f) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !live.is_empty() => Vec::new(),
+            r => r.map_err(|e| format!("{name}: {}", launch::io_reason(&e)))?,
+        };
+        for (node, path) in live {
+            let Ok(live) = std::fs::read(&path) else {
+                continue;
+            };
+            match live_slots(&live) {
+                Some(slots) => {
+                    for (l, pid, exe) in slots {
+                        if !l.auditor {
+                            t.not_ended.push((node.clone(), pid, exe));
+                        }
+                        t.add(l);
+                    }
+                }
+                None => eprintln!(
+                    "fmcache: {}: not a live counters file, ignored",
+                    path.display()
+                ),
+            }
+        }
         for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
             let text = String::from_utf8_lossy(raw);
             let text = text.trim_end_matches('\r');
@@ -189,6 +293,7 @@ pub fn main(args: Args) -> Result<ExitCode, String> {
             "recorded": t.recorded,
             "served_fraction": fraction,
             "malformed": t.malformed,
+            "not_ended": t.not_ended.iter().map(|(node, pid, exe)| json!({"node": node, "pid": pid, "exe": exe})).collect::<Vec<_>>(),
         });
         println!("{v}");
     } else {
@@ -208,6 +313,20 @@ pub fn main(args: Args) -> Result<ExitCode, String> {
         }
         if t.malformed > 0 {
             println!("malformed lines  {}", t.malformed);
+        }
+        if !t.not_ended.is_empty() {
+            let shown: Vec<String> = t
+                .not_ended
+                .iter()
+                .take(10)
+                .map(|(node, pid, exe)| format!("{exe} (pid {pid} on {node})"))
+                .collect();
+            println!(
+                "not ended        {}  (killed by a signal, or still running; counted above): {}{}",
+                t.not_ended.len(),
+                shown.join(", "),
+                if t.not_ended.len() > 10 { ", ..." } else { "" }
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

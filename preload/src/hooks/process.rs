@@ -44,7 +44,7 @@ pub extern "C" fn after_fork_child() {
     crate::cwd::after_fork();
     crate::errno::set(saved);
     FINISHED.store(false, Relaxed);
-    crate::state::COUNTERS.reset();
+    crate::stats::after_fork();
     if let crate::state::Mode::Record(r) = crate::state::mode() {
         r.after_fork();
     }
