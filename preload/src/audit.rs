@@ -43,6 +43,7 @@ pub unsafe extern "C" fn la_objopen(
     _cookie: *mut usize,
 ) -> c_uint {
     let _ = std::panic::catch_unwind(|| {
+        crate::loaders::note_open(map, lmid);
         crate::libsearch::note_object(map);
         if !map.is_null() {
             // SAFETY: ld.so passes the new object's link map.
@@ -112,6 +113,9 @@ pub unsafe extern "C" fn la_objsearch(
     } else {
         unsafe { *cookie }
     } as *const LinkMap;
+    if flag & LA_SER_ORIG != 0 {
+        crate::loaders::note_search(loader);
+    }
     let Ok(out) = std::panic::catch_unwind(|| search(name, flag, loader)) else {
         return keep;
     };
@@ -224,6 +228,28 @@ fn search(name: *const c_char, flag: c_uint, loader: *const LinkMap) -> Option<*
         }
         Mode::Off => None,
     }
+}
+
+const LA_ACT_ADD: c_uint = 1;
+
+/// la_activity: objects are being added; after start-up, the first of
+/// them is a dlopen's own, which has no loader (loaders.rs).
+#[no_mangle]
+pub extern "C" fn la_activity(_cookie: *mut usize, flag: c_uint) {
+    if flag == LA_ACT_ADD {
+        crate::loaders::note_dlopen();
+    }
+}
+
+/// la_objclose: an object is unloaded.
+#[no_mangle]
+pub extern "C" fn la_objclose(cookie: *mut usize) -> c_uint {
+    if !cookie.is_null() {
+        // SAFETY: ld.so's cookie slot, which holds the object's link map
+        // (we never change it).
+        crate::loaders::note_close(unsafe { *cookie } as *const LinkMap);
+    }
+    0
 }
 
 /// la_preinit: the program's start-up objects are loaded; from here on a

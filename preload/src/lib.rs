@@ -19,6 +19,7 @@ mod fds;
 mod hooks;
 mod libnames;
 mod libsearch;
+mod loaders;
 mod recorder;
 mod server;
 mod settings;

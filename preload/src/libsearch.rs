@@ -126,7 +126,7 @@ pub fn resolve(srv: &Server, loader: *const LinkMap, name: &[u8]) -> Option<Reso
         name: PathBuf::new(),
     };
     let mut step = Step::Next;
-    let complete = each_dir(&dynamic, origin.as_bytes(), |d| {
+    let complete = each_dir(loader, &dynamic, origin.as_bytes(), |d| {
         step = in_dir(srv, d, name, &mut r);
         matches!(step, Step::Next)
     });
@@ -283,44 +283,103 @@ fn give_up(dir: &[u8], name: &[u8], why: &str) -> Step {
 /// What the search needs from the loader's dynamic section.
 struct Dynamic {
     runpath: Option<&'static [u8]>,
-    rpath: bool,
+    /// DT_RPATH, unless a DT_RUNPATH is there too (ld.so then ignores it).
+    rpath: Option<&'static [u8]>,
     nodeflib: bool,
 }
 
-/// Calls `f` on each directory ld.so searches for a loader with RUNPATH,
-/// in order, while it returns true; false if a directory could not be
-/// formed as ld.so would (the search must then be left to ld.so).
-fn each_dir(dynamic: &Dynamic, origin: &[u8], mut f: impl FnMut(&[u8]) -> bool) -> bool {
-    // Without RUNPATH, ld.so first walks the DT_RPATH of the loader, of the
-    // object that loaded it, and so on: a chain ld.so keeps to itself. It
-    // is empty for sure only while no object (but this library, whose
-    // dependencies search nothing) has a DT_RPATH.
-    if dynamic.runpath.is_none() && RPATH_OBJECTS.load(Relaxed) > 0 {
-        return false;
+/// Calls `f` on each directory ld.so searches for a bare name requested
+/// by `map`, in ld.so's order, while it returns true; false if a directory
+/// could not be formed as ld.so would, or the DT_RPATH chain is not known
+/// (the search must then be left to ld.so).
+fn each_dir(
+    map: *const LinkMap,
+    dynamic: &Dynamic,
+    origin: &[u8],
+    mut f: impl FnMut(&[u8]) -> bool,
+) -> bool {
+    walk_lists(map, dynamic, origin, &mut f).is_some()
+}
+
+/// Calls `f` on the directories of one search-path list with `origin` as
+/// `$ORIGIN`: `Some(true)` to go on, `Some(false)` once `f` stopped, None
+/// if a directory cannot be formed as ld.so would.
+fn walk_list(
+    list: &[u8],
+    seps: &[u8],
+    origin: &[u8],
+    env: bool,
+    f: &mut impl FnMut(&[u8]) -> bool,
+) -> Option<bool> {
+    for dir in list.split(|b| seps.contains(b)) {
+        // ld.so expands LD_LIBRARY_PATH's tokens for the executable.
+        if env && dir.contains(&b'$') {
+            return None;
+        }
+        let mut d = PathBuf::new();
+        if !expand(dir, origin, &mut d) {
+            return None;
+        }
+        if !f(d.as_bytes()) {
+            return Some(false);
+        }
+    }
+    Some(true)
+}
+
+/// `each_dir`'s walk: `None` when the search cannot be followed.
+fn walk_lists(
+    map: *const LinkMap,
+    dynamic: &Dynamic,
+    origin: &[u8],
+    f: &mut impl FnMut(&[u8]) -> bool,
+) -> Option<()> {
+    // Without RUNPATH: the DT_RPATH of the requester, of its loader, and
+    // so on up (each with its own `$ORIGIN`), then the executable's if
+    // not met on the way (elf/dl-load.c, _dl_map_object).
+    if dynamic.runpath.is_none() {
+        let main = crate::loaders::main_map();
+        let mut met_main = false;
+        let mut l = map;
+        loop {
+            met_main |= Some(l) == main;
+            // SAFETY: a link map ld.so announced and has not closed.
+            let lm = unsafe { &*l };
+            // SAFETY: as in resolve.
+            if let Some(rp) = unsafe { read_dynamic(lm) }.rpath {
+                if !walk_list(rp, b":", origin_of(lm)?.as_bytes(), false, f)? {
+                    return Some(());
+                }
+            }
+            match crate::loaders::loader_of(l) {
+                crate::loaders::Loader::Is(next) => l = next,
+                crate::loaders::Loader::None => break,
+                // Unknown: harmless only while no object has a DT_RPATH.
+                crate::loaders::Loader::Unknown if RPATH_OBJECTS.load(Relaxed) == 0 => break,
+                crate::loaders::Loader::Unknown => return None,
+            }
+        }
+        if !met_main {
+            // SAFETY: the executable's map, announced and never closed.
+            let mm = unsafe { &*main? };
+            // SAFETY: as in resolve.
+            if let Some(rp) = unsafe { read_dynamic(mm) }.rpath {
+                if !walk_list(rp, b":", origin_of(mm)?.as_bytes(), false, f)? {
+                    return Some(());
+                }
+            }
+        }
     }
     let lists: [(&[u8], &[u8], bool); 2] = [
         (library_path().unwrap_or(b""), b":;", true),
         (dynamic.runpath.unwrap_or(b""), b":", false),
     ];
     for (list, seps, env) in lists {
-        if list.is_empty() {
-            continue;
-        }
-        for dir in list.split(|b| seps.contains(b)) {
-            // ld.so expands LD_LIBRARY_PATH's tokens for the executable.
-            if env && dir.contains(&b'$') {
-                return false;
-            }
-            let mut d = PathBuf::new();
-            if !expand(dir, origin, &mut d) {
-                return false;
-            }
-            if !f(d.as_bytes()) {
-                return true;
-            }
+        if !list.is_empty() && !walk_list(list, seps, origin, env, f)? {
+            return Some(());
         }
     }
-    true
+    Some(())
 }
 
 /// Objects with a DT_RPATH seen so far in the audited namespaces.
@@ -334,7 +393,7 @@ pub fn note_object(map: *const LinkMap) {
     // SAFETY: ld.so's link map for the new object.
     let map = unsafe { &*map };
     // SAFETY: as in resolve.
-    if !unsafe { read_dynamic(map) }.rpath {
+    if unsafe { read_dynamic(map) }.rpath.is_none() {
         return;
     }
     // SAFETY: l_name is a C string.
@@ -356,7 +415,7 @@ pub fn search_dirs(loader: *const LinkMap, mut f: impl FnMut(&PathBuf)) {
     // SAFETY: as in resolve.
     let dynamic = unsafe { read_dynamic(map) };
     let Some(origin) = origin_of(map) else { return };
-    each_dir(&dynamic, origin.as_bytes(), |d| {
+    each_dir(loader, &dynamic, origin.as_bytes(), |d| {
         let mut p = PathBuf::new();
         if p.set(d) {
             f(&p);
@@ -375,14 +434,14 @@ unsafe fn read_dynamic(map: &LinkMap) -> Dynamic {
     const DF_1_NODEFLIB: u64 = 0x800;
     let mut out = Dynamic {
         runpath: None,
-        rpath: false,
+        rpath: None,
         nodeflib: false,
     };
     let mut dynp = map.l_ld as *const [u64; 2];
     if dynp.is_null() {
         return out;
     }
-    let (mut strtab, mut runpath) = (None, None);
+    let (mut strtab, mut runpath, mut rpath) = (None, None, None);
     for _ in 0..4096 {
         // SAFETY: the dynamic section ends with DT_NULL.
         let [tag, val] = unsafe { *dynp };
@@ -390,13 +449,13 @@ unsafe fn read_dynamic(map: &LinkMap) -> Dynamic {
             DT_NULL => break,
             DT_STRTAB => strtab = Some(val as usize),
             DT_RUNPATH => runpath = Some(val as usize),
-            DT_RPATH => out.rpath = true,
+            DT_RPATH => rpath = Some(val as usize),
             DT_FLAGS_1 => out.nodeflib = val & DF_1_NODEFLIB != 0,
             _ => {}
         }
         dynp = unsafe { dynp.add(1) };
     }
-    let (Some(mut tab), Some(off)) = (strtab, runpath) else {
+    let Some(mut tab) = strtab else {
         return out;
     };
     // ld.so relocates the dynamic section in place on x86-64; an
@@ -404,8 +463,12 @@ unsafe fn read_dynamic(map: &LinkMap) -> Dynamic {
     if tab < map.l_addr {
         tab += map.l_addr;
     }
-    // SAFETY: a NUL-terminated string in the loaded string table.
-    out.runpath = Some(unsafe { CStr::from_ptr((tab + off) as *const c_char) }.to_bytes());
+    // SAFETY: NUL-terminated strings in the loaded string table.
+    let at = |off: usize| unsafe { CStr::from_ptr((tab + off) as *const c_char) }.to_bytes();
+    out.runpath = runpath.map(at);
+    if out.runpath.is_none() {
+        out.rpath = rpath.map(at);
+    }
     out
 }
 

@@ -26,12 +26,22 @@ use fmcache_tests::{assert_same, fixture, lib, tool, workspace, Cache, Fixture, 
 /// has misses to skip.
 const EXE_RUNPATH: &str = "-Wl,-rpath,$ORIGIN/../nolib:$ORIGIN/../lib";
 
+/// The second build of the tree: every `-rpath` becomes a DT_RPATH
+/// (Spack's, conda-build's and auditwheel's default), searched through
+/// ld.so's loader chain, instead of a DT_RUNPATH.
+const RPATH_TREE: &str = "libs_rpath_tree";
+
 /// Runs gcc/g++ in `tree` (so relative -L and -o name tree paths).
 fn cc(tree: &Path, compiler: &str, args: &[&str]) {
     let src = workspace().join("tests/c/libs");
+    let dtags = if tree.parent().and_then(|p| p.file_name()) == Some(RPATH_TREE.as_ref()) {
+        "-Wl,--disable-new-dtags"
+    } else {
+        "-Wl,--enable-new-dtags"
+    };
     let out = Command::new(compiler)
         .current_dir(tree)
-        .args(["-O1", "-Wall", "-D_GNU_SOURCE", "-Wl,--enable-new-dtags"])
+        .args(["-O1", "-Wall", "-D_GNU_SOURCE", dtags])
         .arg(format!("-I{}", src.display()))
         .args(args.iter().map(|a| match a.strip_prefix("src:") {
             Some(f) => src.join(f).into_os_string(),
@@ -173,6 +183,16 @@ fn shared() -> &'static Fixture {
     static T: OnceLock<Fixture> = OnceLock::new();
     T.get_or_init(|| {
         let fx = fixture!("libs_tree");
+        build(&fx.tree);
+        fx
+    })
+}
+
+/// The same tree built with DT_RPATH everywhere.
+fn shared_rpath() -> &'static Fixture {
+    static T: OnceLock<Fixture> = OnceLock::new();
+    T.get_or_init(|| {
+        let fx = fixture!(RPATH_TREE);
         build(&fx.tree);
         fx
     })
@@ -492,8 +512,11 @@ struct Served {
 /// Runs one case natively (checking the build did what the case is
 /// about), as a pilot and served, the native and served runs under strace.
 fn serve_case(name: &str, label: &str) -> Served {
+    serve_case_in(&shared().tree, name, label)
+}
+
+fn serve_case_in(tree: &Path, name: &str, label: &str) -> Served {
     let case = CASES.iter().find(|c| c.name == name).unwrap();
-    let tree = &shared().tree;
     let fx = fixture!(&format!("libs_{label}"));
     let args: Vec<OsString> = case.args.iter().map(|a| at(a, tree).into()).collect();
     let env: Vec<(&str, OsString)> = case
@@ -502,7 +525,7 @@ fn serve_case(name: &str, label: &str) -> Served {
         .into_iter()
         .collect();
     let run = program(tree, case.exe, &args, &env);
-    let roots = [tree.as_path()];
+    let roots = [tree];
 
     let native = run.clone().native().run();
     assert_eq!(
@@ -569,7 +592,10 @@ fn serve_case(name: &str, label: &str) -> Served {
 /// ld.so's search for the auditor's own dependencies is asserted apart, in
 /// `auditor_dependencies_not_searched_on_tree`.
 fn run_case(name: &str) {
-    let s = serve_case(name, name);
+    check_case(name, serve_case(name, name));
+}
+
+fn check_case(name: &str, s: Served) {
     assert_same_out(name, &s.native, "served", &s.served);
     assert!(
         !s.native_lookups.loader.is_empty(),
@@ -1022,4 +1048,29 @@ fn auditor_counts_what_it_served_and_left() {
         missed > 0,
         "searches the pilot never saw are not counted as missed"
     );
+}
+
+/// Every loader case again on the tree built with DT_RPATH (issue 13 item
+/// 1): the searches follow ld.so's loader chain (the requester's DT_RPATH,
+/// its loader's, up to the executable's), which the auditor rebuilds from
+/// its callbacks (preload/src/loaders.rs). Same assertions as on the
+/// RUNPATH tree: output as native, no lookup on the tree by ld.so or the
+/// program.
+#[test]
+fn dt_rpath_tree_cases() {
+    let tree = &shared_rpath().tree;
+    let o = Command::new("readelf")
+        .arg("-d")
+        .arg(tree.join("lib/liba.so"))
+        .output()
+        .unwrap();
+    let dyn_text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        dyn_text.contains("(RPATH)") && !dyn_text.contains("(RUNPATH)"),
+        "sanity: liba.so has a DT_RPATH:\n{dyn_text}"
+    );
+    for case in CASES {
+        let label = format!("rpath_{}", case.name);
+        check_case(case.name, serve_case_in(tree, case.name, &label));
+    }
 }

@@ -1,0 +1,123 @@
+//! Who loaded whom: ld.so's private `l_loader`, rebuilt from the audit
+//! callbacks, for the DT_RPATH chain of a bare-name search.
+//!
+//! Without a DT_RUNPATH on the requesting object, ld.so searches the
+//! DT_RPATH of the requester, of the object that loaded it, and so on up
+//! (then the executable's, if not met on the way): a chain through
+//! `l_loader`, which no public interface shows. The audit callbacks do:
+//! every object ld.so maps was first searched for (`la_objsearch` with
+//! LA_SER_ORIG, whose cookie is the requester) and is then announced
+//! (`la_objopen`), with nothing mapped in between (ld.so holds its lock).
+//! A `dlopen`'s own object has no loader (ld.so drops it after the search,
+//! `__RTLD_CALLMAP`): it is the first object of a new activity after
+//! start-up, which `la_activity(LA_ACT_ADD)` announces between its search
+//! and its `la_objopen`. An object whose loader is unknown ends the chain
+//! as unknown, and the search is left to ld.so.
+//!
+//! Chosen over recording ld.so's final answer per (requester, name,
+//! environment) and replaying it: the chain is the input ld.so itself
+//! uses, so a production run whose environment differs from the pilot's
+//! (LD_LIBRARY_PATH, another requester) is still answered exactly, and no
+//! format change is needed.
+
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
+
+use crate::carry::LinkMap;
+
+/// Objects tracked; more (a process with more live objects) are unknown.
+const SLOTS: usize = 4096;
+/// `LOADER` value of an object known to have no loader.
+const NONE: usize = 1;
+
+static MAP: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+static LOADER: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+/// The requester of the last LA_SER_ORIG search (0: none pending).
+static PENDING: AtomicUsize = AtomicUsize::new(0);
+/// The pending search is a dlopen's own (its object gets no loader).
+static PENDING_DLOPEN: AtomicBool = AtomicBool::new(false);
+/// The executable's link map (the base namespace's first object).
+static MAIN: AtomicUsize = AtomicUsize::new(0);
+
+/// la_objsearch, LA_SER_ORIG: `requester` searches for a new object.
+pub fn note_search(requester: *const LinkMap) {
+    PENDING.store(requester as usize, Relaxed);
+    PENDING_DLOPEN.store(false, Relaxed);
+}
+
+/// la_activity(LA_ACT_ADD) after start-up: the pending search was a
+/// dlopen's.
+pub fn note_dlopen() {
+    if crate::libsearch::AFTER_STARTUP.load(Relaxed) {
+        PENDING_DLOPEN.store(true, Relaxed);
+    }
+}
+
+/// la_objopen: `map` was mapped by the pending search (or is the
+/// executable, loaded by the kernel).
+pub fn note_open(map: *const LinkMap, lmid: libc::c_long) {
+    if map.is_null() {
+        return;
+    }
+    // SAFETY: ld.so's link map for the new object.
+    let m = unsafe { &*map };
+    let pending = PENDING.swap(0, Relaxed);
+    let loader = if lmid == 0 && m.l_prev.is_null() {
+        // The executable: no search, no loader; the chain's end.
+        MAIN.store(map as usize, Relaxed);
+        NONE
+    } else if pending == 0 {
+        return;
+    } else if PENDING_DLOPEN.swap(false, Relaxed) {
+        NONE
+    } else {
+        pending
+    };
+    for (k, l) in MAP.iter().zip(&LOADER) {
+        if k.compare_exchange(0, map as usize, Relaxed, Relaxed)
+            .is_ok()
+        {
+            l.store(loader, Relaxed);
+            return;
+        }
+    }
+}
+
+/// la_objclose: `map` is gone.
+pub fn note_close(map: *const LinkMap) {
+    for (k, l) in MAP.iter().zip(&LOADER) {
+        if k.load(Relaxed) == map as usize {
+            l.store(0, Relaxed);
+            k.store(0, Relaxed);
+        }
+    }
+    if MAIN.load(Relaxed) == map as usize {
+        MAIN.store(0, Relaxed);
+    }
+}
+
+/// What is known of `map`'s loader.
+pub enum Loader {
+    Is(*const LinkMap),
+    /// The chain ends here.
+    None,
+    Unknown,
+}
+
+pub fn loader_of(map: *const LinkMap) -> Loader {
+    for (k, l) in MAP.iter().zip(&LOADER) {
+        if k.load(Relaxed) == map as usize {
+            return match l.load(Relaxed) {
+                0 => Loader::Unknown,
+                NONE => Loader::None,
+                p => Loader::Is(p as *const LinkMap),
+            };
+        }
+    }
+    Loader::Unknown
+}
+
+/// The executable's link map, once announced.
+pub fn main_map() -> Option<*const LinkMap> {
+    let m = MAIN.load(Relaxed);
+    (m != 0).then_some(m as *const LinkMap)
+}
