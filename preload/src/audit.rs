@@ -143,8 +143,13 @@ fn search(name: *const c_char, flag: c_uint, loader: *const LinkMap) -> Option<*
     if !given.contains(&b'/') {
         return match (mode(), flag & LA_SER_ORIG != 0) {
             (Mode::Record(rec), true) => {
+                // Each directory of the search, as a listing and as
+                // software (a scope root unless it is a user area): the
+                // dependencies' lib directories of a DT_RPATH hold nothing
+                // the process loads, yet every search walks them.
                 crate::libsearch::search_dirs(loader, |d| {
-                    rec.note(Kind::List, libc::AT_FDCWD, d.as_cstr().as_ptr())
+                    rec.note(Kind::List, libc::AT_FDCWD, d.as_cstr().as_ptr());
+                    rec.note(Kind::Tree, libc::AT_FDCWD, d.as_cstr().as_ptr());
                 });
                 None
             }
