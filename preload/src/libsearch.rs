@@ -222,49 +222,15 @@ fn map_ld_cache() {
 }
 
 /// The path ld.so.cache gives `name`: the one entry for it that is a
-/// plain x86-64 libc6 library. Several, or a glibc-hwcaps variant, or an
-/// OS-version condition: None (ld.so's own choice then decides).
+/// plain x86-64 libc6 library (`fmcache_core::ldcache`).
 fn ld_cache_lookup(name: &[u8]) -> Option<&'static [u8]> {
-    const MAGIC: &[u8] = b"glibc-ld.so.cache1.1";
-    const FLAGS_X8664_LIBC6: u32 = 0x0303;
     let addr = LD_CACHE.load(Acquire);
     if addr == 0 || cfg!(not(target_arch = "x86_64")) {
         return None;
     }
     // SAFETY: the mapping published by map_ld_cache, never unmapped.
     let b = unsafe { core::slice::from_raw_parts(addr as *const u8, LD_CACHE_LEN.load(Relaxed)) };
-    if !b.starts_with(MAGIC) {
-        return None;
-    }
-    let u32_at = |o: usize| {
-        b.get(o..o + 4)
-            .map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]))
-    };
-    let cstr_at = |o: usize| {
-        let rest = b.get(o..)?;
-        rest.iter().position(|&c| c == 0).map(|n| &rest[..n])
-    };
-    let n = u32_at(20)? as usize;
-    let mut found = None;
-    for i in 0..n {
-        let e = 48 + i * 24;
-        let (flags, key, value, osv) =
-            (u32_at(e)?, u32_at(e + 4)?, u32_at(e + 8)?, u32_at(e + 12)?);
-        let hwcap = u32_at(e + 16)? as u64 | (u32_at(e + 20)? as u64) << 32;
-        if cstr_at(key as usize)? != name {
-            continue;
-        }
-        if hwcap != 0 || osv != 0 {
-            return None;
-        }
-        if flags == FLAGS_X8664_LIBC6 {
-            if found.is_some() {
-                return None;
-            }
-            found = Some(cstr_at(value as usize)?);
-        }
-    }
-    found.filter(|p| p.first() == Some(&b'/'))
+    fmcache_core::ldcache::lookup(b, name, fmcache_core::ldcache::FLAGS_X8664_LIBC6)
 }
 
 /// Why a search was left to ld.so, with FMCACHE_DEBUG=search (the place

@@ -6,6 +6,7 @@ pub mod answer;
 pub mod carry;
 pub mod config;
 pub mod journal;
+pub mod ldcache;
 pub mod live;
 pub mod merge;
 pub mod path;
