@@ -20,6 +20,7 @@ import datetime
 import glob
 import json
 import os
+import re
 import random
 import shutil
 import statistics
@@ -256,8 +257,11 @@ class Lab:
         # --oversubscribe: concurrent lab runs share the nodes' declared CPUs.
         # The same number of tasks on every node (Slurm would fill the first
         # node's 24 declared CPUs first).
+        # --quiet: srun's own notes ("job N queued and waiting for
+        # resources" while the previous step's job is still completing)
+        # would read as unlabelled task output; its errors still print.
         cmd = [self.srun, f"-N{nodes}", f"-n{n}", f"--ntasks-per-node={-(-n // nodes)}", "-l",
-               "--kill-on-bad-exit=1", "--oversubscribe", *argv]
+               "--quiet", "--kill-on-bad-exit=1", "--oversubscribe", *argv]
         for attempt in (1, 2):
             t0 = time.perf_counter()
             p = subprocess.run(cmd, env=env, cwd=outdir, capture_output=True, text=True,
@@ -278,6 +282,8 @@ class Lab:
         for k, text in ((0, p.stdout), (1, p.stderr)):
             for line in text.splitlines(keepends=True):
                 label, sep, rest = line.partition(": ")
+                if re.match(r"srun: job \d+ (queued and waiting for resources|has been allocated resources)", line):
+                    continue
                 if not sep or not label.strip().isdigit():
                     die(f"{w.name} {tag}: unlabelled srun output line {line!r}")
                 outs[int(label)][k] += rest
