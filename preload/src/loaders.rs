@@ -30,6 +30,10 @@ const SLOTS: usize = 4096;
 const NONE: usize = 1;
 
 static MAP: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+/// Slots ever taken (a prefix of the table): every scan stops there, so a
+/// search walking a chain costs what the process has loaded, not 4,096
+/// comparisons per step.
+static USED: AtomicUsize = AtomicUsize::new(0);
 static LOADER: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
 /// The requester of the last LA_SER_ORIG search (0: none pending).
 static PENDING: AtomicUsize = AtomicUsize::new(0);
@@ -72,19 +76,26 @@ pub fn note_open(map: *const LinkMap, lmid: libc::c_long) {
     } else {
         pending
     };
-    for (k, l) in MAP.iter().zip(&LOADER) {
-        if k.compare_exchange(0, map as usize, Relaxed, Relaxed)
-            .is_ok()
-        {
-            l.store(loader, Relaxed);
-            return;
-        }
+    // ld.so's lock serialises the la_* callbacks: no other writer.
+    let used = USED.load(Relaxed);
+    let free = (0..used)
+        .find(|&i| MAP[i].load(Relaxed) == 0)
+        .or((used < SLOTS).then_some(used));
+    if let Some(i) = free {
+        LOADER[i].store(loader, Relaxed);
+        MAP[i].store(map as usize, Relaxed);
+        USED.store(used.max(i + 1), Relaxed);
     }
+}
+
+/// The slots taken so far: (map, loader).
+fn taken() -> impl Iterator<Item = (&'static AtomicUsize, &'static AtomicUsize)> {
+    MAP.iter().zip(&LOADER).take(USED.load(Relaxed))
 }
 
 /// la_objclose: `map` is gone.
 pub fn note_close(map: *const LinkMap) {
-    for (k, l) in MAP.iter().zip(&LOADER) {
+    for (k, l) in taken() {
         if k.load(Relaxed) == map as usize {
             l.store(0, Relaxed);
             k.store(0, Relaxed);
@@ -104,7 +115,7 @@ pub enum Loader {
 }
 
 pub fn loader_of(map: *const LinkMap) -> Loader {
-    for (k, l) in MAP.iter().zip(&LOADER) {
+    for (k, l) in taken() {
         if k.load(Relaxed) == map as usize {
             return match l.load(Relaxed) {
                 0 => Loader::Unknown,

@@ -104,6 +104,7 @@ fn claim() {
     }
     // SAFETY: set in configure to a mapping never unmapped.
     let t = unsafe { &*t };
+    // SAFETY: OP is null or leaked in configure, never freed.
     let op = match unsafe { OP.load(Acquire).as_ref() }.copied() {
         Some("record") => 1,
         Some("serve") => 2,
@@ -145,6 +146,7 @@ pub fn write() {
     }
     // SAFETY: leaked at configure time, never freed.
     let path = unsafe { &*p };
+    // SAFETY: as in claim.
     let op = unsafe { OP.load(Acquire).as_ref() }
         .copied()
         .unwrap_or("off");

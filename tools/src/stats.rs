@@ -145,31 +145,37 @@ fn live_slots(bytes: &[u8]) -> Option<Vec<(Line, u32, String)>> {
     if bytes.len() < live::FILE_SIZE || u64_at(0)? != live::MAGIC {
         return None;
     }
-    let used = (u32_at(8)? as usize).min(live::SLOTS);
+    // Offsets from the layout itself (fmcache_core::live), read as bytes:
+    // the file may be another build's, or damaged.
+    use core::mem::{offset_of, size_of};
+    let (header, slot) = (size_of::<live::Header>(), size_of::<live::Slot>());
+    let counter = |o: usize, i: usize| u64_at(o + offset_of!(live::Slot, counters) + 8 * i);
+    let used = (u32_at(offset_of!(live::Header, used))? as usize).min(live::SLOTS);
     let mut out = Vec::new();
     for i in 0..used {
-        let o = 64 + 64 * i;
-        if u32_at(o)? != live::LIVE {
+        let o = header + slot * i;
+        if u32_at(o + offset_of!(live::Slot, state))? != live::LIVE {
             continue;
         }
-        let flags = u32_at(o + 8)?;
+        let flags = u32_at(o + offset_of!(live::Slot, flags))?;
         let op = match flags >> live::OP_SHIFT {
             1 => "record",
             2 => "serve",
             _ => "off",
         };
-        let exe = &bytes[o + 48..o + 64];
+        let at = o + offset_of!(live::Slot, exe);
+        let exe = &bytes[at..at + 16];
         let exe = String::from_utf8_lossy(&exe[..exe.iter().position(|&b| b == 0).unwrap_or(16)]);
         out.push((
             Line {
                 op: op.into(),
                 auditor: flags & live::AUDITOR != 0,
-                served: u64_at(o + 16)?,
-                missed: u64_at(o + 24)?,
-                passthrough: u64_at(o + 32)?,
-                recorded: u64_at(o + 40)?,
+                served: counter(o, 0)?,
+                missed: counter(o, 1)?,
+                passthrough: counter(o, 2)?,
+                recorded: counter(o, 3)?,
             },
-            u32_at(o + 4)?,
+            u32_at(o + offset_of!(live::Slot, pid))?,
             exe.into_owned(),
         ));
     }
