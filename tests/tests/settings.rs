@@ -483,8 +483,9 @@ fn live_slots_are_reused() {
 }
 
 /// A live file planted as a symlink (to a file of the victim's) is never
-/// opened through: one line, the program runs, its statistics line is
-/// written, the target is unchanged.
+/// opened through, and one owned by another user is never used: one line,
+/// the program runs, its statistics line is written, the target and the
+/// other user's file are unchanged.
 #[test]
 fn a_planted_live_file_is_refused() {
     let fx = fixture!("settings_live_planted");
@@ -510,4 +511,17 @@ fn a_planted_live_file_is_refused() {
         1,
         "{text}"
     );
+
+    // A live file of another user's (uid 4242), 0600: refused the same way,
+    // never mapped, left as it was.
+    let stats2 = fx.out.join("q.stats");
+    let foreign = fx.out.join(format!("q.stats.live.{node}"));
+    fs::write(&foreign, "not ours\n").unwrap();
+    std::os::unix::fs::chown(&foreign, Some(4242), Some(4242)).unwrap();
+    let out = cat.clone().serve(&cache).stats(&stats2).run().ok("served");
+    assert_eq!(out.stdout_str(), "x\n");
+    let err = out.stderr_str();
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains("owned by uid 4242"), "{err}");
+    assert_eq!(fs::read_to_string(&foreign).unwrap(), "not ours\n");
 }
