@@ -237,6 +237,23 @@ impl Cache {
 
 const CFLAGS: &[&str] = &["-O1", "-D_GNU_SOURCE", "-Wall"];
 
+/// Spawns `cmd`, retrying while exec fails with ETXTBSY: a script or
+/// program a test has just written can still be open for writing in a child
+/// another test thread forked at that moment (until that child execs), and
+/// exec of a file open for writing fails. CI met this once.
+pub fn spawn_when_not_busy(cmd: &mut Command) -> std::io::Result<std::process::Child> {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Compiles `tests/c/<name>.c` into `<tmp>/cbin/<name>-<hash of source and
 /// flags>`, once: later calls (and later test binaries) reuse it.
 pub fn c_program(tmp: &Path, name: &str) -> PathBuf {
@@ -423,8 +440,7 @@ impl Run {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
+        let mut child = spawn_when_not_busy(&mut cmd)
             .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", self.program));
         let mut input = child.stdin.take().unwrap();
         let bytes = self.stdin.clone();
