@@ -5,7 +5,7 @@
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -49,7 +49,7 @@ impl Mount {
             .arg(latency_us.to_string())
             .arg("--counts")
             .arg(counts)
-            .stderr(Stdio::null())
+            .stderr(fs::File::create(counts.with_extension("log")).unwrap())
             .spawn()
             .unwrap();
         let t = Instant::now();
@@ -79,10 +79,14 @@ impl Mount {
         serde_json::from_str(&fs::read_to_string(&self.counts).unwrap()).unwrap()
     }
 
-    fn stop(mut self) -> i32 {
+    /// Stops slowfs with SIGTERM and asserts it unmounted and exited 0; its
+    /// stderr is shown if not.
+    fn stop(mut self) {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        self.child.wait().unwrap().code().unwrap_or(-1)
+        let code = self.child.wait().unwrap().code().unwrap_or(-1);
+        let log = fs::read_to_string(self.counts.with_extension("log")).unwrap_or_default();
+        assert_eq!(code, 0, "slowfs did not exit cleanly on SIGTERM: {log}");
     }
 }
 
@@ -169,7 +173,7 @@ fn slowfs_passes_through_counts_and_unmounts() {
     );
 
     let counts = m.counts.clone();
-    assert_eq!(m.stop(), 0, "slowfs did not exit cleanly on SIGTERM");
+    m.stop();
     assert!(!mounted(&mnt), "still mounted after SIGTERM");
     let v: Value = serde_json::from_str(&fs::read_to_string(&counts).unwrap()).unwrap();
     assert!(v["metadata_requests"].as_u64().unwrap() >= after);
@@ -213,7 +217,7 @@ fn slowfs_serialises_requests_at_its_latency() {
         wall >= Duration::from_micros(2000 * n) * 9 / 10,
         "{n} requests at 2 ms took only {wall:?}: not serialised"
     );
-    assert_eq!(m.stop(), 0);
+    m.stop();
     let _ = fs::remove_dir_all(&base);
 }
 
@@ -281,7 +285,7 @@ fn slowfs_counts_by_top_entry_and_reads_cold_on_request() {
             v3["metadata_requests"].as_u64().unwrap(),
             "by_top does not add up: {v3}"
         );
-        assert_eq!(m.stop(), 0);
+        m.stop();
     }
     let _ = fs::remove_dir_all(&base);
 }
@@ -312,6 +316,6 @@ fn slowfs_serves_more_open_files_than_it_keeps_descriptors() {
         assert_eq!(s, format!("file {i}\n"));
     }
     drop(open);
-    assert_eq!(m.stop(), 0);
+    m.stop();
     let _ = fs::remove_dir_all(&base);
 }
