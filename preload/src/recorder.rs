@@ -5,7 +5,9 @@
 
 use core::ffi::{c_char, c_int, CStr};
 use core::fmt::Write as _;
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
+use core::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::*,
+};
 use std::ffi::CString;
 use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 
@@ -78,6 +80,8 @@ pub struct Recorder {
 /// Programs close and reuse low numbers; ours sits far above them.
 const SEEN_SLOTS: usize = 1 << 15;
 static SEEN: [AtomicU64; SEEN_SLOTS] = [const { AtomicU64::new(0) }; SEEN_SLOTS];
+/// Repeats of the probe in the same slot of SEEN, journaled at exit.
+static REPEATS: [AtomicU32; SEEN_SLOTS] = [const { AtomicU32::new(0) }; SEEN_SLOTS];
 
 /// Why no journal could be opened.
 enum OpenError {
@@ -278,20 +282,30 @@ impl Recorder {
     }
 
     pub fn note_key(&self, kind: Kind, key: &[u8]) {
-        let h =
-            fmcache_format::path_hash(key) ^ (kind as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let h = journal::probe_hash(kind, key);
         let mut slot = (h as usize) & (SEEN_SLOTS - 1);
         for _ in 0..16 {
             match SEEN[slot].compare_exchange(0, h, Relaxed, Relaxed) {
                 Ok(_) => break,
-                Err(v) if v == h => return,
+                Err(v) if v == h => {
+                    REPEATS[slot].fetch_add(1, Relaxed);
+                    return;
+                }
                 Err(_) => slot = (slot + 1) & (SEEN_SLOTS - 1),
             }
         }
+        if self.write_record(kind, key) {
+            crate::state::counters().recorded.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Appends one record to the current journal; false if it was not
+    /// written (too long, or no journal).
+    fn write_record(&self, kind: Kind, payload: &[u8]) -> bool {
         let mut rec = [0u8; journal::MAX_RECORD];
-        let n = journal::encode(kind, key, &mut rec);
+        let n = journal::encode(kind, payload, &mut rec);
         if n == 0 {
-            return;
+            return false;
         }
         // The identity check costs one fstat per new record; the number is
         // ours only while it names our journal (see docs/reliability.md).
@@ -299,22 +313,22 @@ impl Recorder {
         for _ in 0..2 {
             let cur = self.current.load(Acquire);
             let Some(j) = cur.checked_sub(1).and_then(|i| self.journals.get(i)) else {
-                return;
+                return false;
             };
             if j.is_ours() {
                 let fd = j.fd.load(Relaxed);
                 // SAFETY: just checked to be our journal.
                 let _ = rustix::io::write(unsafe { BorrowedFd::borrow_raw(fd) }, &rec[..n]);
-                crate::state::counters().recorded.fetch_add(1, Relaxed);
-                return;
+                return true;
             }
             // A vfork child shares our memory but not our descriptors: it
             // must not publish a journal only it holds.
             if !crate::hooks::process::is_owner() {
-                return;
+                return false;
             }
             self.reopen(cur);
         }
+        false
     }
 
     /// The program closed or took over the journal's descriptor: a new
@@ -388,8 +402,9 @@ impl Recorder {
     /// In a forked child: a journal of its own (the parent's lock and
     /// records stay the parent's).
     pub fn after_fork(&self) {
-        for s in SEEN.iter() {
+        for (s, r) in SEEN.iter().zip(REPEATS.iter()) {
             s.store(0, Relaxed);
+            r.store(0, Relaxed);
         }
         let old = self.current.load(Acquire);
         match self.open_journal() {
@@ -404,6 +419,18 @@ impl Recorder {
         self.note_scope_hints();
     }
 
+    /// Journals how often each probe was repeated (for `fmcache report`:
+    /// the counts of calls, not only of paths).
+    fn note_repeats(&self) {
+        for (s, r) in SEEN.iter().zip(REPEATS.iter()) {
+            let n = r.swap(0, Relaxed);
+            if n > 0 {
+                let payload = journal::repeats_payload(s.load(Relaxed), n);
+                self.write_record(Kind::Repeats, &payload);
+            }
+        }
+    }
+
     /// Merges this process's journal (and orphans) into the cache.
     pub fn finish(&self) {
         // What the loader loaded names the software (scope): journaled
@@ -411,6 +438,7 @@ impl Recorder {
         // searches, may be merged after this one.
         if self.current.load(Acquire) != 0 {
             self.note_loaded_objects();
+            self.note_repeats();
         }
         let cur = self.current.swap(0, AcqRel);
         let Some(j) = cur.checked_sub(1).and_then(|i| self.journals.get(i)) else {

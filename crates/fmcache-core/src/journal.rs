@@ -29,6 +29,37 @@ pub enum Kind {
     UserArea = 7,
     /// Scope hint: a root the user named (FMCACHE_INCLUDE).
     Include = 8,
+    /// How often a process probed again what it journaled once (the
+    /// recorder drops repeats): payload `[probe_hash u64 LE][count u32 LE]`.
+    /// Only for `fmcache report`: what a probe costs is paid per call.
+    Repeats = 9,
+}
+
+/// The recorder's identity of one probe (what it asked, of which path),
+/// also how the merge matches a `Repeats` record to its path.
+#[inline]
+pub fn probe_hash(kind: Kind, key: &[u8]) -> u64 {
+    (fmcache_format::path_hash(key) ^ (kind as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1
+}
+
+/// Payload of a `Repeats` record.
+pub const REPEATS_LEN: usize = 12;
+
+pub fn repeats_payload(hash: u64, count: u32) -> [u8; REPEATS_LEN] {
+    let mut b = [0u8; REPEATS_LEN];
+    b[..8].copy_from_slice(&hash.to_le_bytes());
+    b[8..].copy_from_slice(&count.to_le_bytes());
+    b
+}
+
+/// Reads a `Repeats` payload back (None if it has another length).
+pub fn parse_repeats(payload: &[u8]) -> Option<(u64, u32)> {
+    if payload.len() != REPEATS_LEN {
+        return None;
+    }
+    let h = u64::from_le_bytes(payload[..8].try_into().ok()?);
+    let n = u32::from_le_bytes(payload[8..].try_into().ok()?);
+    Some((h, n))
 }
 
 const MARK: u8 = 0xA5;
@@ -65,6 +96,7 @@ pub fn decode(bytes: &[u8]) -> impl Iterator<Item = (Kind, &[u8])> {
             6 => Kind::Tree,
             7 => Kind::UserArea,
             8 => Kind::Include,
+            9 => Kind::Repeats,
             _ => return None,
         };
         let len = u16::from_le_bytes([rest[2], rest[3]]) as usize;
@@ -95,5 +127,19 @@ mod tests {
         assert_eq!(all[1], (Kind::Open, &b"/b/c"[..]));
         let torn: Vec<_> = decode(&out[..out.len() - 1]).collect();
         assert_eq!(torn.len(), 2);
+    }
+
+    #[test]
+    fn repeats_round_trip() {
+        let h = probe_hash(Kind::Stat, b"/usr/lib");
+        assert_eq!(h & 1, 1);
+        assert_ne!(h, probe_hash(Kind::Open, b"/usr/lib"));
+        let mut buf = [0u8; MAX_RECORD];
+        let n = encode(Kind::Repeats, &repeats_payload(h, 41), &mut buf);
+        let all: Vec<_> = decode(&buf[..n]).collect();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].0, Kind::Repeats);
+        assert_eq!(parse_repeats(all[0].1), Some((h, 41)));
+        assert_eq!(parse_repeats(b"short"), None);
     }
 }

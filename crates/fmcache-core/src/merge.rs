@@ -11,7 +11,7 @@
 //! the cache about once.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, OwnedFd};
 
@@ -72,13 +72,28 @@ struct Wants {
     changed_dirs: BTreeSet<Vec<u8>>,
     hints: Hints,
     probes: usize,
+    /// Calls per probed path, repeats included (for `fmcache report`).
+    calls: BTreeMap<Vec<u8>, u64>,
+    /// Processes (host and pid, from the journal names) with at least one
+    /// probe: those counted in `calls`. The two copies of an audited
+    /// process, and a process before and after exec, are one.
+    processes: BTreeSet<Vec<u8>>,
+    /// Probe identities seen, to match `Repeats` records to their path.
+    by_hash: HashMap<u64, Vec<u8>>,
+    repeats: Vec<(u64, u32)>,
 }
 
 impl Wants {
-    fn add_journal(&mut self, bytes: &[u8]) {
+    fn add_journal(&mut self, name: &[u8], bytes: &[u8]) {
+        let before = self.probes;
         for (kind, p) in journal::decode(bytes) {
             self.probes += 1;
             let want = match kind {
+                Kind::Repeats => {
+                    self.probes -= 1;
+                    self.repeats.extend(journal::parse_repeats(p));
+                    continue;
+                }
                 Kind::Modify => {
                     if !self_validating(p) {
                         self.modified.insert(p.to_vec());
@@ -103,6 +118,9 @@ impl Wants {
             if p.first() != Some(&b'/') {
                 continue;
             }
+            *self.calls.entry(p.to_vec()).or_default() += 1;
+            self.by_hash
+                .insert(journal::probe_hash(kind, p), p.to_vec());
             *self.paths.entry(p.to_vec()).or_default() |= want;
             // Probing inside a directory records its listing, so later
             // probes of absent names are answered; ancestors are recorded
@@ -125,6 +143,23 @@ impl Wants {
                 child = dir;
             }
         }
+        if self.probes > before {
+            // `j.<host>.<pid>.<seconds>.<nanoseconds>`
+            let mut parts = name.rsplitn(3, |&b| b == b'.');
+            let process = parts.nth(2).unwrap_or(name);
+            self.processes.insert(process.to_vec());
+        }
+    }
+
+    /// Adds the repeats to the calls of their paths (a repeat whose first
+    /// record is in no journal of this merge is dropped).
+    fn count_repeats(&mut self) {
+        for (h, n) in std::mem::take(&mut self.repeats) {
+            if let Some(p) = self.by_hash.get(&h) {
+                *self.calls.entry(p.clone()).or_default() += u64::from(n);
+            }
+        }
+        self.by_hash = HashMap::new();
     }
 
     /// Hints the probes themselves give: every shared object opened (the
@@ -183,6 +218,64 @@ fn left_out_text(groups: &[(Vec<u8>, usize)]) -> Vec<u8> {
         t.push(b'\n');
     }
     t
+}
+
+const CALLS: &[u8] = b"calls\t";
+const PROCESSES: &[u8] = b"processes\t";
+
+/// What the pilot's processes asked of the served paths, repeats
+/// included: `processes<TAB>n`, then `calls<TAB>count<TAB>path` lines.
+/// Counted over the processes whose merge wrote the cache (a later merge
+/// that finds the cache up to date leaves it, and its counts, alone).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Calls {
+    pub processes: u64,
+    pub by_path: BTreeMap<Vec<u8>, u64>,
+}
+
+impl Calls {
+    fn text(&self) -> Vec<u8> {
+        let mut t = Vec::new();
+        if self.by_path.is_empty() {
+            return t;
+        }
+        t.extend_from_slice(PROCESSES);
+        t.extend_from_slice(self.processes.to_string().as_bytes());
+        t.push(b'\n');
+        for (p, n) in &self.by_path {
+            t.extend_from_slice(CALLS);
+            t.extend_from_slice(n.to_string().as_bytes());
+            t.push(b'\t');
+            t.extend_from_slice(p);
+            t.push(b'\n');
+        }
+        t
+    }
+}
+
+/// The pilot's call counts, read back from a cache's notes.
+pub fn calls_notes(notes: &[u8]) -> Calls {
+    let mut c = Calls::default();
+    for l in notes.split(|&b| b == b'\n') {
+        if let Some(n) = l.strip_prefix(PROCESSES) {
+            c.processes = std::str::from_utf8(n)
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+        } else if let Some(rest) = l.strip_prefix(CALLS) {
+            let Some(tab) = rest.iter().position(|&b| b == b'\t') else {
+                continue;
+            };
+            let Some(n) = std::str::from_utf8(&rest[..tab])
+                .ok()
+                .and_then(|n| n.parse().ok())
+            else {
+                continue;
+            };
+            c.by_path.insert(rest[tab + 1..].to_vec(), n);
+        }
+    }
+    c
 }
 
 /// Groups of probed paths the scope left out, read back from a cache's
@@ -467,12 +560,13 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
     if let Some(stats) = &cfg.stats {
         wants.modified.insert(stats.clone());
     }
-    for (_, fd) in &journals {
+    for (name, fd) in &journals {
         if let Ok((bytes, _)) = read_fd(fd, u64::MAX) {
-            wants.add_journal(&bytes);
+            wants.add_journal(name.to_bytes(), &bytes);
         }
     }
     wants.probe_hints();
+    wants.count_repeats();
 
     let cache_c = sys::cstr(&cfg.cache).map_err(strerror)?;
     let old_map = current_cache(&cache_c);
@@ -579,6 +673,20 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
     let mut groups: Vec<(Vec<u8>, usize)> = left_out.into_iter().collect();
     groups.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
 
+    // Call counts of the served paths only (the rest is the user's, and
+    // passes through), added to those the cache holds.
+    let old_calls = old
+        .as_ref()
+        .map(|v| calls_notes(v.notes()))
+        .unwrap_or_default();
+    let mut calls = old_calls.clone();
+    calls.processes += wants.processes.len() as u64;
+    for (p, n) in std::mem::take(&mut wants.calls) {
+        if wants.paths.contains_key(&p) && !p.contains(&b'\n') {
+            *calls.by_path.entry(p).or_default() += n;
+        }
+    }
+
     let mut report = MergeReport {
         journals: journals.len(),
         probes: wants.probes,
@@ -598,34 +706,41 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
             .all(|d| view.lookup(d).is_some_and(|e| e.is_walk()))
     };
     // No journal: nothing new was asked for; the cache stays as it is.
-    let up_to_date = journals.is_empty()
-        || match &old {
-            Some(view) => {
-                wants.paths.iter().all(|(p, &w)| {
-                    wants.is_excluded(p)
-                        || wants.is_changed_dir(p)
-                        || satisfied(view, p, w, cfg.max_file)
-                }) && wants
-                    .modified
-                    .iter()
-                    .all(|m| view.lookup(m).is_some_and(|e| e.is_excluded()))
-                    && !newly_excluded(view)
-                    && changed_dirs_kept(view)
-                    && roots.iter().all(|r| old_roots.contains(r))
-                    && walks
+    // The first counts are worth a rewrite; later ones are not.
+    let first_counts = old_calls.by_path.is_empty() && !calls.by_path.is_empty();
+    let up_to_date = !first_counts
+        && (journals.is_empty()
+            || match &old {
+                Some(view) => {
+                    wants.paths.iter().all(|(p, &w)| {
+                        wants.is_excluded(p)
+                            || wants.is_changed_dir(p)
+                            || satisfied(view, p, w, cfg.max_file)
+                    }) && wants
+                        .modified
                         .iter()
-                        .all(|w| view.lookup(w).is_some_and(|e| e.is_walk()))
-                    && view.entries().all(|e| {
-                        scope.serves(e.path())
-                            || (e.is_walk() && is_ancestor_of_root(&scope, e.path()))
-                    })
-            }
-            None => wants.paths.is_empty() && wants.modified.is_empty() && changed_dirs.is_empty(),
-        };
+                        .all(|m| view.lookup(m).is_some_and(|e| e.is_excluded()))
+                        && !newly_excluded(view)
+                        && changed_dirs_kept(view)
+                        && roots.iter().all(|r| old_roots.contains(r))
+                        && walks
+                            .iter()
+                            .all(|w| view.lookup(w).is_some_and(|e| e.is_walk()))
+                        && view.entries().all(|e| {
+                            scope.serves(e.path())
+                                || (e.is_walk() && is_ancestor_of_root(&scope, e.path()))
+                        })
+                }
+                None => {
+                    wants.paths.is_empty() && wants.modified.is_empty() && changed_dirs.is_empty()
+                }
+            });
 
     if !up_to_date {
         let mut builder = Builder::new(uid, gid);
-        builder.notes(left_out_text(&report.left_out));
+        let mut notes = left_out_text(&report.left_out);
+        notes.extend(calls.text());
+        builder.notes(notes);
         let mut rooted: BTreeSet<Vec<u8>> = BTreeSet::new();
         if let Some(view) = &old {
             for e in view.entries() {
