@@ -439,6 +439,9 @@ impl Recorder {
         if self.current.load(Acquire) != 0 {
             self.note_loaded_objects();
             self.note_repeats();
+            if !crate::carry::is_auditor() {
+                self.write_record(Kind::Process, b"");
+            }
         }
         let cur = self.current.swap(0, AcqRel);
         let Some(j) = cur.checked_sub(1).and_then(|i| self.journals.get(i)) else {

@@ -10,6 +10,7 @@ mod inspect;
 mod launch;
 mod merge;
 mod record;
+mod report;
 mod run;
 mod slowfs;
 mod stage;
@@ -37,6 +38,7 @@ enum Cmd {
     Merge(merge::Args),
     Estimate(estimate::Args),
     Verify(verify::Args),
+    Report(report::Args),
     Slowfs(slowfs::Args),
 }
 
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Cmd::Merge(a) => merge::main(a),
         Cmd::Estimate(a) => estimate::main(a),
         Cmd::Verify(a) => verify::main(a),
+        Cmd::Report(a) => report::main(a),
         Cmd::Slowfs(a) => slowfs::main(a),
     };
     match result {

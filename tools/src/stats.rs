@@ -116,16 +116,17 @@ pub fn parse_line(line: &str) -> Result<Line, String> {
 }
 
 #[derive(Default)]
-struct Totals {
-    processes: u64,
-    ops: BTreeMap<String, u64>,
-    served: u64,
-    missed: u64,
-    passthrough: u64,
-    recorded: u64,
-    malformed: u64,
+pub struct Totals {
+    pub files: Vec<String>,
+    pub processes: u64,
+    pub ops: BTreeMap<String, u64>,
+    pub served: u64,
+    pub missed: u64,
+    pub passthrough: u64,
+    pub recorded: u64,
+    pub malformed: u64,
     /// Processes with a live slot and no line: (node, pid, exe).
-    not_ended: Vec<(String, u32, String)>,
+    pub not_ended: Vec<(String, u32, String)>,
 }
 
 /// The slots still live in one node's live file, as lines plus their
@@ -218,7 +219,7 @@ impl Totals {
         self.passthrough += l.passthrough;
         self.recorded += l.recorded;
     }
-    fn served_fraction(&self) -> Option<f64> {
+    pub fn served_fraction(&self) -> Option<f64> {
         let asked = self.served + self.missed;
         (asked > 0).then(|| self.served as f64 / asked as f64)
     }
@@ -236,8 +237,26 @@ pub fn main(args: Args) -> Result<ExitCode, String> {
     } else {
         args.files
     };
-    let mut t = Totals::default();
-    for f in &files {
+    let t = collect(&files)?;
+    let fraction = t.served_fraction();
+    if args.json {
+        println!("{}", t.to_json());
+    } else {
+        print_text(&t, fraction);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sums the statistics files (and the live files beside them).
+pub fn collect(files: &[OsString]) -> Result<Totals, String> {
+    let mut t = Totals {
+        files: files
+            .iter()
+            .map(|f| f.to_string_lossy().into_owned())
+            .collect(),
+        ..Totals::default()
+    };
+    for f in files {
         let name = f.to_string_lossy();
         let live = live_files(std::path::Path::new(f));
         // Every process killed before writing a line: only the live files.
@@ -287,22 +306,29 @@ pub fn main(args: Args) -> Result<ExitCode, String> {
             t.malformed - SHOW_MALFORMED
         );
     }
-    let fraction = t.served_fraction();
-    if args.json {
-        let v = json!({
-            "files": files.iter().map(|f| f.to_string_lossy().into_owned()).collect::<Vec<_>>(),
-            "processes": t.processes,
-            "ops": t.ops,
-            "served": t.served,
-            "missed": t.missed,
-            "passthrough": t.passthrough,
-            "recorded": t.recorded,
-            "served_fraction": fraction,
-            "malformed": t.malformed,
-            "not_ended": t.not_ended.iter().map(|(node, pid, exe)| json!({"node": node, "pid": pid, "exe": exe})).collect::<Vec<_>>(),
-        });
-        println!("{v}");
-    } else {
+    Ok(t)
+}
+
+impl Totals {
+    /// What `fmcache stats --json` prints (and `fmcache report` embeds).
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "files": self.files,
+            "processes": self.processes,
+            "ops": self.ops,
+            "served": self.served,
+            "missed": self.missed,
+            "passthrough": self.passthrough,
+            "recorded": self.recorded,
+            "served_fraction": self.served_fraction(),
+            "malformed": self.malformed,
+            "not_ended": self.not_ended.iter().map(|(node, pid, exe)| json!({"node": node, "pid": pid, "exe": exe})).collect::<Vec<_>>(),
+        })
+    }
+}
+
+fn print_text(t: &Totals, fraction: Option<f64>) {
+    {
         let ops: Vec<String> = t.ops.iter().map(|(op, n)| format!("{op} {n}")).collect();
         if ops.is_empty() {
             println!("processes        {}", t.processes);
@@ -335,7 +361,6 @@ pub fn main(args: Args) -> Result<ExitCode, String> {
             );
         }
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -33,6 +33,9 @@ pub enum Kind {
     /// recorder drops repeats): payload `[probe_hash u64 LE][count u32 LE]`.
     /// Only for `fmcache report`: what a probe costs is paid per call.
     Repeats = 9,
+    /// One process ended (written once per process, by the preload copy,
+    /// at exit): how the report tells calls per process.
+    Process = 10,
 }
 
 /// The recorder's identity of one probe (what it asked, of which path),
@@ -97,6 +100,7 @@ pub fn decode(bytes: &[u8]) -> impl Iterator<Item = (Kind, &[u8])> {
             7 => Kind::UserArea,
             8 => Kind::Include,
             9 => Kind::Repeats,
+            10 => Kind::Process,
             _ => return None,
         };
         let len = u16::from_le_bytes([rest[2], rest[3]]) as usize;

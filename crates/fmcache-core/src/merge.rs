@@ -74,21 +74,24 @@ struct Wants {
     probes: usize,
     /// Calls per probed path, repeats included (for `fmcache report`).
     calls: BTreeMap<Vec<u8>, u64>,
-    /// Processes (host and pid, from the journal names) with at least one
-    /// probe: those counted in `calls`. The two copies of an audited
-    /// process, and a process before and after exec, are one.
-    processes: BTreeSet<Vec<u8>>,
+    /// Processes that ended (their `Process` records): those counted in
+    /// `calls`. The two copies of an audited process write one.
+    processes: u64,
     /// Probe identities seen, to match `Repeats` records to their path.
     by_hash: HashMap<u64, Vec<u8>>,
     repeats: Vec<(u64, u32)>,
 }
 
 impl Wants {
-    fn add_journal(&mut self, name: &[u8], bytes: &[u8]) {
-        let before = self.probes;
+    fn add_journal(&mut self, bytes: &[u8]) {
         for (kind, p) in journal::decode(bytes) {
             self.probes += 1;
             let want = match kind {
+                Kind::Process => {
+                    self.probes -= 1;
+                    self.processes += 1;
+                    continue;
+                }
                 Kind::Repeats => {
                     self.probes -= 1;
                     self.repeats.extend(journal::parse_repeats(p));
@@ -142,12 +145,6 @@ impl Wants {
                 first = false;
                 child = dir;
             }
-        }
-        if self.probes > before {
-            // `j.<host>.<pid>.<seconds>.<nanoseconds>`
-            let mut parts = name.rsplitn(3, |&b| b == b'.');
-            let process = parts.nth(2).unwrap_or(name);
-            self.processes.insert(process.to_vec());
         }
     }
 
@@ -560,9 +557,9 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
     if let Some(stats) = &cfg.stats {
         wants.modified.insert(stats.clone());
     }
-    for (name, fd) in &journals {
+    for (_, fd) in &journals {
         if let Ok((bytes, _)) = read_fd(fd, u64::MAX) {
-            wants.add_journal(name.to_bytes(), &bytes);
+            wants.add_journal(&bytes);
         }
     }
     wants.probe_hints();
@@ -680,7 +677,7 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
         .map(|v| calls_notes(v.notes()))
         .unwrap_or_default();
     let mut calls = old_calls.clone();
-    calls.processes += wants.processes.len() as u64;
+    calls.processes += wants.processes;
     for (p, n) in std::mem::take(&mut wants.calls) {
         if wants.paths.contains_key(&p) && !p.contains(&b'\n') {
             *calls.by_path.entry(p).or_default() += n;
