@@ -9,6 +9,7 @@ mod estimate;
 mod inspect;
 mod launch;
 mod merge;
+mod progress;
 mod record;
 mod run;
 mod slowfs;
