@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod env;
 mod estimate;
 mod inspect;
 mod launch;
@@ -38,6 +39,7 @@ enum Cmd {
     Merge(merge::Args),
     Estimate(estimate::Args),
     Verify(verify::Args),
+    Env(env::Args),
     Slowfs(slowfs::Args),
 }
 
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         Cmd::Merge(a) => merge::main(a),
         Cmd::Estimate(a) => estimate::main(a),
         Cmd::Verify(a) => verify::main(a),
+        Cmd::Env(a) => env::main(a),
         Cmd::Slowfs(a) => slowfs::main(a),
     };
     match result {

@@ -136,16 +136,8 @@ fn build_cache(path: &Path) -> u64 {
 fn fmcache(args: &[&str], env: &[(&str, &Path)]) -> Output {
     let mut c = Command::new(BIN);
     c.args(args);
-    for k in [
-        "FMCACHE_FILE",
-        "FMCACHE_STATS",
-        "FMCACHE_LIB",
-        "FMCACHE_STAGE_DIR",
-        "FMCACHE_INCLUDE",
-        "FMCACHE_EXCLUDE",
-        "LD_PRELOAD",
-        "DLFM_OP",
-    ] {
+    let library = fmcache_core::config::LIBRARY_VARS.iter().map(|(n, _)| *n);
+    for k in library.chain(["FMCACHE_LIB"]) {
         c.env_remove(k);
     }
     for (k, v) in env {
@@ -772,4 +764,42 @@ fn verify_shows_progress_on_a_terminal() {
     assert!(out.contains("verify ["), "no bar in {out:?}");
     assert!(out.contains("/6 entries"), "no count in {out:?}");
     assert!(out.contains("6 entries checked: 0 changed"), "{out:?}");
+}
+
+#[test]
+fn env_lists_the_library_variables() {
+    use fmcache_core::config::{CONTEXT_VARS, LIBRARY_VARS};
+    let o = fmcache(&["env", "--names"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let names: Vec<&str> = LIBRARY_VARS.iter().map(|(n, _)| *n).collect();
+    assert_eq!(stdout(&o).lines().collect::<Vec<_>>(), names);
+    for must in ["DLFM_OP", "FMCACHE_VERIFY", "FMCACHE_DEBUG", "LD_PRELOAD"] {
+        assert!(names.contains(&must), "{must}");
+    }
+
+    // The table: every variable with its meaning; the value when set.
+    let dir = TempDir::new();
+    let cache = dir.path().join("here.dat");
+    let o = fmcache(&["env"], &[("FMCACHE_FILE", &cache)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for (name, what) in LIBRARY_VARS.iter().chain(CONTEXT_VARS) {
+        assert!(
+            out.lines()
+                .any(|l| l.trim_start().starts_with(name) && l.ends_with(what)),
+            "{name} missing in:\n{out}"
+        );
+    }
+    assert!(out.contains(&format!("now: {}", s(&cache))), "{out}");
+
+    // As scripts use it: unset every one, then nothing of fmcache is left.
+    let script = "export DLFM_OP=read-cache FMCACHE_DEBUG=search LD_PRELOAD=x.so; \
+                  for v in $(\"$BIN\" env --names); do unset $v; done; \
+                  echo \"[$DLFM_OP$FMCACHE_DEBUG$LD_PRELOAD]\"";
+    let o = Command::new("sh")
+        .args(["-c", script])
+        .env("BIN", BIN)
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o), "[]\n", "{}", stderr(&o));
 }

@@ -143,18 +143,8 @@ fn bytes(p: &Path) -> &[u8] {
 /// The environment a test controls, without the caller's fmcache settings.
 fn scrubbed(prog: impl AsRef<OsStr>) -> Command {
     let mut c = Command::new(prog);
-    for v in [
-        "DLFM_OP",
-        "LD_PRELOAD",
-        "FMCACHE_FILE",
-        "FMCACHE_STAGE_DIR",
-        "FMCACHE_INCLUDE",
-        "FMCACHE_EXCLUDE",
-        "FMCACHE_MAX_FILE",
-        "FMCACHE_STATS",
-        "PYTHONDONTWRITEBYTECODE",
-        "PYTHONPYCACHEPREFIX",
-    ] {
+    let library = fmcache_core::config::LIBRARY_VARS.iter().map(|(n, _)| *n);
+    for v in library.chain(["PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX"]) {
         c.env_remove(v);
     }
     c.env("FMCACHE_LIB", lib());
