@@ -116,3 +116,31 @@ fn the_scanner_finds_literals() {
     .collect();
     assert_eq!(found, ["DLFM_OP", "LD_AUDIT", "X_Y"]);
 }
+
+/// README's Environment table names every one of the library's own
+/// variables.
+#[test]
+fn the_readme_table_names_every_library_variable() {
+    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    let start = readme
+        .find("\n## Environment\n")
+        .expect("README: ## Environment");
+    let section = &readme[start + 1..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |e| e + 3)];
+    let rows: Vec<&str> = section.lines().filter(|l| l.starts_with("| `")).collect();
+    let missing: Vec<&str> = LIBRARY_VARS
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| {
+            !rows.iter().any(|r| {
+                r.split(" | ")
+                    .next()
+                    .is_some_and(|c| c.contains(&format!("`{n}`")))
+            })
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not in README's Environment table: {missing:?}"
+    );
+}
