@@ -42,6 +42,21 @@ def machine():
     }
 
 
+def library_vars(repo):
+    """The library's own environment variables, as `fmcache env --names`
+    prints them (the one list, fmcache_core::config::LIBRARY_VARS): a run
+    gets them from the driver alone."""
+    tool = os.environ.get("FMCACHE_BIN") or os.path.join(repo, "target/release/fmcache")
+    try:
+        names = subprocess.run([tool, "env", "--names"], capture_output=True, text=True,
+                               check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError) as e:
+        fail("benchlib", f"{tool} env --names: {e}")
+    if "DLFM_OP" not in names:
+        fail("benchlib", f"{tool} env --names: no DLFM_OP in {names}")
+    return tuple(names)
+
+
 def loadavg():
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])

@@ -10,7 +10,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import fail, loadavg, log, machine, sh  # noqa: E402
+from benchlib import fail, library_vars, loadavg, log, machine, sh  # noqa: E402
 
 APP = r'''
 import os
@@ -28,7 +28,6 @@ lines = c.gather(f"{c.rank} {c.size} {c.allreduce(c.rank)} {numpy.fft.fft([1, 2,
 if c.rank == 0:
     print("\n".join(lines), flush=True)
 '''
-OURS = ("DLFM_OP", "LD_PRELOAD", "LD_AUDIT", "FMCACHE_FILE", "FMCACHE_STAGE_DIR", "FMCACHE_STATS")
 
 
 def die(msg):
@@ -61,7 +60,8 @@ def main():
     app = os.path.join(work, "app.py")
     with open(app, "w") as f:
         f.write(APP)
-    base = {k: v for k, v in os.environ.items() if k not in OURS}
+    ours = library_vars(a.repo)
+    base = {k: v for k, v in os.environ.items() if k not in ours}
     started = datetime.datetime.now(datetime.timezone.utc)
     loads = [loadavg()]
     commit = sh("git", "-C", a.repo, "rev-parse", "--short=12", "HEAD")

@@ -26,22 +26,11 @@ import tempfile
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import fail, loadavg, log, machine, sh  # noqa: E402,F401
+from benchlib import fail, library_vars, loadavg, log, machine, sh  # noqa: E402,F401
 
-OURS = (
-    "LD_PRELOAD",
-    "LD_AUDIT",
-    "LD_LIBRARY_PATH",
-    "DLFM_OP",
-    "FMCACHE_FILE",
-    "FMCACHE_STAGE_DIR",
-    "FMCACHE_STATS",
-    "FMCACHE_INCLUDE",
-    "FMCACHE_EXCLUDE",
-    "FMCACHE_MAX_FILE",
-    "PYTHONPATH",
-    "PYTHONHOME",
-)
+# Besides the library's own variables (benchlib.library_vars): what would
+# change what the workload loads.
+OTHERS = ("LD_LIBRARY_PATH", "PYTHONPATH", "PYTHONHOME")
 PY_CODE = ("import numpy, scipy.interpolate, sys; "
            "sys.stdout.write('ready\\n'); sys.stdout.flush(); sys.stdin.readline()")
 RO_BYTES = 6 << 20
@@ -183,7 +172,8 @@ class Bench:
         os.makedirs(work_base, exist_ok=True)
         # Under bench/.work: in recording scope (/tmp is never recorded).
         self.work = tempfile.mkdtemp(prefix="memory.", dir=work_base)
-        self.base = {k: v for k, v in os.environ.items() if k not in OURS}
+        ours = library_vars(self.repo) + OTHERS
+        self.base = {k: v for k, v in os.environ.items() if k not in ours}
 
     def env(self, mode, wl):
         e = dict(self.base)

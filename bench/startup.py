@@ -19,24 +19,12 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import fail, loadavg, log, machine, remove_cache, sh  # noqa: E402,F401
+from benchlib import fail, library_vars, loadavg, log, machine, remove_cache, sh  # noqa: E402,F401
 
 WORKLOAD = "import numpy.fft; import scipy.interpolate"
 MODES = ("native", "write", "read")
 COLD = "read-cold"
 TARGETS = {"read": 1.0, "write": 1.3}
-# Variables that would change what the library does in a run; every run
-# gets them from us alone.
-OURS = (
-    "LD_PRELOAD",
-    "DLFM_OP",
-    "FMCACHE_FILE",
-    "FMCACHE_STAGE_DIR",
-    "FMCACHE_STATS",
-    "FMCACHE_INCLUDE",
-    "FMCACHE_EXCLUDE",
-    "FMCACHE_MAX_FILE",
-)
 
 
 def die(msg):
@@ -69,7 +57,9 @@ class Bench:
         self.read_cache = os.path.join(self.work, "read.dat")
         self.write_cache = os.path.join(self.work, "write.dat")
         self.cmd = [self.py, "-c", WORKLOAD]
-        self.base = {k: v for k, v in os.environ.items() if k not in OURS}
+        # The library's variables: every run gets them from us alone.
+        ours = library_vars(self.repo)
+        self.base = {k: v for k, v in os.environ.items() if k not in ours}
 
     def env(self, mode, stats=None):
         e = dict(self.base)

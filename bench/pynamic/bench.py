@@ -23,8 +23,8 @@ from benchlib import fail, loadavg, log, remove_cache, sh  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODES = ("native", "write", "read", "alone")
-OURS = ("LD_PRELOAD", "LD_AUDIT", "DLFM_OP", "FMCACHE_FILE", "FMCACHE_STAGE_DIR", "FMCACHE_STATS",
-        "FMCACHE_INCLUDE", "FMCACHE_EXCLUDE", "FMCACHE_MAX_FILE", "PYTHONPATH", "PYTHONHOME")
+# Besides the library's own variables (benchlib.library_vars).
+OTHERS = ("PYTHONPATH", "PYTHONHOME")
 CALL = re.compile(r'^(?:\[pid +\d+\] |\d+ +)?([a-z0-9_]+)\((.*)')
 QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 FD_PATH = re.compile(r'^\d+<([^>]*)>')
@@ -198,7 +198,8 @@ class Bench:
         self.work = os.path.join(self.repo, "bench/.work/pynamic")
         os.makedirs(self.work, exist_ok=True)
         self.cwd = tempfile.mkdtemp(prefix="cwd.", dir=self.work)
-        self.base = {k: v for k, v in os.environ.items() if k not in OURS}
+        ours = benchlib.library_vars(self.repo) + OTHERS
+        self.base = {k: v for k, v in os.environ.items() if k not in ours}
 
 
 def machine():

@@ -308,23 +308,21 @@ pub struct Run {
     stats: Option<PathBuf>,
 }
 
-/// Variables a test must not inherit from whoever started `cargo test`.
-const SCRUB: &[&str] = &[
-    "DLFM_OP",
-    "LD_PRELOAD",
-    "LD_AUDIT",
-    "LD_LIBRARY_PATH",
-    "FMCACHE_FILE",
-    "FMCACHE_STAGE_DIR",
-    "FMCACHE_STATS",
-    "FMCACHE_INCLUDE",
-    "FMCACHE_EXCLUDE",
-    "FMCACHE_MAX_FILE",
-    "PYTHONPATH",
-    "PYTHONHOME",
-    "PYTHONSTARTUP",
-    "PYTHONDONTWRITEBYTECODE",
-];
+/// Variables a test must not inherit from whoever started `cargo test`:
+/// the library's own (the one list, `fmcache_core::config::LIBRARY_VARS`)
+/// and the ones that change what the software under test loads.
+pub fn scrubbed() -> impl Iterator<Item = &'static str> {
+    fmcache_core::config::LIBRARY_VARS
+        .iter()
+        .map(|(name, _)| *name)
+        .chain([
+            "LD_LIBRARY_PATH",
+            "PYTHONPATH",
+            "PYTHONHOME",
+            "PYTHONSTARTUP",
+            "PYTHONDONTWRITEBYTECODE",
+        ])
+}
 
 impl Run {
     pub fn new(program: impl AsRef<OsStr>) -> Run {
@@ -424,7 +422,7 @@ impl Run {
     /// A command for `program` with the inherited environment scrubbed.
     fn command(program: &OsStr) -> Command {
         let mut cmd = Command::new(program);
-        for k in SCRUB {
+        for k in scrubbed() {
             cmd.env_remove(k);
         }
         cmd

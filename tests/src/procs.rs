@@ -12,13 +12,13 @@ use std::ffi::OsStr;
 use std::fs;
 use std::process::Command;
 
-use crate::{lib, Mode, SCRUB};
+use crate::{lib, scrubbed, Mode};
 
 /// `program` with the environment a [`Run`](crate::Run) in `mode` has.
 /// Add `LD_AUDIT` yourself (as for a `Run`).
 pub fn command(program: impl AsRef<OsStr>, mode: &Mode) -> Command {
     let mut cmd = Command::new(program);
-    for k in SCRUB {
+    for k in scrubbed() {
         cmd.env_remove(k);
     }
     let (op, cache) = match mode {

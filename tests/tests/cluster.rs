@@ -57,17 +57,10 @@ fn var(k: &str) -> String {
 fn in_cluster(program: &str, dir: &Path) -> Command {
     let mut c = Command::new(program);
     c.current_dir(dir);
-    for k in [
-        "DLFM_OP",
-        "LD_PRELOAD",
-        "LD_AUDIT",
-        "FMCACHE_FILE",
-        "FMCACHE_STAGE_DIR",
-        "FMCACHE_STATS",
-        "LD_LIBRARY_PATH",
-    ] {
+    for (k, _) in fmcache_core::config::LIBRARY_VARS {
         c.env_remove(k);
     }
+    c.env_remove("LD_LIBRARY_PATH");
     for (k, v) in cluster() {
         c.env(k, v);
     }

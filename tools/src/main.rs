@@ -5,10 +5,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod env;
 mod estimate;
 mod inspect;
 mod launch;
 mod merge;
+mod progress;
 mod record;
 mod report;
 mod run;
@@ -39,6 +41,7 @@ enum Cmd {
     Estimate(estimate::Args),
     Verify(verify::Args),
     Report(report::Args),
+    Env(env::Args),
     Slowfs(slowfs::Args),
 }
 
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
         Cmd::Estimate(a) => estimate::main(a),
         Cmd::Verify(a) => verify::main(a),
         Cmd::Report(a) => report::main(a),
+        Cmd::Env(a) => env::main(a),
         Cmd::Slowfs(a) => slowfs::main(a),
     };
     match result {

@@ -9,6 +9,7 @@ use fmcache_core::merge::MergeReport;
 use fmcache_core::recdir::{RecDir, LOCK};
 
 use crate::launch::{self, os, show};
+use crate::progress::Progress;
 
 /// Merge journals left by recording processes that died into the cache
 #[derive(clap::Args)]
@@ -32,7 +33,14 @@ pub fn merge_now(cfg: &Config) -> Result<MergeReport, String> {
         }
     }
     let (uid, gid) = launch::euid_egid();
-    let report = fmcache_core::merge::merge(cfg, None, uid, gid);
+    // A bar on a terminal once the paths to observe are known (none when
+    // the cache already answers everything).
+    let mut bar: Option<Progress> = None;
+    let report = fmcache_core::merge::merge_with(cfg, None, uid, gid, &mut |done, total| {
+        bar.get_or_insert_with(|| Progress::new("merge", "paths", total))
+            .set(done);
+    });
+    drop(bar);
     tidy_record_dir(&rec);
     report
 }

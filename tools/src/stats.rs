@@ -283,6 +283,22 @@ pub fn collect(files: &[OsString]) -> Result<Totals, String> {
                 ),
             }
         }
+        // Not one statistics line in it (a cache, some other file): refused
+        // rather than summed as zeros. Checked before anything is counted.
+        let lines = || {
+            bytes.split(|&b| b == b'\n').map(|raw| {
+                String::from_utf8_lossy(raw)
+                    .trim_end_matches('\r')
+                    .to_string()
+            })
+        };
+        let nonblank = lines().filter(|l| !l.trim().is_empty()).count();
+        if nonblank > 0 && !lines().any(|l| parse_line(&l).is_ok()) {
+            return Err(format!(
+                "{name}: not a statistics file (no line of the form `pid=N op=OP served=N ... exe=CMD`, \
+                 as the library writes to $FMCACHE_STATS)"
+            ));
+        }
         for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
             let text = String::from_utf8_lossy(raw);
             let text = text.trim_end_matches('\r');

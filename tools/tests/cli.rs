@@ -136,16 +136,8 @@ fn build_cache(path: &Path) -> u64 {
 fn fmcache(args: &[&str], env: &[(&str, &Path)]) -> Output {
     let mut c = Command::new(BIN);
     c.args(args);
-    for k in [
-        "FMCACHE_FILE",
-        "FMCACHE_STATS",
-        "FMCACHE_LIB",
-        "FMCACHE_STAGE_DIR",
-        "FMCACHE_INCLUDE",
-        "FMCACHE_EXCLUDE",
-        "LD_PRELOAD",
-        "DLFM_OP",
-    ] {
+    let library = fmcache_core::config::LIBRARY_VARS.iter().map(|(n, _)| *n);
+    for k in library.chain(["FMCACHE_LIB"]) {
         c.env_remove(k);
     }
     for (k, v) in env {
@@ -546,4 +538,268 @@ fn merge_without_journals_keeps_the_cache() {
     assert_eq!(v["entries"], 7);
     assert_eq!(std::fs::read(&cache).unwrap(), before);
     assert!(!dir.path().join("c.dat.rec").exists());
+}
+
+#[test]
+fn stats_refuses_a_file_that_is_not_statistics() {
+    let dir = TempDir::new();
+    let cache = dir.path().join("c.dat");
+    build_cache(&cache);
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "hello world\nsome random text\n").unwrap();
+    for f in [&cache, &text] {
+        for json in [false, true] {
+            let mut args = vec!["stats"];
+            if json {
+                args.push("--json");
+            }
+            args.push(s(f));
+            let o = fmcache(&args, &[]);
+            assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+            assert_eq!(stdout(&o), "", "nothing summed");
+            let err = stderr(&o);
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(
+                err.starts_with(&format!("fmcache: {}: not a statistics file", s(f))),
+                "{err}"
+            );
+        }
+    }
+    // An empty file (nothing ran yet) is not refused: zero processes.
+    let empty = dir.path().join("empty.stats");
+    std::fs::write(&empty, "").unwrap();
+    let o = fmcache(&["stats", "--json", s(&empty)], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["processes"], 0);
+}
+
+/// The lstat of a live file as the recorder keeps it.
+fn live_stat(p: &Path) -> StatRec {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(p).unwrap();
+    StatRec {
+        dev: m.dev(),
+        ino: m.ino(),
+        nlink: m.nlink(),
+        mode: m.mode(),
+        uid: m.uid(),
+        gid: m.gid(),
+        size: m.size() as i64,
+        blksize: m.blksize() as i64,
+        blocks: m.blocks() as i64,
+        mtime: m.mtime(),
+        mtime_nsec: m.mtime_nsec(),
+        ctime: m.ctime(),
+        ctime_nsec: m.ctime_nsec(),
+        ..StatRec::default()
+    }
+}
+
+/// A cache of two software roots that match the live files:
+/// `<dir>/sw1` (`a.txt`, `b.txt`, `n.txt`) and `<dir>/sw2` (`c.txt`), every
+/// file with its contents.
+fn live_cache(dir: &Path, cache: &Path) {
+    let mut b = Builder::new(unsafe { libc::geteuid() }, unsafe { libc::getegid() });
+    let mut contents = Vec::new();
+    for (root, files) in [
+        ("sw1", &["a.txt", "b.txt", "n.txt"][..]),
+        ("sw2", &["c.txt"]),
+    ] {
+        let r = dir.join(root);
+        std::fs::create_dir_all(&r).unwrap();
+        for f in files {
+            std::fs::write(r.join(f), format!("{f} v1\n")).unwrap();
+        }
+        b.add(Record {
+            path: s(&r).as_bytes().to_vec(),
+            lstat: Some(Ok(live_stat(&r))),
+            root: true,
+            ..Record::default()
+        });
+        for f in files {
+            contents.push(r.join(f));
+        }
+    }
+    let bytes: Vec<Vec<u8>> = contents.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    for (p, bytes) in contents.iter().zip(&bytes) {
+        b.add(Record {
+            path: s(p).as_bytes().to_vec(),
+            lstat: Some(Ok(live_stat(p))),
+            content: Some(Content {
+                mirror: s(p).as_bytes().to_vec(),
+                bytes: Cow::Borrowed(bytes),
+            }),
+            ..Record::default()
+        });
+    }
+    let mut out = Vec::new();
+    b.write(&mut out).unwrap();
+    std::fs::write(cache, &out).unwrap();
+}
+
+/// `YYYY-MM-DD hh:mm:ss` followed by `.nnnnnnnnn` or nothing, then ` UTC`.
+fn is_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| r.clone().all(|i| b.get(i).is_some_and(u8::is_ascii_digit));
+    b.len() >= 23
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b' '
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19)
+        && (s[19..].starts_with(" UTC")
+            || (b[19] == b'.' && digits(20..29) && s[29..].starts_with(" UTC")))
+}
+
+#[test]
+fn verify_counts_a_new_size_as_contents_and_prints_dates() {
+    let dir = TempDir::new();
+    let cache = dir.path().join("c.dat");
+    live_cache(dir.path(), &cache);
+    let o = fmcache(&["verify", s(&cache)], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("6 entries checked: 0 changed"),
+        "{}",
+        stdout(&o)
+    );
+    // Not a terminal: nothing on stderr (no bar, no escape codes).
+    assert_eq!(stderr(&o), "");
+
+    let sw1 = dir.path().join("sw1");
+    // a.txt: other bytes, another size; b.txt: same size, other bytes;
+    // n.txt: same bytes, other mode (metadata only).
+    std::fs::write(sw1.join("a.txt"), "a.txt v22\n").unwrap();
+    std::fs::write(sw1.join("b.txt"), "b.txt v2\n").unwrap();
+    std::fs::set_permissions(sw1.join("n.txt"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o = fmcache(&["verify", s(&cache)], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert_eq!(stderr(&o), "");
+    let out = stdout(&o);
+    let line = |prefix: &str| {
+        out.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line {prefix:?} in:\n{out}"))
+            .to_string()
+    };
+    let a = line(&format!("contents {}/a.txt: lstat ", s(&sw1)));
+    assert!(a.contains("size 9 -> 10"), "{a}");
+    // The times are dates, not seconds.
+    let (_, mtime) = a.split_once("mtime ").unwrap_or_else(|| panic!("{a}"));
+    let (was, now) = mtime.split_once(" -> ").unwrap();
+    assert!(is_date(was) && is_date(now), "{a}");
+    // One line for a.txt: its new size already says the contents differ.
+    assert_eq!(out.matches("/a.txt").count(), 1, "{out}");
+    line(&format!(
+        "contents {}/b.txt: 9 bytes recorded, 9 now",
+        s(&sw1)
+    ));
+    line(&format!("changed {}/n.txt: lstat mode", s(&sw1)));
+    // Each entry is counted once: a.txt and b.txt as contents, n.txt as
+    // changed; sw1 (its ctime/mtime unchanged by rewrites) not at all.
+    assert!(
+        out.contains("6 entries checked: 1 changed, 0 appeared, 0 vanished, 0 listings and 2 contents differ: STALE"),
+        "{out}"
+    );
+}
+
+#[test]
+fn verify_root_limits_the_checks() {
+    let dir = TempDir::new();
+    let cache = dir.path().join("c.dat");
+    live_cache(dir.path(), &cache);
+    let (sw1, sw2) = (dir.path().join("sw1"), dir.path().join("sw2"));
+    std::fs::write(sw1.join("a.txt"), "changed\n").unwrap();
+    let o = fmcache(&["verify", "--root", s(&sw2), s(&cache)], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains(&format!("2 entries checked under {}: 0 changed", s(&sw2))),
+        "{}",
+        stdout(&o)
+    );
+    let o = fmcache(
+        &["verify", "--root", &format!("{}/", s(&sw1)), s(&cache)],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("4 entries checked under"),
+        "{}",
+        stdout(&o)
+    );
+    // A path under no root is refused, the roots named.
+    let o = fmcache(&["verify", "--root", s(dir.path()), s(&cache)], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("not at or under a root this cache serves"),
+        "{err}"
+    );
+    assert!(err.contains(s(&sw1)) && err.contains(s(&sw2)), "{err}");
+}
+
+/// Under a pseudo-terminal (util-linux `script`) `fmcache verify` draws
+/// its progress bar on stderr; the report is the same as without one.
+#[test]
+fn verify_shows_progress_on_a_terminal() {
+    let dir = TempDir::new();
+    let cache = dir.path().join("c.dat");
+    live_cache(dir.path(), &cache);
+    let cmd = format!("{BIN} verify {}", s(&cache));
+    let o = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("TERM", "xterm")
+        .output()
+        .expect("script (util-linux) runs");
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(out.contains("verify ["), "no bar in {out:?}");
+    assert!(out.contains("/6 entries"), "no count in {out:?}");
+    assert!(out.contains("6 entries checked: 0 changed"), "{out:?}");
+}
+
+#[test]
+fn env_lists_the_library_variables() {
+    use fmcache_core::config::{CONTEXT_VARS, LIBRARY_VARS};
+    let o = fmcache(&["env", "--names"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let names: Vec<&str> = LIBRARY_VARS.iter().map(|(n, _)| *n).collect();
+    assert_eq!(stdout(&o).lines().collect::<Vec<_>>(), names);
+    for must in ["DLFM_OP", "FMCACHE_VERIFY", "FMCACHE_DEBUG", "LD_PRELOAD"] {
+        assert!(names.contains(&must), "{must}");
+    }
+
+    // The table: every variable with its meaning; the value when set.
+    let dir = TempDir::new();
+    let cache = dir.path().join("here.dat");
+    let o = fmcache(&["env"], &[("FMCACHE_FILE", &cache)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for (name, what) in LIBRARY_VARS.iter().chain(CONTEXT_VARS) {
+        assert!(
+            out.lines()
+                .any(|l| l.trim_start().starts_with(name) && l.ends_with(what)),
+            "{name} missing in:\n{out}"
+        );
+    }
+    assert!(out.contains(&format!("now: {}", s(&cache))), "{out}");
+
+    // As scripts use it: unset every one, then nothing of fmcache is left.
+    let script = "export DLFM_OP=read-cache FMCACHE_DEBUG=search LD_PRELOAD=x.so; \
+                  for v in $(\"$BIN\" env --names); do unset $v; done; \
+                  echo \"[$DLFM_OP$FMCACHE_DEBUG$LD_PRELOAD]\"";
+    let o = Command::new("sh")
+        .args(["-c", script])
+        .env("BIN", BIN)
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o), "[]\n", "{}", stderr(&o));
 }

@@ -76,7 +76,7 @@ fn python() -> PathBuf {
 /// a pilot, so no test changes a directory that is an ancestor of
 /// another's tree (ancestors are recorded, with their times).
 fn test_dir(name: &str) -> PathBuf {
-    const TESTS: [&str; 8] = [
+    const TESTS: [&str; 9] = [
         "union",
         "identical",
         "kill",
@@ -85,6 +85,7 @@ fn test_dir(name: &str) -> PathBuf {
         "exclusion",
         "scope",
         "later",
+        "progress",
     ];
     static BASE: OnceLock<PathBuf> = OnceLock::new();
     let base = BASE.get_or_init(|| {
@@ -143,18 +144,8 @@ fn bytes(p: &Path) -> &[u8] {
 /// The environment a test controls, without the caller's fmcache settings.
 fn scrubbed(prog: impl AsRef<OsStr>) -> Command {
     let mut c = Command::new(prog);
-    for v in [
-        "DLFM_OP",
-        "LD_PRELOAD",
-        "FMCACHE_FILE",
-        "FMCACHE_STAGE_DIR",
-        "FMCACHE_INCLUDE",
-        "FMCACHE_EXCLUDE",
-        "FMCACHE_MAX_FILE",
-        "FMCACHE_STATS",
-        "PYTHONDONTWRITEBYTECODE",
-        "PYTHONPYCACHEPREFIX",
-    ] {
+    let library = fmcache_core::config::LIBRARY_VARS.iter().map(|(n, _)| *n);
+    for v in library.chain(["PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX"]) {
         c.env_remove(v);
     }
     c.env("FMCACHE_LIB", lib());
@@ -1160,4 +1151,73 @@ fn later_pilots_keep_earlier_listings() {
     run(pilot("/bin/cat", &cache, &stage).arg(dir.join("sub/g.txt")));
     listed("after a second pilot that needed only its stat");
     clean(&d);
+}
+
+/// `fmcache record`'s final merge (of the journal a killed pilot left)
+/// draws a progress bar under a pseudo-terminal (util-linux `script`),
+/// and writes nothing of it when stderr is not a terminal.
+#[test]
+fn record_merge_shows_progress_on_a_terminal() {
+    let d = test_dir("progress");
+    clean(&d);
+    let tree = d.join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    for i in 0..300 {
+        std::fs::write(tree.join(format!("f{i}")), format!("{i}\n")).unwrap();
+    }
+    let stage = d.join("stage");
+    // The shell stats every file (`[ -e ]` is a builtin: its own journal),
+    // then is killed: the journal is left for record's final merge.
+    let record = |cache: &Path| {
+        format!(
+            "{} record --cache {} --include {} -- sh -c 'for f in {}/*; do [ -e \"$f\" ]; done; kill -9 $$'",
+            bin().display(),
+            cache.display(),
+            tree.display(),
+            tree.display()
+        )
+    };
+
+    let plain = d.join("plain.dat");
+    let o = fmcache(&stage)
+        .args(["record", "--cache"])
+        .arg(&plain)
+        .arg("--include")
+        .arg(&tree)
+        .args(["--", "sh", "-c"])
+        .arg(format!(
+            "for f in {}/*; do [ -e \"$f\" ]; done; kill -9 $$",
+            tree.display()
+        ))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(128 + 9), "{err}");
+    assert!(err.contains("left-over journals"), "{err}");
+    assert!(!err.contains("merge [") && !err.contains('\x1b'), "{err}");
+
+    let shown = d.join("shown.dat");
+    let o = scrubbed("script")
+        .env("FMCACHE_STAGE_DIR", &stage)
+        .env("TERM", "xterm")
+        .args(["-qec", &record(&shown), "/dev/null"])
+        .output()
+        .expect("script (util-linux) runs");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(128 + 9), "{out}");
+    assert!(out.contains("left-over journals"), "{out}");
+    assert!(out.contains("merge ["), "no bar in {out:?}");
+    assert!(out.contains(" paths ("), "no count in {out:?}");
+    // The same cache either way.
+    let a = load(&plain);
+    let b = load(&shown);
+    let count = |l: &Loaded| {
+        CacheView::open(l.bytes(), Verify::Full)
+            .unwrap()
+            .entries()
+            .filter(|e| under(e.path(), tree.as_os_str().as_bytes()))
+            .count()
+    };
+    assert_eq!(count(&a), count(&b));
+    assert!(count(&a) > 300, "{}", count(&a));
 }

@@ -74,6 +74,85 @@ pub fn parse_op(v: Option<&[u8]>) -> Option<Op> {
 /// (a child that changed directory would otherwise resolve them anew).
 pub const PATH_VARS: [&str; 3] = ["FMCACHE_FILE", "FMCACHE_STATS", "FMCACHE_STAGE_DIR"];
 
+/// The library's own environment variables, name and one-line meaning:
+/// what turns it on and what it is told. The one list: README's table,
+/// `fmcache env`, the tests (which scrub them) and the bench drivers use
+/// it; a test checks that every variable the library reads is here or in
+/// [`CONTEXT_VARS`]. `fmcache env --names` prints the names, for
+/// `for v in $(fmcache env --names); do unset $v; done`.
+pub const LIBRARY_VARS: &[(&str, &str)] = &[
+    (
+        "DLFM_OP",
+        "write-cache records, read-cache serves, off or unset: nothing",
+    ),
+    (
+        "LD_PRELOAD",
+        "loads the library (libfmcache.so) into every process started",
+    ),
+    (
+        "LD_AUDIT",
+        "the library as ld.so's auditor; set by the library for the processes it starts",
+    ),
+    ("FMCACHE_FILE", "the cache file (default ./fmcache.dat)"),
+    (
+        "FMCACHE_STAGE_DIR",
+        "node-local stage base, a 0700 directory of yours (default /dev/shm/fmcache-<uid>)",
+    ),
+    (
+        "FMCACHE_STATS",
+        "append one line of counters per process at exit; live counters beside it",
+    ),
+    (
+        "FMCACHE_INCLUDE",
+        "colon-separated directories also served, besides the software found",
+    ),
+    (
+        "FMCACHE_EXCLUDE",
+        "colon-separated directories never served",
+    ),
+    (
+        "FMCACHE_MAX_FILE",
+        "files larger than this (default 64M) are recorded as metadata only",
+    ),
+    (
+        "FMCACHE_VERIFY",
+        "stat: the first process on a node compares every served file with the live one",
+    ),
+    (
+        "FMCACHE_DEBUG",
+        "search: say on stderr why a library search was left to ld.so",
+    ),
+    (
+        "FMCACHE_WARNED",
+        "set by the library: warnings already printed in this process tree",
+    ),
+];
+
+/// Variables the library reads but does not own (set by the user's
+/// environment or the launcher): what they tell it. Not scrubbed by
+/// `fmcache env --names` users: the software and the job need them.
+pub const CONTEXT_VARS: &[(&str, &str)] = &[
+    (
+        "LD_LIBRARY_PATH",
+        "software directories (roots), and where bare-name library searches look",
+    ),
+    ("PYTHONPATH", "software directories (roots)"),
+    ("PYTHONHOME", "software directories (roots)"),
+    ("VIRTUAL_ENV", "a software tree (root)"),
+    ("CONDA_PREFIX", "a software tree (root)"),
+    ("HOME", "a user area: never inferred as a root"),
+    ("TMPDIR", "a user area: never inferred as a root"),
+    (
+        "SLURM_JOB_ID",
+        "the job: its processes on a node share one stage",
+    ),
+    ("PMIX_NAMESPACE", "the job (PMIx, Open MPI)"),
+    ("PMI_JOBID", "the job (MPICH's Hydra)"),
+    ("PBS_JOBID", "the job (PBS)"),
+    ("LSB_JOBID", "the job (LSF)"),
+    ("FLUX_JOB_ID", "the job (Flux)"),
+];
+
 /// Launcher variables naming the job, most specific first.
 pub const JOB_VARS: [&str; 6] = [
     "SLURM_JOB_ID",
@@ -218,6 +297,30 @@ mod tests {
             b"1",
         ] {
             assert_eq!(parse_op(Some(bad)), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn variable_lists_hold_the_named_ones() {
+        let own = |k: &str| LIBRARY_VARS.iter().any(|(n, _)| *n == k);
+        let context = |k: &str| CONTEXT_VARS.iter().any(|(n, _)| *n == k);
+        for k in PATH_VARS.iter().chain(&[WARNED_VAR]) {
+            assert!(own(k), "{k}");
+        }
+        for k in JOB_VARS {
+            assert!(context(k), "{k}");
+        }
+        let mut all: Vec<&str> = LIBRARY_VARS
+            .iter()
+            .chain(CONTEXT_VARS)
+            .map(|(n, _)| *n)
+            .collect();
+        let n = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), n, "a name listed twice");
+        for (k, what) in LIBRARY_VARS.iter().chain(CONTEXT_VARS) {
+            assert!(!what.is_empty() && !what.contains('\n'), "{k}");
         }
     }
 

@@ -519,6 +519,19 @@ pub fn record_dir(cfg: &Config) -> Result<RecDir, String> {
 /// Merges `own` (this process's journal path, if any: a name in the
 /// record directory) and every orphaned journal into the cache.
 pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<MergeReport, String> {
+    merge_with(cfg, own, uid, gid, &mut |_, _| {})
+}
+
+/// [`merge`], telling `progress` (paths observed, paths to observe) as it
+/// goes: once when the paths are known, then after each one (the tool
+/// draws a bar from it; the library passes nothing).
+pub fn merge_with(
+    cfg: &Config,
+    own: Option<&[u8]>,
+    uid: u32,
+    gid: u32,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<MergeReport, String> {
     let rec = record_dir(cfg)?;
     let _lock = rec
         .lock()
@@ -765,7 +778,12 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
                 builder.add(r);
             }
         }
+        let total = (wants.paths.len() + walks.len() + changed_dirs.len()) as u64;
+        let mut done = 0u64;
+        progress(done, total);
         for (p, &w) in &wants.paths {
+            done += 1;
+            progress(done, total);
             let root = roots.contains(p);
             if root {
                 rooted.insert(p.clone());
@@ -821,6 +839,8 @@ pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<Mer
             });
         }
         for w in walks.iter().chain(&changed_dirs) {
+            done += 1;
+            progress(done, total);
             let o = observe(w, WANT_STAT);
             let root = roots.contains(w);
             if root {
