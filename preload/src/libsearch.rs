@@ -25,7 +25,7 @@ use core::ffi::{c_char, CStr};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
 
 use fmcache_core::answer::{self, Answer};
-use fmcache_core::ldsearch::{List, Loader, Object, Step, Walk, SYSTEM_DIRS};
+use fmcache_core::ldsearch::{List, Loader, Object, Step, Stop, Walk, SYSTEM_DIRS};
 use fmcache_core::path::{parent, PathBuf, PATH_MAX};
 
 use crate::carry::LinkMap;
@@ -136,10 +136,25 @@ pub fn resolve(srv: &Server, loader: *const LinkMap, name: &[u8]) -> Option<Reso
                     return from_ld_cache(srv, system, r);
                 }
             }
-            Step::Stop(_) => return None,
+            Step::Stop(why) => {
+                give_up(b"", name, stop_reason(why));
+                return None;
+            }
         }
     }
     missing_everywhere(srv, name, r)
+}
+
+/// Why the walk stopped, for FMCACHE_DEBUG=search.
+fn stop_reason(why: Stop) -> &'static str {
+    match why {
+        Stop::Token => "$LIB or $PLATFORM in a search path",
+        Stop::Relative => "an empty or relative search-path entry",
+        Stop::Origin => "an object's $ORIGIN is unknown",
+        Stop::Chain => "an unknown loader in a DT_RPATH chain",
+        Stop::NoDefLib => "DF_1_NODEFLIB",
+        Stop::TooLong => "path too long",
+    }
 }
 
 /// The library ld.so.cache names: a cached copy of it if there is one,
@@ -240,8 +255,9 @@ fn ld_cache_lookup(name: &[u8]) -> Option<&'static [u8]> {
 /// to look when a served run still probes a search directory).
 fn give_up(dir: &[u8], name: &[u8], why: &str) -> Found {
     if DEBUG.load(Relaxed) {
+        let at = if dir.is_empty() { "" } else { " at " };
         crate::log::debug(format_args!(
-            "search for {} left to ld.so at {}: {why}",
+            "search for {} left to ld.so{at}{}: {why}",
             String::from_utf8_lossy(name),
             String::from_utf8_lossy(dir)
         ));
