@@ -50,6 +50,8 @@ pub unsafe extern "C" fn la_objopen(
             crate::trust::note_peer(unsafe { &*map }, lmid);
         }
         if let (Mode::Serve(srv), false) = (mode(), map.is_null()) {
+            // SAFETY: ld.so passes the new object's link map.
+            note_unstaged(srv, unsafe { &*map });
             // SAFETY: ld.so passes the new object's link map, for `lmid`,
             // inside la_objopen.
             unsafe { crate::libnames::drop_staged(srv, map, lmid) };
@@ -58,6 +60,45 @@ pub unsafe extern "C" fn la_objopen(
         }
     });
     0
+}
+
+/// Counts (`unstaged_libs`) a library ld.so mapped from neither the stage
+/// nor a system library directory: from the shared file system, each
+/// process of the job reading it there. A cache recorded by a pilot that
+/// loaded it serves it; a count above 0 says re-record.
+fn note_unstaged(srv: &crate::server::Server, map: &LinkMap) {
+    if map.l_name.is_null() {
+        return;
+    }
+    // SAFETY: l_name is a NUL-terminated string ld.so allocated; before
+    // restore_name, so a staged object still carries its stage path.
+    let name = unsafe { CStr::from_ptr(map.l_name) }.to_bytes();
+    // The executable (""), the vDSO, this library itself.
+    if name.first() != Some(&b'/')
+        || fmcache_core::path::file_name(name) == fmcache_core::carry::LIB_FILE
+    {
+        return;
+    }
+    let mut orig = PathBuf::new();
+    if srv.original_of_staged(name, &mut orig) || is_system_library(name) {
+        return;
+    }
+    crate::stats::count_unstaged();
+}
+
+/// Under the system's library directories (node-local on every system).
+fn is_system_library(path: &[u8]) -> bool {
+    const DIRS: [&[u8]; 8] = [
+        b"/lib/",
+        b"/lib64/",
+        b"/lib32/",
+        b"/libx32/",
+        b"/usr/lib/",
+        b"/usr/lib64/",
+        b"/usr/lib32/",
+        b"/usr/libx32/",
+    ];
+    DIRS.iter().any(|d| path.starts_with(d))
 }
 
 unsafe fn restore_name(srv: &crate::server::Server, map: &mut LinkMap) {

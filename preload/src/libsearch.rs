@@ -4,18 +4,20 @@
 //! tls subdirectories happen inside ld.so after every failed candidate,
 //! where no hook can answer them.
 //!
-//! The answer must be the library ld.so would find, so this follows its
-//! order for a loader with DT_RUNPATH (glibc ignores every RPATH then), or
-//! without one while no object has a DT_RPATH: LD_LIBRARY_PATH, then the
-//! loader's RUNPATH with `$ORIGIN` expanded.
+//! The answer must be the library ld.so would find, so the directories
+//! come in ld.so's order from `fmcache_core::ldsearch` (the pure walk:
+//! DT_RPATH chain, LD_LIBRARY_PATH, DT_RUNPATH, `$ORIGIN`, ld.so.cache,
+//! system directories); this file gives it the link maps and asks the
+//! cache about each directory.
 //! A directory is passed over only when the cache holds its listing, the
 //! name is absent and no subdirectory ld.so could try (glibc-hwcaps, tls,
 //! platform and hwcap names) exists in it; the first directory listing the
 //! name gives the answer, if the cache can serve that file and the file's
 //! copy sits in the same directory (so `$ORIGIN` of the new object is that
-//! directory). Anything else (no RUNPATH, other dynamic string tokens,
-//! unknown directories, an RPATH chain) returns None and the ordinary search goes on,
-//! candidate by candidate. A name in none of those directories comes, as
+//! directory). Anything else (where the walk stops: `$LIB`, `$PLATFORM`,
+//! relative entries, an unknown loader in a DT_RPATH chain; unknown
+//! directories) returns None and the ordinary search goes on, candidate by
+//! candidate. A name in none of those directories comes, as
 //! in ld.so, from /etc/ld.so.cache (read here from node-local disk), when
 //! it holds exactly one plain entry for it.
 
@@ -23,6 +25,7 @@ use core::ffi::{c_char, CStr};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
 
 use fmcache_core::answer::{self, Answer};
+use fmcache_core::ldsearch::{List, Loader, Object, Step, Stop, Walk, SYSTEM_DIRS};
 use fmcache_core::path::{parent, PathBuf, PATH_MAX};
 
 use crate::carry::LinkMap;
@@ -103,49 +106,63 @@ pub struct Resolved {
     pub name: PathBuf,
 }
 
-enum Step {
+/// What one directory settles.
+enum Found {
     Next,
     /// The answer is in the caller's `Resolved`.
-    Found,
+    Here,
     GiveUp,
 }
 
 /// The staged copy to load for `name` requested by `loader`, if the cache
 /// settles the whole search up to it.
 pub fn resolve(srv: &Server, loader: *const LinkMap, name: &[u8]) -> Option<Resolved> {
-    if loader.is_null() || LIBRARY_PATH_UNUSABLE.load(Acquire) {
-        return None;
-    }
-    // SAFETY: the cookie is the searching object's link map (rtld-audit(7)).
-    let map = unsafe { &*loader };
-    // SAFETY: as above; ld.so keeps the dynamic section mapped.
-    let dynamic = unsafe { read_dynamic(map) };
-    let origin = origin_of(map)?;
+    let mut walk = walk_from(loader)?;
     let mut r = Resolved {
         staged: PathBuf::new(),
         name: PathBuf::new(),
     };
-    let mut step = Step::Next;
-    let complete = each_dir(loader, &dynamic, origin.as_bytes(), |d| {
-        step = in_dir(srv, d, name, &mut r);
-        matches!(step, Step::Next)
-    });
-    match step {
-        Step::Found => return Some(r),
-        Step::GiveUp => return None,
-        Step::Next if !complete => return None,
-        Step::Next => {}
+    while let Some(step) = walk.next() {
+        match step {
+            // Past the cache: only a name found nowhere is answered.
+            Step::Dir(List::System, _) => return missing_everywhere(srv, name, r),
+            Step::Dir(_, d) => match in_dir(srv, d, name, &mut r) {
+                Found::Next => {}
+                Found::Here => return Some(r),
+                Found::GiveUp => return None,
+            },
+            Step::Cache => {
+                if let Some(system) = ld_cache_lookup(name) {
+                    return from_ld_cache(srv, system, r);
+                }
+            }
+            Step::Stop(why) => {
+                give_up(b"", name, stop_reason(why));
+                return None;
+            }
+        }
     }
-    if dynamic.nodeflib {
-        return None;
+    missing_everywhere(srv, name, r)
+}
+
+/// Why the walk stopped, for FMCACHE_DEBUG=search.
+fn stop_reason(why: Stop) -> &'static str {
+    match why {
+        Stop::Token => "$LIB or $PLATFORM in a search path",
+        Stop::Relative => "an empty or relative search-path entry",
+        Stop::Origin => "an object's $ORIGIN is unknown",
+        Stop::Chain => "an unknown loader in a DT_RPATH chain",
+        Stop::NoDefLib => "DF_1_NODEFLIB",
+        Stop::TooLong => "path too long",
     }
-    let Some(system) = ld_cache_lookup(name) else {
-        return missing_everywhere(srv, name, r);
-    };
+}
+
+/// The library ld.so.cache names: a cached copy of it if there is one,
+/// else the file itself.
+fn from_ld_cache(srv: &Server, system: &[u8], mut r: Resolved) -> Option<Resolved> {
     if !r.name.set(system) {
         return None;
     }
-    // A cached copy of the system library if there is one, else the file.
     let staged = match answer::open_read(&srv.view, srv, system, 0) {
         Answer::Hit(f) if parent(f.mirror) == parent(system) => {
             srv.staged_path(f.mirror, &mut r.staged)
@@ -155,13 +172,14 @@ pub fn resolve(srv: &Server, loader: *const LinkMap, name: &[u8]) -> Option<Reso
     staged.then_some(r)
 }
 
-/// ld.so's default directories (Debian x86-64), searched after the cache.
-const SYSTEM_DIRS: [&[u8]; 4] = [
-    b"/lib/x86_64-linux-gnu",
-    b"/usr/lib/x86_64-linux-gnu",
-    b"/lib",
-    b"/usr/lib",
-];
+/// ld.so's search for a bare name `loader` asks for (`fmcache_core::ldsearch`).
+fn walk_from(loader: *const LinkMap) -> Option<Walk<'static, Map>> {
+    if loader.is_null() || LIBRARY_PATH_UNUSABLE.load(Acquire) {
+        return None;
+    }
+    let main = crate::loaders::main_map().map(Map::new);
+    Some(Walk::new(Map::new(loader), main, library_path()))
+}
 
 /// Set by la_preinit: start-up loading is over and failures go to
 /// dlerror(), where the stage prefix is taken out again.
@@ -176,7 +194,7 @@ fn missing_everywhere(srv: &Server, name: &[u8], mut r: Resolved) -> Option<Reso
         return None;
     }
     for d in SYSTEM_DIRS {
-        if !matches!(in_dir(srv, d, name, &mut r), Step::Next) {
+        if !matches!(in_dir(srv, d, name, &mut r), Found::Next) {
             return None;
         }
     }
@@ -235,117 +253,72 @@ fn ld_cache_lookup(name: &[u8]) -> Option<&'static [u8]> {
 
 /// Why a search was left to ld.so, with FMCACHE_DEBUG=search (the place
 /// to look when a served run still probes a search directory).
-fn give_up(dir: &[u8], name: &[u8], why: &str) -> Step {
+fn give_up(dir: &[u8], name: &[u8], why: &str) -> Found {
     if DEBUG.load(Relaxed) {
+        let at = if dir.is_empty() { "" } else { " at " };
         crate::log::debug(format_args!(
-            "search for {} left to ld.so at {}: {why}",
+            "search for {} left to ld.so{at}{}: {why}",
             String::from_utf8_lossy(name),
             String::from_utf8_lossy(dir)
         ));
     }
-    Step::GiveUp
+    Found::GiveUp
 }
 
-/// What the search needs from the loader's dynamic section.
+/// What the search needs from an object's dynamic section.
+#[derive(Clone, Copy)]
 struct Dynamic {
     runpath: Option<&'static [u8]>,
-    /// DT_RPATH, unless a DT_RUNPATH is there too (ld.so then ignores it).
     rpath: Option<&'static [u8]>,
     nodeflib: bool,
 }
 
-/// Calls `f` on each directory ld.so searches for a bare name requested
-/// by `map`, in ld.so's order, while it returns true; false if a directory
-/// could not be formed as ld.so would, or the DT_RPATH chain is not known
-/// (the search must then be left to ld.so).
-fn each_dir(
+/// A loaded object as `fmcache_core::ldsearch` sees it.
+#[derive(Clone, Copy)]
+struct Map {
     map: *const LinkMap,
-    dynamic: &Dynamic,
-    origin: &[u8],
-    mut f: impl FnMut(&[u8]) -> bool,
-) -> bool {
-    walk_lists(map, dynamic, origin, &mut f).is_some()
+    dynamic: Dynamic,
 }
 
-/// Calls `f` on the directories of one search-path list with `origin` as
-/// `$ORIGIN`: `Some(true)` to go on, `Some(false)` once `f` stopped, None
-/// if a directory cannot be formed as ld.so would.
-fn walk_list(
-    list: &[u8],
-    seps: &[u8],
-    origin: &[u8],
-    env: bool,
-    f: &mut impl FnMut(&[u8]) -> bool,
-) -> Option<bool> {
-    for dir in list.split(|b| seps.contains(b)) {
-        // ld.so expands LD_LIBRARY_PATH's tokens for the executable.
-        if env && dir.contains(&b'$') {
-            return None;
-        }
-        let mut d = PathBuf::new();
-        if !expand(dir, origin, &mut d) {
-            return None;
-        }
-        if !f(d.as_bytes()) {
-            return Some(false);
-        }
+impl PartialEq for Map {
+    fn eq(&self, o: &Map) -> bool {
+        self.map == o.map
     }
-    Some(true)
 }
 
-/// `each_dir`'s walk: `None` when the search cannot be followed.
-fn walk_lists(
-    map: *const LinkMap,
-    dynamic: &Dynamic,
-    origin: &[u8],
-    f: &mut impl FnMut(&[u8]) -> bool,
-) -> Option<()> {
-    // Without RUNPATH: the DT_RPATH of the requester, of its loader, and
-    // so on up (each with its own `$ORIGIN`), then the executable's if
-    // not met on the way (elf/dl-load.c, _dl_map_object).
-    if dynamic.runpath.is_none() {
-        let main = crate::loaders::main_map();
-        let mut met_main = false;
-        let mut l = map;
-        loop {
-            met_main |= Some(l) == main;
-            // SAFETY: a link map ld.so announced and has not closed.
-            let lm = unsafe { &*l };
-            // SAFETY: as in resolve.
-            if let Some(rp) = unsafe { read_dynamic(lm) }.rpath {
-                if !walk_list(rp, b":", origin_of(lm)?.as_bytes(), false, f)? {
-                    return Some(());
-                }
-            }
-            match crate::loaders::loader_of(l) {
-                crate::loaders::Loader::Is(next) => l = next,
-                crate::loaders::Loader::None => break,
-                // Unknown: harmless only while no object has a DT_RPATH.
-                crate::loaders::Loader::Unknown if RPATH_OBJECTS.load(Relaxed) == 0 => break,
-                crate::loaders::Loader::Unknown => return None,
-            }
-        }
-        if !met_main {
-            // SAFETY: the executable's map, announced and never closed.
-            let mm = unsafe { &*main? };
-            // SAFETY: as in resolve.
-            if let Some(rp) = unsafe { read_dynamic(mm) }.rpath {
-                if !walk_list(rp, b":", origin_of(mm)?.as_bytes(), false, f)? {
-                    return Some(());
-                }
-            }
+impl Map {
+    fn new(map: *const LinkMap) -> Map {
+        // SAFETY: a link map ld.so announced and has not closed (the
+        // searching object's cookie, its loaders, the executable); ld.so
+        // keeps the dynamic section mapped.
+        let dynamic = unsafe { read_dynamic(&*map) };
+        Map { map, dynamic }
+    }
+}
+
+impl Object<'static> for Map {
+    fn rpath(self) -> Option<&'static [u8]> {
+        self.dynamic.rpath
+    }
+    fn runpath(self) -> Option<&'static [u8]> {
+        self.dynamic.runpath
+    }
+    fn origin(self) -> Option<&'static [u8]> {
+        // SAFETY: as in Map::new.
+        origin_of(unsafe { &*self.map })
+    }
+    fn loader(self) -> Loader<Map> {
+        match crate::loaders::loader_of(self.map) {
+            crate::loaders::Loader::Is(next) => Loader::Is(Map::new(next)),
+            crate::loaders::Loader::None => Loader::None,
+            // Unknown: harmless only while no object has a DT_RPATH.
+            crate::loaders::Loader::Unknown if RPATH_OBJECTS.load(Relaxed) == 0 => Loader::None,
+            crate::loaders::Loader::Unknown => Loader::Unknown,
         }
     }
-    let lists: [(&[u8], &[u8], bool); 2] = [
-        (library_path().unwrap_or(b""), b":;", true),
-        (dynamic.runpath.unwrap_or(b""), b":", false),
-    ];
-    for (list, seps, env) in lists {
-        if !list.is_empty() && !walk_list(list, seps, origin, env, f)? {
-            return Some(());
-        }
+    fn nodeflib(self) -> bool {
+        self.dynamic.nodeflib
     }
-    Some(())
 }
 
 /// Objects with a DT_RPATH seen so far in the audited namespaces.
@@ -373,24 +346,21 @@ pub fn note_object(map: *const LinkMap) {
 /// so the cache holds their listings (or their absence) under the names
 /// ld.so uses, `$ORIGIN/..` spellings included.
 pub fn search_dirs(loader: *const LinkMap, mut f: impl FnMut(&PathBuf)) {
-    if loader.is_null() {
+    let Some(mut walk) = walk_from(loader) else {
         return;
-    }
-    // SAFETY: the cookie is the searching object's link map (rtld-audit(7)).
-    let map = unsafe { &*loader };
-    // SAFETY: as in resolve.
-    let dynamic = unsafe { read_dynamic(map) };
-    let Some(origin) = origin_of(map) else { return };
-    each_dir(loader, &dynamic, origin.as_bytes(), |d| {
+    };
+    while let Some(Step::Dir(list, d)) = walk.next() {
+        if list == List::System {
+            break;
+        }
         let mut p = PathBuf::new();
         if p.set(d) {
             f(&p);
         }
-        true
-    });
+    }
 }
 
-/// The loader's DT_RUNPATH string and DF_1_NODEFLIB.
+/// The object's DT_RUNPATH and DT_RPATH strings and DF_1_NODEFLIB.
 unsafe fn read_dynamic(map: &LinkMap) -> Dynamic {
     const DT_NULL: i64 = 0;
     const DT_STRTAB: i64 = 5;
@@ -432,75 +402,35 @@ unsafe fn read_dynamic(map: &LinkMap) -> Dynamic {
     // SAFETY: NUL-terminated strings in the loaded string table.
     let at = |off: usize| unsafe { CStr::from_ptr((tab + off) as *const c_char) }.to_bytes();
     out.runpath = runpath.map(at);
-    if out.runpath.is_none() {
-        out.rpath = rpath.map(at);
-    }
+    out.rpath = rpath.map(at);
     out
 }
 
-/// `$ORIGIN` of the loader: its directory, or the executable's.
-fn origin_of(map: &LinkMap) -> Option<PathBuf> {
-    let mut o = PathBuf::new();
-    // SAFETY: l_name is a C string ("" for the main program).
+/// `$ORIGIN` of an object: the directory of the path it was loaded
+/// under, or the executable's.
+fn origin_of(map: &LinkMap) -> Option<&'static [u8]> {
+    // SAFETY: l_name is a C string ("" for the main program), alive while
+    // the object is loaded.
     let name = (!map.l_name.is_null()).then(|| unsafe { CStr::from_ptr(map.l_name) }.to_bytes());
     match name {
         Some(n) if !n.is_empty() => {
-            if n.first() != Some(&b'/') || !o.set(parent(n)?) {
+            if n.first() != Some(&b'/') {
                 return None;
             }
+            parent(n)
         }
         _ => {
             if !EXE_DIR_OK.load(Acquire) {
                 return None;
             }
-            // SAFETY: published by init.
-            o.set(unsafe { (*core::ptr::addr_of!(EXE_DIR)).as_bytes() });
+            // SAFETY: published by init, never written again.
+            Some(unsafe { (*core::ptr::addr_of!(EXE_DIR)).as_bytes() })
         }
     }
-    Some(o)
-}
-
-/// One search-path entry with `$ORIGIN`/`${ORIGIN}` expanded and trailing
-/// slashes removed, as ld.so builds it; false for anything it would treat
-/// otherwise (empty or relative entries, other tokens).
-fn expand(entry: &[u8], origin: &[u8], out: &mut PathBuf) -> bool {
-    let mut rest = entry;
-    out.clear();
-    while let Some(i) = rest.iter().position(|&b| b == b'$') {
-        if !out.push(&rest[..i]) {
-            return false;
-        }
-        let after = &rest[i + 1..];
-        let (tok, len) = if after.starts_with(b"{ORIGIN}") {
-            (true, 8)
-        } else if after.starts_with(b"ORIGIN")
-            && !after
-                .get(6)
-                .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
-        {
-            (true, 6)
-        } else {
-            (false, 0)
-        };
-        if !tok || !out.push(origin) {
-            return false;
-        }
-        rest = &after[len..];
-    }
-    if !out.push(rest) {
-        return false;
-    }
-    let b = out.as_bytes();
-    let mut n = b.len();
-    while n > 1 && b[n - 1] == b'/' {
-        n -= 1;
-    }
-    out.truncate(n);
-    out.as_bytes().first() == Some(&b'/')
 }
 
 /// What the cache says about `name` in the search directory `dir`.
-fn in_dir(srv: &Server, dir: &[u8], name: &[u8], r: &mut Resolved) -> Step {
+fn in_dir(srv: &Server, dir: &[u8], name: &[u8], r: &mut Resolved) -> Found {
     // The original path a staged directory stands for (its listing).
     let mut orig = PathBuf::new();
     let literal = if srv.original_of_staged(dir, &mut orig) {
@@ -519,14 +449,14 @@ fn in_dir(srv: &Server, dir: &[u8], name: &[u8], r: &mut Resolved) -> Step {
         let mut real = PathBuf::new();
         match answer::realpath(&srv.view, srv, key.as_bytes(), &mut real) {
             Answer::Hit(()) => key = real,
-            Answer::Errno(libc::ENOENT) | Answer::Errno(libc::ENOTDIR) => return Step::Next,
+            Answer::Errno(libc::ENOENT) | Answer::Errno(libc::ENOTDIR) => return Found::Next,
             _ => return give_up(dir, name, "directory unknown to the cache"),
         }
         listed = answer::list(&srv.view, srv, key.as_bytes());
     }
     let listing = match listed {
         Answer::Hit((_, l)) => l,
-        Answer::Errno(libc::ENOENT) | Answer::Errno(libc::ENOTDIR) => return Step::Next,
+        Answer::Errno(libc::ENOENT) | Answer::Errno(libc::ENOTDIR) => return Found::Next,
         _ => return give_up(dir, name, "listing unknown to the cache"),
     };
     // SAFETY: getauxval has no preconditions; AT_PLATFORM is a C string.
@@ -539,7 +469,7 @@ fn in_dir(srv: &Server, dir: &[u8], name: &[u8], r: &mut Resolved) -> Step {
         }
     }
     match listing.contains(name) {
-        Some(false) => return Step::Next,
+        Some(false) => return Found::Next,
         Some(true) => {}
         None => return give_up(dir, name, "listing unknown to the cache"),
     }
@@ -567,5 +497,5 @@ fn in_dir(srv: &Server, dir: &[u8], name: &[u8], r: &mut Resolved) -> Step {
     if !named || !srv.staged_path(f.mirror, &mut r.staged) {
         return give_up(dir, name, "path too long");
     }
-    Step::Found
+    Found::Here
 }

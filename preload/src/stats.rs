@@ -3,7 +3,7 @@
 //! (`fmcache_core::live`), so a process killed by a signal is counted too.
 
 use core::ffi::CStr;
-use core::sync::atomic::{AtomicPtr, Ordering::*};
+use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering::*};
 use std::os::fd::AsFd;
 
 use fmcache_core::live::{self, Slot, Table};
@@ -17,6 +17,26 @@ static OP: AtomicPtr<&'static str> = AtomicPtr::new(core::ptr::null_mut());
 static TABLE: AtomicPtr<Table> = AtomicPtr::new(core::ptr::null_mut());
 /// This copy's slot in it.
 static SLOT: AtomicPtr<Slot> = AtomicPtr::new(core::ptr::null_mut());
+/// `unstaged_libs` while there is no slot.
+static UNSTAGED: AtomicU32 = AtomicU32::new(0);
+
+/// la_objopen while serving: ld.so mapped a library from neither the
+/// stage nor a system library directory (the shared file system).
+pub fn count_unstaged() {
+    match slot() {
+        Some(s) => s.unstaged_libs.fetch_add(1, Relaxed),
+        None => UNSTAGED.fetch_add(1, Relaxed),
+    };
+}
+
+fn slot() -> Option<&'static Slot> {
+    // SAFETY: null or a slot of the never-unmapped table.
+    unsafe { SLOT.load(Acquire).as_ref() }
+}
+
+fn unstaged() -> u32 {
+    slot().map_or_else(|| UNSTAGED.load(Relaxed), |s| s.unstaged_libs.load(Relaxed))
+}
 
 /// Keeps the statistics file and, when recording or serving, maps the
 /// node's live file and counts into a slot of it. Constructor only. An
@@ -114,6 +134,8 @@ fn claim() {
     let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
     let exe = program_name();
     if let Some(s) = t.claim(pid, flags, exe.to_bytes()) {
+        s.unstaged_libs
+            .fetch_add(UNSTAGED.swap(0, Relaxed), Relaxed);
         SLOT.store(core::ptr::from_ref(s).cast_mut(), Release);
         crate::state::count_into(Some(&s.counters));
     }
@@ -135,6 +157,7 @@ fn program_name() -> &'static CStr {
 /// slot is in the shared mapping the child inherited).
 pub fn after_fork() {
     SLOT.store(core::ptr::null_mut(), Release);
+    UNSTAGED.store(0, Relaxed);
     crate::state::count_into(None);
     claim();
 }
@@ -163,13 +186,14 @@ pub fn write() {
     };
     let c = counters();
     let line = format!(
-        "pid={} op={}{copy} served={} missed={} passthrough={} recorded={} exe={}\n",
+        "pid={} op={}{copy} served={} missed={} passthrough={} recorded={} unstaged_libs={} exe={}\n",
         rustix::process::getpid().as_raw_nonzero(),
         op,
         c.served.load(Relaxed),
         c.missed.load(Relaxed),
         c.passthrough.load(Relaxed),
         c.recorded.load(Relaxed),
+        unstaged(),
         exe
     );
     if let Ok(c) = fmcache_core::sys::cstr(path) {

@@ -602,6 +602,9 @@ pub struct Stats {
     pub missed: u64,
     pub passthrough: u64,
     pub recorded: u64,
+    /// Libraries ld.so loaded from outside the stage and the system
+    /// library directories while serving.
+    pub unstaged_libs: u64,
 }
 
 /// Reads a `FMCACHE_STATS` file (one `pid=.. op=.. served=N ..` line per
@@ -624,6 +627,7 @@ pub fn read_stats(path: &Path) -> Stats {
                 "missed" => &mut s.missed,
                 "passthrough" => &mut s.passthrough,
                 "recorded" => &mut s.recorded,
+                "unstaged_libs" => &mut s.unstaged_libs,
                 _ => continue,
             };
             *slot += v

@@ -4,7 +4,7 @@
 //! Python prefix (strace, calls attributed to the program; the dynamic
 //! loader's own library search is counted apart and only reported).
 
-use fmcache_tests::{assert_same, fixture, py_env, Run};
+use fmcache_tests::{assert_same, fixture, py_env, read_stats, Run};
 
 /// Pilot, then native and served runs under strace. Returns the native
 /// run's calls on the roots made by the interpreter (not ld.so).
@@ -72,5 +72,50 @@ fn python_numpy_scipy() {
     assert!(
         n > 100,
         "sanity: native numpy/scipy import makes > 100 calls, got {n}"
+    );
+}
+
+/// `unstaged_libs` (the auditor's count of libraries ld.so loaded from
+/// outside the stage and the system library directories while serving):
+/// 0 when numpy and scipy are served from a cache their pilot recorded;
+/// above 0 when the cache comes from a pilot that never imported them, so
+/// ld.so loads their extension modules and libraries from the venv.
+#[test]
+fn python_unstaged_libs() {
+    let py = py_env();
+    let fx = fixture!("py_unstaged");
+    let code = "import numpy.fft; import scipy.interpolate";
+    let run = Run::new(&py.python).args(["-c", code]).cwd(&fx.tree);
+    let (full, bare) = (fx.cache("full"), fx.cache("bare"));
+    run.clone().record(&full).run().ok("pilot");
+    Run::new(&py.python)
+        .args(["-c", "pass"])
+        .cwd(&fx.tree)
+        .record(&bare)
+        .run()
+        .ok("pilot without numpy");
+    let count = |cache, label: &str| {
+        let stats = fx.out.join(format!("{label}.stats"));
+        run.clone().serve(cache).stats(&stats).run().ok(label);
+        read_stats(&stats)
+    };
+    let (served, unrecorded) = (count(&full, "served"), count(&bare, "unrecorded"));
+    eprintln!(
+        "unstaged_libs: served {} (served={} missed={}), from a cache without numpy {} \
+         (served={} missed={})",
+        served.unstaged_libs,
+        served.served,
+        served.missed,
+        unrecorded.unstaged_libs,
+        unrecorded.served,
+        unrecorded.missed
+    );
+    assert_eq!(
+        served.unstaged_libs, 0,
+        "a served run loaded libraries from the venv"
+    );
+    assert!(
+        unrecorded.unstaged_libs > 0,
+        "libraries the cache never saw were loaded from the venv, yet none was counted"
     );
 }

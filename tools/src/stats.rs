@@ -2,8 +2,12 @@
 //! $FMCACHE_STATS at exit:
 //!
 //! ```text
-//! pid=<n> op=<record|serve|off> served=<n> missed=<n> passthrough=<n> recorded=<n> exe=<argv0>
+//! pid=<n> op=<record|serve|off> served=<n> missed=<n> passthrough=<n> recorded=<n> unstaged_libs=<n> exe=<argv0>
 //! ```
+//!
+//! `unstaged_libs` (the auditor's line; optional, older builds lack it):
+//! libraries ld.so loaded from outside the stage and the system library
+//! directories while serving, that is from the shared file system.
 //!
 //! Keys are space separated; `exe` comes last and its value runs to the
 //! end of the line. Unknown keys are ignored.
@@ -24,7 +28,8 @@ use crate::launch;
 /// Sum the per-process statistics the library writes to $FMCACHE_STATS
 ///
 /// Prints processes, probes served from the cache, missed, passed through
-/// and recorded, and the served fraction served / (served + missed).
+/// and recorded, the served fraction served / (served + missed), and the
+/// libraries loaded from the shared file system while serving.
 /// Malformed lines are reported and counted, not summed.
 #[derive(clap::Args)]
 pub struct Args {
@@ -47,6 +52,7 @@ pub struct Line {
     pub missed: u64,
     pub passthrough: u64,
     pub recorded: u64,
+    pub unstaged_libs: u64,
 }
 
 /// Parses one line; the error says what is wrong with it.
@@ -90,6 +96,7 @@ pub fn parse_line(line: &str) -> Result<Line, String> {
             "missed" => (out.missed, seen[1]) = (num()?, true),
             "passthrough" => (out.passthrough, seen[2]) = (num()?, true),
             "recorded" => (out.recorded, seen[3]) = (num()?, true),
+            "unstaged_libs" => out.unstaged_libs = num()?,
             _ => {}
         }
         rest = &rest[end..];
@@ -124,6 +131,7 @@ pub struct Totals {
     pub missed: u64,
     pub passthrough: u64,
     pub recorded: u64,
+    pub unstaged_libs: u64,
     pub malformed: u64,
     /// Processes with a live slot and no line: (node, pid, exe).
     pub not_ended: Vec<(String, u32, String)>,
@@ -175,6 +183,7 @@ fn live_slots(bytes: &[u8]) -> Option<Vec<(Line, u32, String)>> {
                 missed: counter(o, 1)?,
                 passthrough: counter(o, 2)?,
                 recorded: counter(o, 3)?,
+                unstaged_libs: u32_at(o + offset_of!(live::Slot, unstaged_libs))?.into(),
             },
             u32_at(o + offset_of!(live::Slot, pid))?,
             exe.into_owned(),
@@ -218,6 +227,7 @@ impl Totals {
         self.missed += l.missed;
         self.passthrough += l.passthrough;
         self.recorded += l.recorded;
+        self.unstaged_libs += l.unstaged_libs;
     }
     pub fn served_fraction(&self) -> Option<f64> {
         let asked = self.served + self.missed;
@@ -336,6 +346,7 @@ impl Totals {
             "missed": self.missed,
             "passthrough": self.passthrough,
             "recorded": self.recorded,
+            "unstaged_libs": self.unstaged_libs,
             "served_fraction": self.served_fraction(),
             "malformed": self.malformed,
             "not_ended": self.not_ended.iter().map(|(node, pid, exe)| json!({"node": node, "pid": pid, "exe": exe})).collect::<Vec<_>>(),
@@ -355,6 +366,15 @@ fn print_text(t: &Totals, fraction: Option<f64>) {
         println!("missed           {}", t.missed);
         println!("passthrough      {}", t.passthrough);
         println!("recorded         {}", t.recorded);
+        if t.unstaged_libs > 0 {
+            println!(
+                "unstaged libs    {}  (libraries loaded from the shared file system, not the \
+                 stage, while serving: re-record the cache with a pilot that loads them)",
+                t.unstaged_libs
+            );
+        } else {
+            println!("unstaged libs    0");
+        }
         match fraction {
             Some(f) => println!("served fraction  {f:.4} ({:.1}%)", f * 100.0),
             None => println!("served fraction  n/a (nothing served or missed)"),
@@ -394,7 +414,8 @@ mod tests {
                 served: 5,
                 missed: 1,
                 passthrough: 2,
-                recorded: 0
+                recorded: 0,
+                unstaged_libs: 0
             }
         );
     }
@@ -408,11 +429,13 @@ mod tests {
         );
         t.add(
             parse_line(
-                "pid=3 op=serve copy=auditor served=7 missed=0 passthrough=0 recorded=0 exe=py",
+                "pid=3 op=serve copy=auditor served=7 missed=0 passthrough=0 recorded=0 \
+                 unstaged_libs=4 exe=py",
             )
             .unwrap(),
         );
         assert_eq!((t.processes, t.served, t.missed), (1, 57, 1));
+        assert_eq!(t.unstaged_libs, 4);
     }
 
     #[test]

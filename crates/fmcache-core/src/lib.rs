@@ -7,6 +7,7 @@ pub mod carry;
 pub mod config;
 pub mod journal;
 pub mod ldcache;
+pub mod ldsearch;
 pub mod live;
 pub mod merge;
 pub mod path;

@@ -86,7 +86,9 @@ pub struct Slot {
     pub state: AtomicU32,
     pub pid: AtomicU32,
     pub flags: AtomicU32,
-    _pad: u32,
+    /// Libraries ld.so mapped from outside the stage and the system
+    /// library directories while serving (the auditor copy counts).
+    pub unstaged_libs: AtomicU32,
     pub counters: Counters,
     /// The program's name (argv[0]'s last component), NUL-padded.
     pub exe: [AtomicU64; 2],
@@ -100,6 +102,11 @@ pub struct Table {
 }
 
 const _: () = assert!(core::mem::size_of::<Slot>() == 64);
+// The layout other builds read (`fmcache stats`): the counter took the
+// padding word before the counters.
+const _: () = assert!(core::mem::offset_of!(Slot, unstaged_libs) == 12);
+const _: () = assert!(core::mem::offset_of!(Slot, counters) == 16);
+const _: () = assert!(core::mem::offset_of!(Slot, exe) == 48);
 const _: () = assert!(core::mem::size_of::<Header>() == 64);
 const _: () = assert!(core::mem::size_of::<Table>() == FILE_SIZE);
 
@@ -154,6 +161,7 @@ impl Table {
 impl Slot {
     fn start(&self, pid: u32, flags: u32, exe: &[u8]) -> &Slot {
         self.counters.reset();
+        self.unstaged_libs.store(0, Relaxed);
         self.pid.store(pid, Relaxed);
         self.flags.store(flags, Relaxed);
         self.set_exe(exe);
