@@ -7,6 +7,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash tests/env/setup.sh
+# The cluster tests and the lab start a 4-node Slurm cluster (six daemons):
+# stop it when this command ends, passed or failed, unless it was already up.
+cluster_was_up=0
+for f in target/cluster/run/slurmctld.pid; do
+  [[ -s $f ]] && kill -0 "$(tr -dc 0-9 <"$f")" 2>/dev/null && cluster_was_up=1
+done
+stop_cluster() {
+  if ((cluster_was_up == 0)) && [[ -d target/cluster ]]; then
+    bash tests/cluster/down.sh >/dev/null 2>&1 &&
+      echo "fmcache: stopped the test cluster this command started (tests/cluster/up.sh starts it)" >&2
+  fi
+}
+trap stop_cluster EXIT
 # shellcheck source=/dev/null
 source target/env/env.sh
 
