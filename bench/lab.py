@@ -1,6 +1,6 @@
 """Driver of bench/run, the start-up benchmark lab (standard library only).
 
-Each workload's software tree lives on `fmcache slowfs` (one lock, a fixed
+Each workload's software tree lives on `fmcache-slowfs` (one lock, a fixed
 latency per metadata request, TTL 0: a stand-in for one busy metadata
 server). N processes start at once, plainly or as `srun` tasks on the
 4-node cluster of tests/cluster, in four modes side by side:
@@ -84,7 +84,7 @@ WORKLOADS = {
 
 
 class Slowfs:
-    """One `fmcache slowfs` mount; its counts file is rewritten every 50 ms."""
+    """One `fmcache-slowfs` mount; its counts file is rewritten every 50 ms."""
 
     def __init__(self, lab, latency):
         self.lab, self.latency = lab, latency
@@ -95,7 +95,7 @@ class Slowfs:
             os.unlink(self.counts)
         # Cold reads: the simulated nodes share one page cache, and each must
         # read what it uses from the shared file system itself.
-        cmd = [lab.fm, "slowfs", lab.src, lab.mnt, "--latency-us", str(latency), "--counts", self.counts,
+        cmd = [lab.slowfs, lab.src, lab.mnt, "--latency-us", str(latency), "--counts", self.counts,
                "--cold-reads"]
         if lab.a.read_mibps:
             cmd += ["--read-mibps", str(lab.a.read_mibps)]
@@ -136,6 +136,7 @@ class Lab:
         self.a = a
         self.repo = a.repo
         self.fm = os.path.join(a.repo, "target/release/fmcache")
+        self.slowfs = os.path.join(a.repo, "target/release/fmcache-slowfs")
         self.lib = os.path.join(a.repo, "target/release/libfmcache.so")
         self.work = os.path.abspath(a.work)
         # Node-local directories, one pair per --work, so concurrent runs

@@ -14,7 +14,6 @@ mod progress;
 mod record;
 mod report;
 mod run;
-mod slowfs;
 mod stage;
 mod stats;
 mod verify;
@@ -42,7 +41,6 @@ enum Cmd {
     Verify(verify::Args),
     Report(report::Args),
     Env(env::Args),
-    Slowfs(slowfs::Args),
 }
 
 fn main() -> ExitCode {
@@ -63,7 +61,6 @@ fn main() -> ExitCode {
         Cmd::Verify(a) => verify::main(a),
         Cmd::Report(a) => report::main(a),
         Cmd::Env(a) => env::main(a),
-        Cmd::Slowfs(a) => slowfs::main(a),
     };
     match result {
         Ok(code) => code,

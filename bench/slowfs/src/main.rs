@@ -1,4 +1,4 @@
-//! `fmcache slowfs`: a read-only FUSE passthrough that behaves like one busy
+//! `fmcache-slowfs`: a read-only FUSE passthrough that behaves like one busy
 //! metadata server. Every metadata request takes one global lock and sleeps
 //! the configured latency while holding it; entry and attribute TTLs are 0,
 //! so the kernel caches nothing; every request is counted by type. The
@@ -25,7 +25,8 @@ use counts::Counts;
 /// takes one lock and sleeps --latency-us while holding it. Counts are
 /// rewritten to --counts (JSON) every 50 ms while mounted, and at unmount.
 /// Runs in the foreground; SIGTERM or SIGINT unmounts and exits.
-#[derive(clap::Args)]
+#[derive(clap::Parser)]
+#[command(name = "fmcache-slowfs", version)]
 pub struct Args {
     /// Directory to pass through.
     source: PathBuf,
@@ -50,7 +51,17 @@ pub struct Args {
     threads: usize,
 }
 
-pub fn main(args: Args) -> Result<ExitCode, String> {
+fn main() -> ExitCode {
+    match run(<Args as clap::Parser>::parse()) {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("fmcache-slowfs: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<ExitCode, String> {
     let source = std::fs::canonicalize(&args.source)
         .map_err(|e| format!("{}: {e}", args.source.display()))?;
     let counts = Arc::new(Counts::default());

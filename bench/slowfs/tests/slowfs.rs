@@ -1,4 +1,4 @@
-//! `fmcache slowfs`: a real FUSE mount (as root) that passes a tree
+//! `fmcache-slowfs`: a real FUSE mount (as root) that passes a tree
 //! through unchanged, counts every metadata request (the kernel caches
 //! nothing), publishes the counts while mounted and unmounts on SIGTERM.
 
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_fmcache");
+const BIN: &str = env!("CARGO_BIN_EXE_fmcache-slowfs");
 
 fn can_mount() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -41,7 +41,6 @@ impl Mount {
 
     fn start_with(src: &Path, mnt: &Path, counts: &Path, latency_us: u32, extra: &[&str]) -> Mount {
         let child = Command::new(BIN)
-            .arg("slowfs")
             .args(extra)
             .arg(src)
             .arg(mnt)
