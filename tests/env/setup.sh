@@ -5,7 +5,8 @@ set -euo pipefail
 
 # Debian packages the tests need (Slurm and MPI: tests/cluster/up.sh; FUSE
 # needs none: slowfs mounts /dev/fuse itself, as root).
-DEB_PACKAGES="strace gcc g++ make libc6-dev procps util-linux coreutils patchelf"
+# lmod and man-db: tests/tests/install.rs (module load, man fmcache-record).
+DEB_PACKAGES="strace gcc g++ make libc6-dev procps util-linux coreutils patchelf lmod man-db"
 # Exact pins keep the probe counts the tests measure reproducible; both ship
 # cp311 manylinux_2_28 x86_64 wheels, so nothing is ever built from source.
 PIP_PINS="numpy==2.4.6 scipy==1.17.1 pandas==3.1.1 matplotlib==3.11.2 scikit-learn==1.9.1"

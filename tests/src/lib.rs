@@ -726,6 +726,7 @@ pub fn names(dir: &Path) -> Vec<String> {
     v
 }
 
+pub mod install;
 pub mod procs;
 pub mod user;
 

@@ -3,10 +3,11 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod estimate;
 mod inspect;
+mod install_docs;
 mod launch;
 mod merge;
 mod record;
@@ -38,6 +39,9 @@ enum Cmd {
     Estimate(estimate::Args),
     Verify(verify::Args),
     Slowfs(slowfs::Args),
+    /// Write man pages and shell completions (used by `make install`)
+    #[command(hide = true)]
+    InstallDocs(install_docs::Args),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
         Cmd::Estimate(a) => estimate::main(a),
         Cmd::Verify(a) => verify::main(a),
         Cmd::Slowfs(a) => slowfs::main(a),
+        Cmd::InstallDocs(a) => install_docs::main(a, Cli::command()),
     };
     match result {
         Ok(code) => code,
