@@ -33,14 +33,18 @@ COMPLETIONS = share/bash-completion/completions/fmcache \
               share/zsh/site-functions/_fmcache \
               share/fish/vendor_completions.d/fmcache.fish
 
-.PHONY: all build install uninstall
+.PHONY: all build install uninstall paths
 
 all: build
 
 build:
 	$(CARGO) build --release -p fmcache-preload -p fmcache-tools
 
-install: build
+# NOBUILD=1 installs the artefacts already built, without running cargo:
+# the tests do (a `cargo build -p ...` after the workspace's `cargo test`,
+# whose dev-dependencies unify other features, would put the other build
+# back in place under tests that are running it).
+install: $(if $(NOBUILD),,build)
 	@target='$(TARGET_DIR)'; test -n "$$target" || { echo 'make: cargo metadata gave no target_directory' >&2; exit 1; }
 	$(INSTALL) -d '$(ROOT)/bin' '$(ROOT)/lib' '$(MANDIR)' '$(MODDIR)'
 	$(INSTALL) -m 755 '$(BIN)' '$(ROOT)/bin/fmcache'
@@ -50,6 +54,11 @@ install: build
 	mv '$(MODDIR)/$(VERSION).lua.tmp' '$(MODDIR)/$(VERSION).lua'
 	chmod 644 '$(MODDIR)/$(VERSION).lua'
 	@echo "fmcache $(VERSION) installed in $(ROOT): module use $(PREFIX)/share/modulefiles; module load fmcache"
+
+# Where the artefacts are taken from.
+paths:
+	@echo '$(BIN)'
+	@echo '$(LIB)'
 
 # Removes what `install` put there (man pages: fmcache.1 and fmcache-*.1),
 # then those of its directories left empty (never PREFIX's parents).

@@ -12,43 +12,61 @@ use crate::{lib, py_env, tool, workspace};
 /// a login shell sources from /etc/profile.d).
 pub const LMOD_INIT: &str = "/etc/profile.d/lmod.sh";
 
-/// `make TARGET PREFIX=prefix [DESTDIR=destdir]` in the workspace, with
-/// this process's environment (`CARGO_TARGET_DIR` included, so `make
-/// install` finds the artefacts under test: its `cargo build` has nothing
-/// to do); panics with make's output on failure, returns its stdout.
-pub fn make(target: &str, prefix: &Path, destdir: Option<&Path>) -> String {
-    let mut c = Command::new("make");
-    c.arg("-C")
+/// `make ARGS...` in the workspace, with this process's environment;
+/// panics with make's output on failure, returns its stdout.
+pub fn make(args: &[String]) -> String {
+    let o = Command::new("make")
+        .arg("-C")
         .arg(workspace())
-        .arg(target)
-        .arg(format!("PREFIX={}", prefix.display()));
-    if let Some(d) = destdir {
-        c.arg(format!("DESTDIR={}", d.display()));
-    }
-    let o = c.output().expect("running make");
+        .args(args)
+        .output()
+        .expect("running make");
     assert!(
         o.status.success(),
-        "make {target} PREFIX={} failed:\n{}{}",
-        prefix.display(),
+        "make {args:?} failed:\n{}{}",
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// `make TARGET PREFIX=prefix [DESTDIR=destdir]`. Installs with
+/// `NOBUILD=1`: the artefacts under test, without the Makefile's `cargo
+/// build -p ...`, which after the workspace's `cargo test` (other features
+/// unified) would put the other build in place under running tests. The
+/// Makefile's own paths (`make paths`, from `cargo metadata`) are checked
+/// to be the artefacts under test (`FMCACHE_BIN`, `FMCACHE_LIB`).
+pub fn make_at(target: &str, prefix: &Path, destdir: Option<&Path>) -> String {
+    let paths = make(&["-s".into(), "paths".into()]);
+    let want = format!("{}\n{}\n", tool().display(), lib().display());
+    assert_eq!(
+        paths, want,
+        "the Makefile (cargo metadata) takes other artefacts than the ones \
+         under test: set FMCACHE_BIN/FMCACHE_LIB to the target directory \
+         cargo uses (CARGO_TARGET_DIR)"
+    );
+    let mut args = vec![
+        target.to_string(),
+        "NOBUILD=1".into(),
+        format!("PREFIX={}", prefix.display()),
+    ];
+    if let Some(d) = destdir {
+        args.push(format!("DESTDIR={}", d.display()));
+    }
+    make(&args)
+}
+
 /// `make install PREFIX=prefix`, checking that what it installed is the
-/// binary and library under test (`FMCACHE_BIN`, `FMCACHE_LIB`).
+/// binary and library under test.
 pub fn make_install(prefix: &Path) {
-    make("install", prefix, None);
+    make_at("install", prefix, None);
     for (installed, tested) in [
         (prefix.join("bin/fmcache"), tool()),
         (prefix.join("lib/libfmcache.so"), lib()),
     ] {
         assert!(
             fs::read(&installed).unwrap() == fs::read(tested).unwrap(),
-            "make install put a {} that is not the {} under test: rebuild \
-             (cargo build --release) and set FMCACHE_BIN/FMCACHE_LIB to the \
-             target directory `cargo metadata` names",
+            "make install put a {} that is not the {} under test",
             installed.display(),
             tested.display()
         );

@@ -18,7 +18,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use fmcache_tests::install::{files_under, make, make_install, module_shell, sh_quote};
+use fmcache_tests::install::{files_under, make_at, make_install, module_shell, sh_quote};
 use fmcache_tests::{assert_same, fixture, read_stats, workspace};
 
 /// The subcommands users see, each with its man page.
@@ -160,7 +160,7 @@ fn make_install_module_load_readme_lines_man_and_uninstall() {
     // DESTDIR: the files go under it, the modulefile names the final place.
     let dest = fx.out.join("destdir");
     let final_prefix = Path::new("/opt/fmcache-install-test");
-    make("install", final_prefix, Some(&dest));
+    make_at("install", final_prefix, Some(&dest));
     assert!(!final_prefix.exists(), "nothing written outside DESTDIR");
     let staged = dest.join("opt/fmcache-install-test");
     assert!(staged.join("bin/fmcache").is_file() && staged.join("lib/libfmcache.so").is_file());
@@ -169,13 +169,13 @@ fn make_install_module_load_readme_lines_man_and_uninstall() {
         text.contains("local prefix = \"/opt/fmcache-install-test\""),
         "{text}"
     );
-    make("uninstall", final_prefix, Some(&dest));
+    make_at("uninstall", final_prefix, Some(&dest));
     assert_eq!(files_under(&dest), Vec::<std::path::PathBuf>::new());
 
     // uninstall removes what install put there, and nothing else.
     let other = prefix.join("bin/other-tool");
     fs::write(&other, "#!/bin/sh\n").unwrap();
-    make("uninstall", &prefix, None);
+    make_at("uninstall", &prefix, None);
     assert_eq!(
         files_under(&prefix),
         vec![other.clone()],
