@@ -1,4 +1,5 @@
-//! `fmcache install-docs --out SHARE` (hidden; `make install` runs it):
+//! `fmcache install-docs --out SHARE` (`make install` runs it; not part of
+//! the command line it documents, so no page or completion lists it):
 //! man pages and shell completions generated from the real CLI definition,
 //! laid out as under `<prefix>/share`:
 //!
@@ -13,15 +14,31 @@ use std::process::ExitCode;
 
 use clap_complete::Shell;
 
-#[derive(clap::Args)]
-pub struct Args {
+/// Write fmcache's man pages and shell completions under DIR (a prefix's share)
+#[derive(clap::Parser)]
+struct Args {
     /// The `share` directory to write into (created if missing)
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
 }
 
-pub fn main(a: Args, cmd: clap::Command) -> Result<ExitCode, String> {
-    let share = &a.out;
+/// `cmd`: the `fmcache` command line.
+pub fn main(cmd: clap::Command) -> ExitCode {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Args::command()
+        .bin_name("fmcache install-docs")
+        .get_matches_from(std::env::args_os().skip(1));
+    let a = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match write(&a.out, cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("fmcache install-docs: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn write(share: &Path, cmd: clap::Command) -> Result<(), String> {
     let mkdir = |d: &Path| {
         fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
         Ok::<_, String>(d.to_path_buf())
@@ -40,5 +57,5 @@ pub fn main(a: Args, cmd: clap::Command) -> Result<ExitCode, String> {
         let path = dir.join(file);
         fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

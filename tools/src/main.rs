@@ -39,9 +39,6 @@ enum Cmd {
     Estimate(estimate::Args),
     Verify(verify::Args),
     Slowfs(slowfs::Args),
-    /// Write man pages and shell completions (used by `make install`)
-    #[command(hide = true)]
-    InstallDocs(install_docs::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +47,15 @@ fn main() -> ExitCode {
     // SAFETY: setting a signal's disposition to its default, before any
     // thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // `fmcache install-docs --out DIR` (`make install`): man pages and
+    // completions of the command line below, which does not hold it (so
+    // neither lists it).
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "install-docs")
+    {
+        return install_docs::main(Cli::command());
+    }
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Record(a) => record::main(a),
@@ -61,7 +67,6 @@ fn main() -> ExitCode {
         Cmd::Estimate(a) => estimate::main(a),
         Cmd::Verify(a) => verify::main(a),
         Cmd::Slowfs(a) => slowfs::main(a),
-        Cmd::InstallDocs(a) => install_docs::main(a, Cli::command()),
     };
     match result {
         Ok(code) => code,
