@@ -5,7 +5,8 @@ set -euo pipefail
 
 # Debian packages the tests need (Slurm and MPI: tests/cluster/up.sh; FUSE
 # needs none: slowfs mounts /dev/fuse itself, as root).
-DEB_PACKAGES="strace gcc g++ make libc6-dev procps util-linux coreutils patchelf"
+# lmod and man-db: tests/tests/install.rs (module load, man fmcache-record).
+DEB_PACKAGES="strace gcc g++ make libc6-dev procps util-linux coreutils patchelf lmod man-db"
 # fmcache report's page is rendered in a real browser (tests/tests/report.rs).
 DEB_PACKAGES+=" chromium fonts-dejavu-core"
 # Exact pins keep the probe counts the tests measure reproducible; both ship

@@ -728,6 +728,7 @@ pub fn names(dir: &Path) -> Vec<String> {
     v
 }
 
+pub mod install;
 pub mod procs;
 pub mod user;
 

@@ -14,6 +14,12 @@
 //! pilot. A traced production run measures, per node, the requests for
 //! the cache file itself (at most 3) and the calls on the cached software
 //! trees (none).
+//!
+//! Installed with `make install` and loaded with Lmod's `module load
+//! fmcache` in a clean shell, the same lines with the bare
+//! `LD_PRELOAD=libfmcache.so`, and the `examples/` scripts as written
+//! (`sbatch --wait examples/slurm.sh`, `examples/slurm-sbcast.sh`, `salloc
+//! ... bash examples/mpirun.sh`), each compared with native.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -21,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
+use fmcache_tests::install::{make_install, module_shell, sh_quote};
 use fmcache_tests::{assert_same, fixture, lib, parse_exports, py_env, strace_count, workspace};
 
 /// The cluster's env.sh, after bringing it up (once per test binary).
@@ -190,9 +197,10 @@ fn per_node(dir: &Path, cache: &Path) -> BTreeMap<String, (usize, u64)> {
     nodes
 }
 
-/// The ranks really were served: `ranks` python processes wrote a stats
-/// line in serve mode (the auditor copy's line aside) with answers from
-/// the cache, none missing more than it served.
+/// The ranks really were served: `ranks` python processes (the venv's, by
+/// path or as `python`) wrote a stats line in serve mode (the auditor
+/// copy's line aside) with answers from the cache, none missing more than
+/// it served.
 fn served_ranks(what: &str, stats: &Path, ranks: usize) {
     let text = fs::read_to_string(stats).unwrap_or_default();
     let py = py_env().python.display().to_string();
@@ -205,7 +213,8 @@ fn served_ranks(what: &str, stats: &Path, ranks: usize) {
     let served: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("op=serve") && !l.contains(" copy=auditor"))
-        .filter(|l| l.ends_with(&format!("exe={py}")))
+        // Open MPI's daemons execute a bare `python` found on PATH as named.
+        .filter(|l| l.ends_with(&format!("exe={py}")) || l.ends_with(" exe=python"))
         .collect();
     assert_eq!(
         served.len(),
@@ -410,4 +419,137 @@ DLFM_OP=read-cache FMCACHE_FILE=/dev/shm/app.fmcache srun -N4 -n 24 {py} {app} >
         assert_eq!(*requests, 0, "{node}: ranks asked for the pre-staged cache");
         assert_eq!(*calls, 0, "{node}: calls on the cached trees");
     }
+}
+
+/// `text` cut at the `== NAME` lines the example scripts print: name ->
+/// the lines after it. A line before the first header goes under "".
+fn sections(text: &str) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    let mut name = String::new();
+    for l in text.lines() {
+        if let Some(n) = l.strip_prefix("== ") {
+            name = n.to_string();
+            out.entry(name.clone()).or_default();
+        } else {
+            out.entry(name.clone())
+                .or_default()
+                .push_str(&format!("{l}\n"));
+        }
+    }
+    out
+}
+
+/// `make install` into a prefix, then, from a clean shell with Lmod's
+/// `module load fmcache` (and the venv activated): the README's srun lines
+/// with the bare `LD_PRELOAD=libfmcache.so`, and the `examples/` scripts
+/// exactly as written: `sbatch --wait examples/slurm.sh` (pilot, then
+/// production), `sbatch --wait examples/slurm-sbcast.sh` (the cache
+/// broadcast to each node's /dev/shm), `salloc ... bash
+/// examples/mpirun.sh` (Open MPI). Every output equals native, the ranks
+/// were served, and nothing else is printed (no "cannot be preloaded").
+#[test]
+fn installed_module_srun_lines_and_examples() {
+    let fx = fixture!("cluster_install");
+    let prefix = fx.tree.join("prefix");
+    make_install(&prefix);
+    let mut extra: Vec<(&str, String)> = cluster()
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    // Open MPI's mpirun as root, and which mpirun (the Debian alternative
+    // may be MPICH's).
+    extra.push(("OMPI_ALLOW_RUN_AS_ROOT", "1".into()));
+    extra.push(("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1".into()));
+    extra.push(("MPIRUN", var("FMCACHE_MPIRUN_OPENMPI")));
+    let dir = |name: &str| {
+        let d = fx.out.join(name);
+        fs::create_dir_all(&d).unwrap();
+        fs::copy(workspace().join("examples/app.py"), d.join("app.py")).unwrap();
+        d
+    };
+    let shell = |script: String| {
+        let o = module_shell(&prefix, &extra, &script).output().unwrap();
+        assert!(
+            o.status.success(),
+            "{script}\nfailed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let read =
+        |p: PathBuf| fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let _one = JOBS.lock().unwrap_or_else(|e| e.into_inner());
+
+    // The README's lines, as pasted.
+    let job = dir("readme");
+    shell(format!(
+        "cd {}\n\
+         srun -n 4 python app.py >native4.out\n\
+         srun -n 24 python app.py >native24.out\n\
+         DLFM_OP=write-cache LD_PRELOAD=libfmcache.so srun -n 4 python app.py >pilot.out 2>pilot.err\n\
+         DLFM_OP=read-cache LD_PRELOAD=libfmcache.so FMCACHE_STATS=$PWD/stats srun -n 24 python app.py >served.out 2>served.err\n",
+        sh_quote(&job)
+    ));
+    let native4 = read(job.join("native4.out"));
+    let native24 = read(job.join("native24.out"));
+    assert_eq!(lines_of(&native4), 4, "{native4}");
+    assert_eq!(lines_of(&native24), 24, "{native24}");
+    for (run, native) in [("pilot", &native4), ("served", &native24)] {
+        quiet(run, &read(job.join(format!("{run}.err"))));
+        let out = read(job.join(format!("{run}.out")));
+        assert_same(run, "native", native.as_bytes(), run, out.as_bytes());
+    }
+    assert!(
+        job.join("fmcache.dat").is_file(),
+        "the pilot wrote ./fmcache.dat"
+    );
+    served_ranks("srun -n 24, module", &job.join("stats"), 24);
+
+    // examples/slurm.sh then examples/slurm-sbcast.sh, as batch jobs.
+    let ex = dir("slurm");
+    let submitted = shell(format!(
+        "cd {}\n\
+         FMCACHE_STATS=$PWD/stats.slurm sbatch --wait {}\n\
+         FMCACHE_STATS=$PWD/stats.sbcast sbatch --wait {}\n",
+        sh_quote(&ex),
+        sh_quote(workspace().join("examples/slurm.sh")),
+        sh_quote(workspace().join("examples/slurm-sbcast.sh")),
+    ));
+    let ids: Vec<&str> = submitted
+        .lines()
+        .filter_map(|l| l.strip_prefix("Submitted batch job "))
+        .collect();
+    assert_eq!(ids.len(), 2, "{submitted}");
+    let want = |pilot: bool| {
+        let mut w = BTreeMap::new();
+        if pilot {
+            w.insert("pilot".to_string(), native4.clone());
+        }
+        w.insert("production".to_string(), native24.clone());
+        w
+    };
+    for (script, id, pilot, stats) in [
+        ("examples/slurm.sh", ids[0], true, "stats.slurm"),
+        ("examples/slurm-sbcast.sh", ids[1], false, "stats.sbcast"),
+    ] {
+        let out = sections(&read(ex.join(format!("slurm-{id}.out"))));
+        assert_eq!(out, want(pilot), "{script}: job output against native");
+        served_ranks(script, &ex.join(stats), 24);
+    }
+
+    // examples/mpirun.sh inside an allocation.
+    let mp = dir("mpirun");
+    let out = shell(format!(
+        "cd {}\n\
+         FMCACHE_STATS=$PWD/stats salloc -N 4 --ntasks-per-node=6 -Q bash {} 2>&1\n",
+        sh_quote(&mp),
+        sh_quote(workspace().join("examples/mpirun.sh")),
+    ));
+    assert_eq!(
+        sections(&out),
+        want(true),
+        "examples/mpirun.sh against native"
+    );
+    served_ranks("examples/mpirun.sh", &mp.join("stats"), 24);
 }

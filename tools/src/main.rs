@@ -3,11 +3,12 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod env;
 mod estimate;
 mod inspect;
+mod install_docs;
 mod launch;
 mod merge;
 mod progress;
@@ -49,6 +50,15 @@ fn main() -> ExitCode {
     // SAFETY: setting a signal's disposition to its default, before any
     // thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // `fmcache install-docs --out DIR` (`make install`): man pages and
+    // completions of the command line below, which does not hold it (so
+    // neither lists it).
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "install-docs")
+    {
+        return install_docs::main(Cli::command());
+    }
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Record(a) => record::main(a),
