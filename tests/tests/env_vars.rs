@@ -14,6 +14,9 @@ use fmcache_tests::workspace;
 /// Upper-case literals in these sources that are not variable names.
 const NOT_VARIABLES: &[(&str, &str)] = &[
     ("ORIGIN", "the $ORIGIN token of a library search path"),
+    ("LIB", "the $LIB token of a library search path"),
+    ("PLATFORM", "the $PLATFORM token of a library search path"),
+    ("DF_1_NODEFLIB", "an ELF dynamic flag (ld.so skips the default directories)"),
     ("FMCLIVE1", "the live counters file's magic"),
 ];
 
