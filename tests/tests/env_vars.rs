@@ -16,7 +16,10 @@ const NOT_VARIABLES: &[(&str, &str)] = &[
     ("ORIGIN", "the $ORIGIN token of a library search path"),
     ("LIB", "the $LIB token of a library search path"),
     ("PLATFORM", "the $PLATFORM token of a library search path"),
-    ("DF_1_NODEFLIB", "an ELF dynamic flag (ld.so skips the default directories)"),
+    (
+        "DF_1_NODEFLIB",
+        "an ELF dynamic flag (ld.so skips the default directories)",
+    ),
     ("FMCLIVE1", "the live counters file's magic"),
 ];
 

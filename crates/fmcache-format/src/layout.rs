@@ -9,7 +9,7 @@
 /// First eight bytes of every cache file.
 pub const MAGIC: [u8; 8] = *b"FMCACHE\0";
 /// Bumped on every incompatible change of the structures below.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Marks "no index" in the u32 index fields.
 pub const NONE: u32 = u32::MAX;
 /// Bytes reserved for the header; sections start after it.
@@ -66,7 +66,26 @@ pub struct Header {
     /// Text for people in STRINGS (`fmcache inspect`): what the scope
     /// left out. Never read when serving.
     pub notes: StrRef,
-    pub reserved: [u8; 40],
+    /// 256-bit filter of the first components of every entry's path
+    /// (`top_bit`; version 3): a path whose first component has no bit set
+    /// has no entry, nor any ancestor with one, so it passes through
+    /// without a lookup.
+    pub top_filter: [u64; 4],
+    pub reserved: [u8; 8],
+}
+
+/// The first component of an absolute path (`usr` of `/usr/lib`); None
+/// for `/` itself and for relative paths.
+pub fn first_component(path: &[u8]) -> Option<&[u8]> {
+    let rest = path.strip_prefix(b"/")?;
+    let end = rest.iter().position(|&b| b == b'/').unwrap_or(rest.len());
+    (end > 0).then(|| &rest[..end])
+}
+
+/// The word and bit of `Header::top_filter` for a first component.
+pub fn top_bit(component: &[u8]) -> (usize, u64) {
+    let h = crate::path_hash(component);
+    (((h >> 6) & 3) as usize, 1u64 << (h & 63))
 }
 
 /// A string in the STRINGS section.

@@ -163,6 +163,14 @@ impl<'a> CacheView<'a> {
         self.str(self.header.notes).unwrap_or(b"")
     }
 
+    /// Whether any entry's path starts with this first component (false:
+    /// surely none; true: maybe). See `Header::top_filter`.
+    #[inline]
+    pub fn may_hold_top(&self, component: &[u8]) -> bool {
+        let (w, b) = crate::layout::top_bit(component);
+        self.header.top_filter[w] & b != 0
+    }
+
     pub fn entry_count(&self) -> usize {
         self.entries.len()
     }

@@ -152,6 +152,13 @@ impl<'d> Builder<'d> {
         let mut data: Vec<&[u8]> = Vec::new();
         let mut data_len: u64 = 0;
         let mut entries: Vec<Entry> = Vec::with_capacity(records.len());
+        let mut top_filter = [0u64; 4];
+        for r in records.iter() {
+            if let Some(c) = first_component(&r.path) {
+                let (w, b) = top_bit(c);
+                top_filter[w] |= b;
+            }
+        }
 
         let mut stat_of = |r: &Option<Result<StatRec, i32>>| -> (u32, u16) {
             match r {
@@ -304,7 +311,8 @@ impl<'d> Builder<'d> {
             bucket_count: bucket_count as u32,
             sections,
             notes,
-            reserved: [0; 40],
+            top_filter,
+            reserved: [0; 8],
         };
         meta[..HEADER_SIZE].copy_from_slice(as_bytes(&header));
 

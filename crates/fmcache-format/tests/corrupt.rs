@@ -50,9 +50,10 @@ impl Aligned {
 fn stamp(bytes: &mut [u8]) {
     if bytes.len() >= BUILD_ID.end {
         bytes[BUILD_ID].copy_from_slice(&build_id());
-        // Fuzzer finds from format 1 (2 added the ROOT flag and notes,
-        // which any byte pattern may hold): read them as this format.
-        if bytes[8..12] == 1u32.to_le_bytes() {
+        // Fuzzer finds from formats 1 and 2 (2 added the ROOT flag and
+        // notes, 3 the first-component filter in reserved bytes; any byte
+        // pattern may hold either): read them as this format.
+        if bytes[8..12] == 1u32.to_le_bytes() || bytes[8..12] == 2u32.to_le_bytes() {
             bytes[8..12].copy_from_slice(&fmcache_format::layout::FORMAT_VERSION.to_le_bytes());
         }
     }

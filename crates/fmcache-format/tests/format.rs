@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use fmcache_format::layout::{HEADER_SIZE, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG};
+use fmcache_format::layout::{first_component, HEADER_SIZE, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG};
 use fmcache_format::{
     blob_hash, checksum, read_header, Builder, CacheView, Content, DirentRec, Record, StatRec,
     Verify, Written,
@@ -288,6 +288,11 @@ fn copied(r: Option<Result<&StatRec, i32>>) -> Option<Result<StatRec, i32>> {
 /// Every record is found with the fields it was built from.
 fn check_view(case: &Case, view: &CacheView<'_>, with_data: bool) -> Result<(), TestCaseError> {
     prop_assert_eq!(view.entry_count(), case.specs.len());
+    for s in &case.specs {
+        if let Some(c) = first_component(&s.path) {
+            prop_assert!(view.may_hold_top(c), "top filter lacks {:?}", c);
+        }
+    }
     prop_assert_eq!(view.header().recorder_uid, case.uid);
     prop_assert_eq!(view.header().recorder_gid, case.gid);
     for s in &case.specs {
@@ -580,6 +585,44 @@ fn empty_cache_round_trips() {
     assert_eq!(v.entry_count(), 0);
     assert!(v.lookup(b"/").is_none());
     assert_eq!(v.entries().count(), 0);
+}
+
+/// The first-component filter holds every entry's first component and,
+/// with two entries in 256 bits, answers no for others.
+#[test]
+fn top_filter_holds_the_first_components() {
+    assert_eq!(first_component(b"/usr/lib/x"), Some(&b"usr"[..]));
+    assert_eq!(first_component(b"/usr"), Some(&b"usr"[..]));
+    assert_eq!(first_component(b"/"), None);
+    assert_eq!(first_component(b"usr/lib"), None);
+    let mut b = Builder::new(0, 0);
+    for p in [&b"/usr/lib/libz.so.1"[..], b"/opt/sw"] {
+        b.add(Record {
+            path: p.to_vec(),
+            lstat: Some(Err(libc::ENOENT)),
+            ..Record::default()
+        });
+    }
+    let mut out = Vec::new();
+    b.write(&mut out).unwrap();
+    let buf = Aligned::new(&out);
+    let v = CacheView::open(buf.bytes(), Verify::Full).unwrap();
+    assert!(v.may_hold_top(b"usr") && v.may_hold_top(b"opt"));
+    let others = [
+        &b"home"[..],
+        b"tmp",
+        b"scratch",
+        b"proj",
+        b"var",
+        b"etc",
+        b"lib64",
+    ];
+    let said_yes = others.iter().filter(|c| v.may_hold_top(c)).count();
+    assert!(
+        said_yes <= 1,
+        "{said_yes} of {} absent names pass the filter",
+        others.len()
+    );
 }
 
 #[test]
