@@ -4,19 +4,32 @@
 # cache passes through (the same binary with and without the preload).
 #
 #   bench/micro.sh [--rounds N]     # N alternating plain/preload pass-through runs (default 5)
+#                  [--target DIR]   # use DIR/release's binaries as built (a before/after pair)
+#                  [--name NAME]    # write NAME.md and NAME.log (default micro)
 #
 # Writes bench/results/micro.md and bench/results/micro.log. Runs from any
 # directory.
 set -euo pipefail
 
+invoked="bench/micro.sh${*:+ $*}"
 bench_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$bench_dir/.." && pwd)
 results=$bench_dir/results
-rounds=5
-if [[ ${1:-} == --rounds ]]; then rounds=$2; fi
+rounds=5 target="" name=micro
+while (($#)); do
+  case $1 in
+    --rounds) rounds=$2 ;;
+    --target) target=$2 ;;
+    --name) name=$2 ;;
+    *) echo "micro.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift 2
+done
 mkdir -p "$results"
-(cd "$repo" && cargo build --release -p fmcache-preload -p fmcache-tools -p fmcache-bench) >&2
-target=${CARGO_TARGET_DIR:-$repo/target}
+if [[ -z $target ]]; then
+  (cd "$repo" && cargo build --release -p fmcache-preload -p fmcache-tools -p fmcache-bench) >&2
+  target=${CARGO_TARGET_DIR:-$repo/target}
+fi
 bin=$target/release/fmcache-micro
 lib=$target/release/libfmcache.so
 
@@ -37,7 +50,7 @@ export FMCACHE_FILE=$scratch/cache.dat FMCACHE_STAGE_DIR=$stage
 FMCACHE_MICRO_PILOT=$scratch/tree/inside DLFM_OP=write-cache LD_PRELOAD=$lib "$bin" >&2
 "$target/release/fmcache" inspect "$FMCACHE_FILE" >"$scratch/inspect.txt"
 
-log=$results/micro.log
+log=$results/$name.log
 : >"$log"
 run() { # label, then the command
   local label=$1
@@ -55,5 +68,5 @@ done
 # Every pass-through call must have been passed through (served 0).
 echo "### fmcache stats of the preload rounds" >>"$log"
 "$target/release/fmcache" stats "$scratch"/stats.* | tee -a "$log"
-"${FMCACHE_PYTHON:-/usr/bin/python3}" "$bench_dir/micro.py" "$log" "$results/micro.md" \
-  "bench/micro.sh${*:+ $*}" "$repo"
+"${FMCACHE_PYTHON:-/usr/bin/python3}" "$bench_dir/micro.py" "$log" "$results/$name.md" \
+  "$invoked" "$repo"
