@@ -13,8 +13,9 @@ use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 
 use fmcache_core::config::Config;
 use fmcache_core::journal::{self, Kind};
-use fmcache_core::path::{self, PathBuf};
+use fmcache_core::path::{self, show, PathBuf};
 use fmcache_core::recdir::{RecDir, Refusal};
+use fmcache_core::sys::strerror;
 use rustix::fs::OFlags;
 
 /// Journals a process can open in its life: the first, one per fork, and
@@ -555,12 +556,4 @@ pub fn fd_path(fd: c_int, out: &mut PathBuf) -> bool {
         Ok(n) if n < buf.len() => out.set(&buf[..n]),
         _ => false,
     }
-}
-
-fn show(p: &[u8]) -> String {
-    String::from_utf8_lossy(p).into_owned()
-}
-
-fn strerror(e: i32) -> String {
-    std::io::Error::from_raw_os_error(e).to_string()
 }

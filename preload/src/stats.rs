@@ -75,7 +75,7 @@ fn map_live(path: &[u8]) -> Result<&'static Table, String> {
         OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         0o600,
     )
-    .map_err(|e| format!("cannot open: {}", fmcache_core::merge::strerror(e)))?;
+    .map_err(|e| format!("cannot open: {}", fmcache_core::sys::strerror(e)))?;
     let st = rustix::fs::fstat(&fd).map_err(|e| e.to_string())?;
     let euid = rustix::process::geteuid().as_raw();
     if st.st_uid != euid {
