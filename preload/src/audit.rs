@@ -21,7 +21,8 @@ use fmcache_core::journal::Kind;
 use fmcache_core::path::PathBuf;
 
 use crate::carry::LinkMap;
-use crate::state::{counters, mode, Mode};
+use crate::counters::counters;
+use crate::state::{mode, Mode};
 
 /// la_version: accept the loader's interface version as given.
 #[no_mangle]

@@ -10,6 +10,7 @@ mod log;
 mod audit;
 mod carry;
 mod changes;
+mod counters;
 mod cwd;
 mod direct;
 mod dirs;
@@ -17,6 +18,7 @@ mod errno;
 mod fds;
 #[macro_use]
 mod hooks;
+mod keys;
 mod libnames;
 mod libsearch;
 mod loaders;

@@ -29,6 +29,7 @@ use fmcache_core::ldsearch::{List, Loader, Object, Step, Stop, Walk, SYSTEM_DIRS
 use fmcache_core::path::{parent, PathBuf, PATH_MAX};
 
 use crate::carry::LinkMap;
+use crate::keys::MISSING;
 use crate::server::Server;
 
 /// First components of every subdirectory ld.so tries below a search
@@ -202,9 +203,6 @@ fn missing_everywhere(srv: &Server, name: &[u8], mut r: Resolved) -> Option<Reso
     (srv.staged_path(MISSING, &mut r.staged) && r.staged.push(b"/") && r.staged.push(name))
         .then_some(r)
 }
-
-/// The stage subdirectory (never created) that missing names point into.
-pub const MISSING: &[u8] = b"/.fmcache-missing";
 
 fn map_ld_cache() {
     use rustix::fs::{Mode, OFlags};

@@ -133,7 +133,7 @@ fn realpath_common(
             rec.note(Kind::Stat, AT_FDCWD, p);
             // The resolved path's ancestors are what serving walks.
             let mut k = PathBuf::new();
-            if crate::recorder::resolve(AT_FDCWD, p, &mut k) {
+            if crate::keys::resolve(AT_FDCWD, p, &mut k) {
                 let mut r = PathBuf::new();
                 if real_resolve(k.as_cstr(), &mut r) {
                     rec.note_key(Kind::Stat, r.as_bytes());
@@ -150,7 +150,7 @@ fn real_resolve(p: &core::ffi::CStr, out: &mut PathBuf) -> bool {
     use rustix::fs::OFlags;
     let flags = OFlags::PATH | OFlags::CLOEXEC;
     match rustix::fs::openat(rustix::fs::CWD, p, flags, rustix::fs::Mode::empty()) {
-        Ok(fd) => crate::recorder::fd_path(std::os::fd::AsRawFd::as_raw_fd(&fd), out),
+        Ok(fd) => crate::keys::fd_path(std::os::fd::AsRawFd::as_raw_fd(&fd), out),
         Err(_) => false,
     }
 }

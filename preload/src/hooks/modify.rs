@@ -29,7 +29,7 @@ fn changed(
             // Descriptors the program holds on the staged copy follow the
             // original before it changes (fds.rs).
             let mut k = PathBuf::new();
-            if crate::recorder::resolve(dirfd, p, &mut k) {
+            if crate::keys::resolve(dirfd, p, &mut k) {
                 crate::fds::before_change(srv, k.as_bytes());
             }
             dir = crate::changes::path_changed(srv, dirfd, p, names, follow);

@@ -43,7 +43,7 @@ fn write_open(dirfd: c_int, p: *const c_char, flags: c_int, real: impl FnOnce() 
     dispatch(
         |srv| {
             let mut k = PathBuf::new();
-            if crate::recorder::resolve(dirfd, p, &mut k) {
+            if crate::keys::resolve(dirfd, p, &mut k) {
                 // Descriptors the program holds on the staged copy follow
                 // the original before it changes (fds.rs).
                 crate::fds::before_change(srv, k.as_bytes());
