@@ -3,6 +3,8 @@
 
 use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering::*};
 
+use fmcache_core::answer::Answer;
+
 use crate::counters::counters;
 use crate::recorder::Recorder;
 use crate::server::Server;
@@ -65,8 +67,9 @@ pub enum Outcome<T> {
     Fail(i32),
     /// The cache was consulted and cannot answer: pass through.
     Miss,
-    /// Not a call the cache answers: pass through.
-    Pass,
+    /// Not a call the cache answers: pass through, for this reason
+    /// (printed with FMCACHE_DEBUG=pass).
+    Pass(&'static str),
 }
 
 impl<T> Outcome<T> {
@@ -75,7 +78,29 @@ impl<T> Outcome<T> {
             Outcome::Served(v) => Outcome::Served(f(v)),
             Outcome::Fail(e) => Outcome::Fail(e),
             Outcome::Miss => Outcome::Miss,
-            Outcome::Pass => Outcome::Pass,
+            Outcome::Pass(why) => Outcome::Pass(why),
+        }
+    }
+
+    /// The served value's own decision (a found entry that still cannot
+    /// be served, say).
+    pub fn and_then<U>(self, f: impl FnOnce(T) -> Outcome<U>) -> Outcome<U> {
+        match self {
+            Outcome::Served(v) => f(v),
+            Outcome::Fail(e) => Outcome::Fail(e),
+            Outcome::Miss => Outcome::Miss,
+            Outcome::Pass(why) => Outcome::Pass(why),
+        }
+    }
+}
+
+/// The one conversion of the cache's answer into a hook's decision.
+impl<T> From<Answer<T>> for Outcome<T> {
+    fn from(a: Answer<T>) -> Self {
+        match a {
+            Answer::Hit(v) => Outcome::Served(v),
+            Answer::Errno(e) => Outcome::Fail(e),
+            Answer::Miss => Outcome::Miss,
         }
     }
 }
@@ -100,7 +125,7 @@ pub fn dispatch<T>(
         }
         Mode::Serve(server) => {
             let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(server)))
-                .unwrap_or(Outcome::Pass);
+                .unwrap_or(Outcome::Pass("panic"));
             match out {
                 Outcome::Served(v) => {
                     counters().served.fetch_add(1, Relaxed);
@@ -115,7 +140,7 @@ pub fn dispatch<T>(
                     counters().missed.fetch_add(1, Relaxed);
                     real()
                 }
-                Outcome::Pass => {
+                Outcome::Pass(_) => {
                     counters().passthrough.fetch_add(1, Relaxed);
                     real()
                 }

@@ -19,7 +19,7 @@ fn readlink_at(
         |srv| {
             let mut k = PathBuf::new();
             if buf.is_null() || size == 0 || !srv.key(dirfd, p, &mut k) {
-                return Outcome::Pass;
+                return Outcome::Pass("no buffer or no key");
             }
             if let Some(orig) = served_fd_link(srv, k.as_bytes()) {
                 let n = orig.len().min(size);
@@ -27,16 +27,14 @@ fn readlink_at(
                 unsafe { core::ptr::copy_nonoverlapping(orig.as_ptr(), buf.cast(), n) };
                 return Outcome::Served(n as ssize_t);
             }
-            match answer::readlink(&srv.view, srv, k.as_bytes()) {
-                Answer::Hit(target) => {
+            answer::readlink(&srv.view, srv, k.as_bytes())
+                .map(|target| {
                     let n = target.len().min(size);
                     // SAFETY: the caller's buffer holds `size` bytes.
                     unsafe { core::ptr::copy_nonoverlapping(target.as_ptr(), buf.cast(), n) };
-                    Outcome::Served(n as ssize_t)
-                }
-                Answer::Errno(e) => Outcome::Fail(e),
-                Answer::Miss => Outcome::Miss,
-            }
+                    n as ssize_t
+                })
+                .into()
         },
         |rec| rec.note(Kind::Stat, dirfd, p),
         -1,
@@ -102,7 +100,7 @@ fn realpath_common(
         |srv| {
             let mut k = PathBuf::new();
             if !srv.key(AT_FDCWD, p, &mut k) {
-                return Outcome::Pass;
+                return Outcome::Pass("no key");
             }
             let mut out = PathBuf::new();
             match answer::realpath(&srv.view, srv, k.as_bytes(), &mut out) {
@@ -166,7 +164,7 @@ fn getcwd_common(
         |_| {
             let mut cwd = PathBuf::new();
             if buf.is_null() || size == 0 || !crate::cwd::get(&mut cwd) {
-                return Outcome::Pass;
+                return Outcome::Pass("no buffer or no tracked cwd");
             }
             let b = cwd.as_bytes();
             if b.len() + 1 > size {
@@ -187,7 +185,7 @@ fn getcwd_common(
 
 fn chdir_common(p: *const c_char, real: impl FnOnce() -> c_int) -> c_int {
     let r = dispatch(
-        |_| Outcome::Pass,
+        |_| Outcome::Pass("chdir is always real"),
         |rec| rec.note(Kind::Stat, AT_FDCWD, p),
         -1,
         real,

@@ -33,7 +33,7 @@ fn changed(
                 crate::fds::before_change(srv, k.as_bytes());
             }
             dir = crate::changes::path_changed(srv, dirfd, p, names, follow);
-            Outcome::Pass
+            Outcome::Pass("a change")
         },
         |rec| rec.note(Kind::Modify, dirfd, p),
         -1,
@@ -69,7 +69,7 @@ fn changed_fd(
     dispatch(
         |srv| {
             crate::changes::fd_changed(srv, fd, false);
-            Outcome::Pass
+            Outcome::Pass("a change")
         },
         |rec| rec.note(Kind::Modify, fd, c"".as_ptr()),
         -1,

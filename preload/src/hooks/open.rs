@@ -37,7 +37,7 @@ fn tmpfile(flags: c_int) -> bool {
 /// spelling of its directory.
 fn write_open(dirfd: c_int, p: *const c_char, flags: c_int, real: impl FnOnce() -> c_int) -> c_int {
     if tmpfile(flags) {
-        return dispatch(|_| Outcome::Pass, |_| {}, -1, real);
+        return dispatch(|_| Outcome::Pass("O_TMPFILE"), |_| {}, -1, real);
     }
     let create = flags & O_CREAT != 0;
     dispatch(
@@ -51,7 +51,7 @@ fn write_open(dirfd: c_int, p: *const c_char, flags: c_int, real: impl FnOnce() 
             } else if !p.is_null() {
                 srv.trust().distrust_all();
             }
-            Outcome::Pass
+            Outcome::Pass("opened for writing")
         },
         |rec| rec.note(Kind::Modify, dirfd, p),
         -1,
@@ -80,14 +80,17 @@ fn after_write(fd: c_int, create: bool) {
 fn serve_open(srv: &Server, dirfd: c_int, p: *const c_char, flags: c_int) -> Outcome<c_int> {
     let mut k = PathBuf::new();
     // Write-opens go through `write_open`, fopen's through its own path.
-    if writes(flags) || !srv.key(dirfd, p, &mut k) {
-        return Outcome::Pass;
+    if writes(flags) {
+        return Outcome::Pass("opened for writing");
+    }
+    if !srv.key(dirfd, p, &mut k) {
+        return Outcome::Pass("no key");
     }
     if flags & !SERVABLE != 0 {
-        return Outcome::Pass;
+        return Outcome::Pass("flags not served");
     }
-    match answer::open_read(&srv.view, srv, k.as_bytes(), flags) {
-        Answer::Hit(f) => match srv.open_mirror(
+    Outcome::from(answer::open_read(&srv.view, srv, k.as_bytes(), flags)).and_then(|f| {
+        match srv.open_mirror(
             f.mirror,
             f.stat,
             flags & (libc::O_CLOEXEC | libc::O_NONBLOCK),
@@ -97,10 +100,8 @@ fn serve_open(srv: &Server, dirfd: c_int, p: *const c_char, flags: c_int) -> Out
                 Outcome::Served(fd)
             }
             None => Outcome::Miss,
-        },
-        Answer::Errno(e) => Outcome::Fail(e),
-        Answer::Miss => Outcome::Miss,
-    }
+        }
+    })
 }
 
 pub fn open_at(
@@ -168,7 +169,7 @@ pub fn fopen_common(
                     crate::fds::before_change(srv, k.as_bytes());
                     srv.invalidate(k.as_bytes(), true);
                 }
-                Outcome::Pass
+                Outcome::Pass("opened for writing")
             },
             |rec| note_stdio(rec, false, p),
             core::ptr::null_mut(),
@@ -193,7 +194,7 @@ pub fn fopen_common(
             }
             Outcome::Fail(e) => Outcome::Fail(e),
             Outcome::Miss => Outcome::Miss,
-            Outcome::Pass => Outcome::Pass,
+            Outcome::Pass(why) => Outcome::Pass(why),
         },
         |rec| note_stdio(rec, read_only, p),
         core::ptr::null_mut(),
@@ -219,12 +220,12 @@ pub fn freopen_common(
         |srv| {
             let mut k = PathBuf::new();
             if !srv.key(AT_FDCWD, p, &mut k) {
-                return Outcome::Pass;
+                return Outcome::Pass("no key");
             }
             if !read_only {
                 crate::fds::before_change(srv, k.as_bytes());
                 srv.invalidate(k.as_bytes(), true);
-                return Outcome::Pass;
+                return Outcome::Pass("opened for writing");
             }
             let Answer::Hit(f) = answer::open_read(&srv.view, srv, k.as_bytes(), flags) else {
                 return Outcome::Miss;
