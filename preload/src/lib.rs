@@ -127,7 +127,10 @@ fn start(argv: *const *const c_char) {
             ),
         },
         Op::Serve => match serve_check()
-            .inspect(|()| libsearch::init())
+            .inspect(|()| {
+                libsearch::init();
+                state::init_debug();
+            })
             .and_then(|()| server::Server::attach(&cfg))
         {
             Ok(s) => {

@@ -1,7 +1,8 @@
 //! Process-wide state: what the library does here, set once by the
 //! constructor and read lock-free by every hook.
 
-use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering::*};
+use core::ffi::{c_char, CStr};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering::*};
 
 use fmcache_core::answer::Answer;
 
@@ -105,10 +106,39 @@ impl<T> From<Answer<T>> for Outcome<T> {
     }
 }
 
+/// FMCACHE_DEBUG=pass: one line per call served by the real function.
+static DEBUG_PASS: AtomicBool = AtomicBool::new(false);
+
+/// Reads FMCACHE_DEBUG (constructor only).
+pub fn init_debug() {
+    let on = std::env::var_os("FMCACHE_DEBUG")
+        .is_some_and(|v| v.to_string_lossy().split(',').any(|w| w == "pass"));
+    DEBUG_PASS.store(on, Relaxed);
+}
+
+/// Why a call went to the real function, with FMCACHE_DEBUG=pass: the
+/// hook family, the reason and the path (through log.rs's fixed buffer,
+/// no allocation).
+#[cold]
+fn debug_pass(hook: &str, why: &str, p: *const c_char) {
+    let path = if p.is_null() {
+        b"-".as_slice()
+    } else {
+        // SAFETY: the hook's caller passed a NUL-terminated path.
+        unsafe { CStr::from_ptr(p) }.to_bytes()
+    };
+    let path = core::str::from_utf8(path).unwrap_or("(not UTF-8)");
+    crate::log::debug(format_args!("pass {hook}: {why}: {path}"));
+}
+
 /// Runs one hook: serve it, or record it after the real call, or just
-/// pass it through. A panic in our code passes the call through.
+/// pass it through. A panic in our code passes the call through. `hook`
+/// (the family: "stat", "open", ...) and `p` (the path, or null) only
+/// label FMCACHE_DEBUG=pass lines.
 #[inline]
 pub fn dispatch<T>(
+    hook: &'static str,
+    p: *const c_char,
     serve: impl FnOnce(&'static Server) -> Outcome<T>,
     record: impl FnOnce(&'static Recorder),
     fail: T,
@@ -138,10 +168,16 @@ pub fn dispatch<T>(
                 }
                 Outcome::Miss => {
                     counters().missed.fetch_add(1, Relaxed);
+                    if DEBUG_PASS.load(Relaxed) {
+                        debug_pass(hook, "not in the cache", p);
+                    }
                     real()
                 }
-                Outcome::Pass(_) => {
+                Outcome::Pass(why) => {
                     counters().passthrough.fetch_add(1, Relaxed);
+                    if DEBUG_PASS.load(Relaxed) {
+                        debug_pass(hook, why, p);
+                    }
                     real()
                 }
             }

@@ -18,6 +18,8 @@ pub fn access_at(
     real: impl FnOnce() -> c_int,
 ) -> c_int {
     dispatch(
+        "access",
+        p,
         |srv| {
             if flags & !libc::AT_EACCESS != 0 {
                 return Outcome::Pass("flags not served");

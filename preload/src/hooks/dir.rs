@@ -12,6 +12,8 @@ use crate::state::{dispatch, Outcome};
 
 pub fn opendir_common(p: *const c_char, real: impl FnOnce() -> *mut DIR) -> *mut DIR {
     dispatch(
+        "opendir",
+        p,
         |srv| {
             let mut k = PathBuf::new();
             if !srv.key(libc::AT_FDCWD, p, &mut k) {
@@ -134,6 +136,8 @@ fn scandir_common(
     real: impl FnOnce() -> c_int,
 ) -> c_int {
     dispatch(
+        "scandir",
+        p,
         |srv| {
             let mut k = PathBuf::new();
             if list.is_null() || !srv.key(libc::AT_FDCWD, p, &mut k) {
@@ -239,6 +243,8 @@ hook! {
 /// of the directory the descriptor names.
 fn fdopendir_common(fd: c_int, real: impl FnOnce() -> *mut DIR) -> *mut DIR {
     dispatch(
+        "fdopendir",
+        core::ptr::null(),
         |_| Outcome::Pass("a real descriptor"),
         |rec| rec.note(Kind::List, fd, c"".as_ptr()),
         core::ptr::null_mut(),

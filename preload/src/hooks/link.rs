@@ -16,6 +16,8 @@ fn readlink_at(
     real: impl FnOnce() -> ssize_t,
 ) -> ssize_t {
     dispatch(
+        "readlink",
+        p,
         |srv| {
             let mut k = PathBuf::new();
             if buf.is_null() || size == 0 || !srv.key(dirfd, p, &mut k) {
@@ -97,6 +99,8 @@ fn realpath_common(
     real: impl FnOnce() -> *mut c_char,
 ) -> *mut c_char {
     dispatch(
+        "realpath",
+        p,
         |srv| {
             let mut k = PathBuf::new();
             if !srv.key(AT_FDCWD, p, &mut k) {
@@ -161,6 +165,8 @@ fn getcwd_common(
     real: impl FnOnce() -> *mut c_char,
 ) -> *mut c_char {
     dispatch(
+        "getcwd",
+        core::ptr::null(),
         |_| {
             let mut cwd = PathBuf::new();
             if buf.is_null() || size == 0 || !crate::cwd::get(&mut cwd) {
@@ -185,6 +191,8 @@ fn getcwd_common(
 
 fn chdir_common(p: *const c_char, real: impl FnOnce() -> c_int) -> c_int {
     let r = dispatch(
+        "chdir",
+        p,
         |_| Outcome::Pass("chdir is always real"),
         |rec| rec.note(Kind::Stat, AT_FDCWD, p),
         -1,

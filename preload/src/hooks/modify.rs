@@ -25,6 +25,8 @@ fn changed(
 ) -> c_int {
     let mut dir = false;
     let r = dispatch(
+        "change",
+        p,
         |srv| {
             // Descriptors the program holds on the staged copy follow the
             // original before it changes (fds.rs).
@@ -67,6 +69,8 @@ fn changed_fd(
         }
     }
     dispatch(
+        "change",
+        core::ptr::null(),
         |srv| {
             crate::changes::fd_changed(srv, fd, false);
             Outcome::Pass("a change")

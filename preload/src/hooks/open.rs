@@ -37,10 +37,12 @@ fn tmpfile(flags: c_int) -> bool {
 /// spelling of its directory.
 fn write_open(dirfd: c_int, p: *const c_char, flags: c_int, real: impl FnOnce() -> c_int) -> c_int {
     if tmpfile(flags) {
-        return dispatch(|_| Outcome::Pass("O_TMPFILE"), |_| {}, -1, real);
+        return dispatch("open", p, |_| Outcome::Pass("O_TMPFILE"), |_| {}, -1, real);
     }
     let create = flags & O_CREAT != 0;
     dispatch(
+        "open",
+        p,
         |srv| {
             let mut k = PathBuf::new();
             if crate::keys::resolve(dirfd, p, &mut k) {
@@ -114,6 +116,8 @@ pub fn open_at(
         return write_open(dirfd, p, flags, real);
     }
     dispatch(
+        "open",
+        p,
         |srv| serve_open(srv, dirfd, p, flags),
         |rec| rec.note(Kind::Open, dirfd, p),
         -1,
@@ -163,6 +167,8 @@ pub fn fopen_common(
     };
     if !read_only {
         return dispatch(
+            "fopen",
+            p,
             |srv| {
                 let mut k = PathBuf::new();
                 if srv.key(AT_FDCWD, p, &mut k) {
@@ -181,6 +187,8 @@ pub fn fopen_common(
         );
     }
     dispatch(
+        "fopen",
+        p,
         |srv| match serve_open(srv, AT_FDCWD, p, flags) {
             Outcome::Served(fd) => {
                 let f = call_real!(fdopen: fn(c_int, *const c_char) -> *mut FILE, core::ptr::null_mut(), (fd, c"r".as_ptr()));
@@ -217,6 +225,8 @@ pub fn freopen_common(
         return real();
     }
     dispatch(
+        "freopen",
+        p,
         |srv| {
             let mut k = PathBuf::new();
             if !srv.key(AT_FDCWD, p, &mut k) {

@@ -31,6 +31,8 @@ pub fn stat_at(
         return fstat_fd(buf, real);
     }
     dispatch(
+        "stat",
+        p,
         |srv| {
             if buf.is_null()
                 || flags & !(AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT | AT_EMPTY_PATH) != 0
@@ -121,6 +123,8 @@ pub fn statx_at(
         return r;
     }
     dispatch(
+        "statx",
+        p,
         |srv| {
             if buf.is_null()
                 || !servable
