@@ -1,3 +1,4 @@
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 //! libfmcache.so: loaded with LD_PRELOAD. `DLFM_OP=write-cache` records
 //! every path probe of the process (the merge keeps those of its software);
 //! `DLFM_OP=read-cache` answers them from a memory-mapped cache; anything else (or an unusable cache) leaves the
@@ -9,6 +10,7 @@ mod real;
 mod log;
 mod audit;
 mod carry;
+mod cell;
 mod changes;
 mod counters;
 mod cwd;

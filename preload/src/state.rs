@@ -28,6 +28,7 @@ pub fn mode() -> Mode {
     match MODE.load(Acquire) {
         // SAFETY: the pointers are published before MODE and never freed.
         SERVE => Mode::Serve(unsafe { &*SERVER.load(Acquire) }),
+        // SAFETY: as above.
         RECORD => Mode::Record(unsafe { &*RECORDER.load(Acquire) }),
         _ => Mode::Off,
     }

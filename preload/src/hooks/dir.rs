@@ -216,11 +216,15 @@ fn scandir_common(
     )
 }
 
+/// # Safety
+/// `list` is a malloc'd array of `n` malloc'd entries.
 unsafe fn free_list(list: *mut *mut Dirent64, n: usize) {
     for i in 0..n {
-        libc::free((*list.add(i)).cast());
+        // SAFETY: i < n, each entry malloc'd and freed once.
+        unsafe { libc::free((*list.add(i)).cast()) };
     }
-    libc::free(list.cast());
+    // SAFETY: the array itself, malloc'd, freed once.
+    unsafe { libc::free(list.cast()) };
 }
 
 hook! {
