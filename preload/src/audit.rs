@@ -21,7 +21,9 @@ use fmcache_core::journal::Kind;
 use fmcache_core::path::PathBuf;
 
 use crate::carry::LinkMap;
-use crate::state::{counters, mode, Mode};
+use crate::cell::Static;
+use crate::counters::counters;
+use crate::state::{mode, Mode};
 
 /// la_version: accept the loader's interface version as given.
 #[no_mangle]
@@ -111,7 +113,7 @@ unsafe fn restore_name(srv: &crate::server::Server, map: &mut LinkMap) {
     // The name the program asked for, if this is the object just
     // redirected from an absolute path (a symlink's own name, say).
     // SAFETY: the loader lock serialises la_* calls.
-    let asked = unsafe { &*core::ptr::addr_of!(LAST_ASKED) };
+    let asked = unsafe { &*LAST_ASKED.get() };
     let chosen = if asked.staged.as_bytes() == name && !asked.orig.as_bytes().is_empty() {
         asked.orig.as_bytes()
     } else if srv.original_of_staged(name, &mut orig) {
@@ -133,10 +135,10 @@ struct Asked {
     orig: PathBuf,
     staged: PathBuf,
 }
-static mut LAST_ASKED: Asked = Asked {
+static LAST_ASKED: Static<Asked> = Static::new(Asked {
     orig: PathBuf::new(),
     staged: PathBuf::new(),
-};
+});
 
 /// The path ld.so should try instead of `name` (`name` itself to go on).
 #[no_mangle]
@@ -148,10 +150,10 @@ pub unsafe extern "C" fn la_objsearch(
     let keep = name as *mut c_char;
     // ld.so initialises each object's cookie to its link map (rtld-audit(7))
     // and we leave it so: it names the object whose search this is.
-    // SAFETY: ld.so's cookie slot for the searching object.
     let loader = if cookie.is_null() {
         0
     } else {
+        // SAFETY: ld.so's cookie slot for the searching object, not null.
         unsafe { *cookie }
     } as *const LinkMap;
     if flag & LA_SER_ORIG != 0 {
@@ -165,7 +167,8 @@ pub unsafe extern "C" fn la_objsearch(
 
 /// Staged copies' paths handed to ld.so must outlive the call: one slot
 /// per candidate in a ring (ld.so copies the name it opens).
-static mut RING: [[u8; fmcache_core::path::PATH_MAX]; 8] = [[0; fmcache_core::path::PATH_MAX]; 8];
+static RING: Static<[[u8; fmcache_core::path::PATH_MAX]; 8]> =
+    Static::new([[0; fmcache_core::path::PATH_MAX]; 8]);
 static NEXT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
 fn search(name: *const c_char, flag: c_uint, loader: *const LinkMap) -> Option<*mut c_char> {
@@ -314,7 +317,7 @@ fn count(c: &core::sync::atomic::AtomicU64) {
 /// Notes the name an object was asked for under, for la_objopen.
 fn remember(asked: &[u8], staged: &[u8]) {
     // SAFETY: the loader lock serialises la_* calls.
-    let a = unsafe { &mut *core::ptr::addr_of_mut!(LAST_ASKED) };
+    let a = unsafe { &mut *LAST_ASKED.get() };
     if !(a.orig.set(asked) && a.staged.set(staged)) {
         a.orig.clear();
     }
@@ -327,7 +330,7 @@ fn hand_over(path: &[u8]) -> *mut c_char {
     // SAFETY: the loader lock serialises la_objsearch calls; callers pass
     // paths shorter than PATH_MAX (PathBuf contents).
     unsafe {
-        let dst = &mut *core::ptr::addr_of_mut!(RING[slot]);
+        let dst = &mut (*RING.get())[slot];
         let n = path.len().min(dst.len() - 1);
         dst[..n].copy_from_slice(&path[..n]);
         dst[n] = 0;

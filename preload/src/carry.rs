@@ -13,10 +13,11 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
 use fmcache_core::carry;
 use fmcache_core::path::{PathBuf, PATH_MAX};
 
+use crate::cell::Static;
 use crate::{cwd, settings};
 
 /// This copy's own path (absolute), written once at start-up.
-static mut SELF_PATH: [u8; PATH_MAX] = [0; PATH_MAX];
+static SELF_PATH: Static<[u8; PATH_MAX]> = Static::new([0; PATH_MAX]);
 static SELF_LEN: AtomicUsize = AtomicUsize::new(0);
 static AUDITOR: AtomicBool = AtomicBool::new(false);
 /// This copy's load base and dynamic section (its link map's l_addr and
@@ -51,6 +52,7 @@ pub fn identify() {
     let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
     let mut map: *mut c_void = core::ptr::null_mut();
     let here = identify as *const c_void;
+    // SAFETY: `here` is in this object; `info` and `map` are writable.
     if unsafe { dladdr1(here, &mut info, &mut map, RTLD_DL_LINKMAP) } == 0
         || info.dli_fname.is_null()
     {
@@ -80,7 +82,7 @@ pub fn identify() {
         return;
     }
     // SAFETY: written once, before SELF_LEN publishes it.
-    unsafe { (&mut *core::ptr::addr_of_mut!(SELF_PATH))[..p.len()].copy_from_slice(p) };
+    unsafe { (&mut *SELF_PATH.get())[..p.len()].copy_from_slice(p) };
     SELF_LEN.store(p.len(), Release);
 }
 
@@ -88,7 +90,7 @@ pub fn identify() {
 pub fn self_path() -> Option<&'static [u8]> {
     let n = SELF_LEN.load(Acquire);
     // SAFETY: the first n bytes were written before n was published.
-    (n > 0).then(|| unsafe { &(&*core::ptr::addr_of!(SELF_PATH))[..n] })
+    (n > 0).then(|| unsafe { &(&*SELF_PATH.get())[..n] })
 }
 
 /// This copy's (l_addr, l_ld), if known.
@@ -213,6 +215,7 @@ impl Patched {
             // SAFETY: i < n, within the array.
             self.ptrs[i] = match put[..k].iter().find(|(at, _)| *at == i) {
                 Some((_, e)) => *e,
+                // SAFETY: i < n, within the array.
                 None => unsafe { *envp.add(i) },
             };
         }

@@ -56,7 +56,7 @@ pub fn path_changed(
     }
     let t = srv.trust();
     let mut k = PathBuf::new();
-    if crate::recorder::resolve(dirfd, p, &mut k) {
+    if crate::keys::resolve(dirfd, p, &mut k) {
         t.key_changed(&srv.view, k.as_bytes(), names);
     } else {
         // Not placeable at all: nothing in the cache can be trusted.
@@ -105,7 +105,7 @@ pub fn fd_changed(srv: &Server, fd: c_int, created: bool) {
         return;
     }
     let mut c = PathBuf::new();
-    if !crate::recorder::fd_path(fd, &mut c) || c.as_bytes().first() != Some(&b'/') {
+    if !crate::keys::fd_path(fd, &mut c) || c.as_bytes().first() != Some(&b'/') {
         t.distrust_all();
         return;
     }

@@ -48,6 +48,7 @@ pub unsafe fn reexec_audited(argv: *const *const c_char) {
     {
         return;
     }
+    // SAFETY: `argv` is the constructor's, NULL-terminated.
     let Some((path, args)) = (unsafe { what_to_execute(argv) }) else {
         return;
     };

@@ -191,6 +191,7 @@ impl FakeDir {
         }
         // SAFETY: the kernel wrote whole, 8-aligned records within `len`.
         let ent = unsafe { buf.add(at) }.cast::<libc::dirent64>();
+        // SAFETY: `ent` is a whole record within `len` (above).
         let (reclen, off) = unsafe { ((*ent).d_reclen as usize, (*ent).d_off) };
         if reclen == 0 || at + reclen > len {
             return None;

@@ -1,3 +1,4 @@
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 //! libfmcache.so: loaded with LD_PRELOAD. `DLFM_OP=write-cache` records
 //! every path probe of the process (the merge keeps those of its software);
 //! `DLFM_OP=read-cache` answers them from a memory-mapped cache; anything else (or an unusable cache) leaves the
@@ -9,7 +10,9 @@ mod real;
 mod log;
 mod audit;
 mod carry;
+mod cell;
 mod changes;
+mod counters;
 mod cwd;
 mod direct;
 mod dirs;
@@ -17,6 +20,7 @@ mod errno;
 mod fds;
 #[macro_use]
 mod hooks;
+mod keys;
 mod libnames;
 mod libsearch;
 mod loaders;
@@ -125,7 +129,10 @@ fn start(argv: *const *const c_char) {
             ),
         },
         Op::Serve => match serve_check()
-            .inspect(|()| libsearch::init())
+            .inspect(|()| {
+                libsearch::init();
+                state::init_debug();
+            })
             .and_then(|()| server::Server::attach(&cfg))
         {
             Ok(s) => {

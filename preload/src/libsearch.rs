@@ -29,6 +29,8 @@ use fmcache_core::ldsearch::{List, Loader, Object, Step, Stop, Walk, SYSTEM_DIRS
 use fmcache_core::path::{parent, PathBuf, PATH_MAX};
 
 use crate::carry::LinkMap;
+use crate::cell::Static;
+use crate::keys::MISSING;
 use crate::server::Server;
 
 /// First components of every subdirectory ld.so tries below a search
@@ -43,7 +45,7 @@ const SUBDIRS: [&[u8]; 6] = [
 ];
 
 const ENV_MAX: usize = 8192;
-static mut LIBRARY_PATH: [u8; ENV_MAX] = [0; ENV_MAX];
+static LIBRARY_PATH: Static<[u8; ENV_MAX]> = Static::new([0; ENV_MAX]);
 static LIBRARY_PATH_LEN: AtomicUsize = AtomicUsize::new(0);
 /// LD_LIBRARY_PATH is set but could not be kept: never answer.
 static LIBRARY_PATH_UNUSABLE: AtomicBool = AtomicBool::new(false);
@@ -51,7 +53,7 @@ static LIBRARY_PATH_UNUSABLE: AtomicBool = AtomicBool::new(false);
 static LD_CACHE: AtomicUsize = AtomicUsize::new(0);
 static LD_CACHE_LEN: AtomicUsize = AtomicUsize::new(0);
 static DEBUG: AtomicBool = AtomicBool::new(false);
-static mut EXE_DIR: PathBuf = PathBuf::new();
+static EXE_DIR: Static<PathBuf> = Static::new(PathBuf::new());
 static EXE_DIR_OK: AtomicBool = AtomicBool::new(false);
 
 /// Keeps what ld.so read at exec: LD_LIBRARY_PATH and the executable's
@@ -66,7 +68,7 @@ pub fn init() {
         let b = std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str());
         if b.len() <= ENV_MAX {
             // SAFETY: written once, before the length publishes it.
-            unsafe { (&mut *core::ptr::addr_of_mut!(LIBRARY_PATH))[..b.len()].copy_from_slice(b) };
+            unsafe { (&mut *LIBRARY_PATH.get())[..b.len()].copy_from_slice(b) };
             LIBRARY_PATH_LEN.store(b.len(), Release);
         } else {
             LIBRARY_PATH_UNUSABLE.store(true, Release);
@@ -87,7 +89,7 @@ pub fn init() {
     if n > 0 && (n as usize) < buf.len() {
         if let Some(dir) = parent(&buf[..n as usize]) {
             // SAFETY: written once, before EXE_DIR_OK publishes it.
-            if unsafe { (*core::ptr::addr_of_mut!(EXE_DIR)).set(dir) } {
+            if unsafe { (*EXE_DIR.get()).set(dir) } {
                 EXE_DIR_OK.store(true, Release);
             }
         }
@@ -97,7 +99,7 @@ pub fn init() {
 fn library_path() -> Option<&'static [u8]> {
     let n = LIBRARY_PATH_LEN.load(Acquire);
     // SAFETY: the first n bytes were written before n was published.
-    (n > 0).then(|| unsafe { &(&*core::ptr::addr_of!(LIBRARY_PATH))[..n] })
+    (n > 0).then(|| unsafe { &(&*LIBRARY_PATH.get())[..n] })
 }
 
 /// The library found, and the path ld.so would have given it (`l_name`).
@@ -202,9 +204,6 @@ fn missing_everywhere(srv: &Server, name: &[u8], mut r: Resolved) -> Option<Reso
     (srv.staged_path(MISSING, &mut r.staged) && r.staged.push(b"/") && r.staged.push(name))
         .then_some(r)
 }
-
-/// The stage subdirectory (never created) that missing names point into.
-pub const MISSING: &[u8] = b"/.fmcache-missing";
 
 fn map_ld_cache() {
     use rustix::fs::{Mode, OFlags};
@@ -389,6 +388,7 @@ unsafe fn read_dynamic(map: &LinkMap) -> Dynamic {
             DT_FLAGS_1 => out.nodeflib = val & DF_1_NODEFLIB != 0,
             _ => {}
         }
+        // SAFETY: not past DT_NULL, so the next entry is in the section.
         dynp = unsafe { dynp.add(1) };
     }
     let Some(mut tab) = strtab else {
@@ -424,7 +424,7 @@ fn origin_of(map: &LinkMap) -> Option<&'static [u8]> {
                 return None;
             }
             // SAFETY: published by init, never written again.
-            Some(unsafe { (*core::ptr::addr_of!(EXE_DIR)).as_bytes() })
+            Some(unsafe { (*EXE_DIR.get()).as_bytes() })
         }
     }
 }
@@ -461,6 +461,7 @@ fn in_dir(srv: &Server, dir: &[u8], name: &[u8], r: &mut Resolved) -> Found {
     };
     // SAFETY: getauxval has no preconditions; AT_PLATFORM is a C string.
     let platform = unsafe { libc::getauxval(libc::AT_PLATFORM) } as *const c_char;
+    // SAFETY: not null, the kernel's NUL-terminated platform string.
     let platform = (!platform.is_null()).then(|| unsafe { CStr::from_ptr(platform) }.to_bytes());
     let subdir = SUBDIRS.iter().copied().chain(platform);
     for s in subdir {

@@ -13,8 +13,9 @@ use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 
 use fmcache_core::config::Config;
 use fmcache_core::journal::{self, Kind};
-use fmcache_core::path::{self, PathBuf};
+use fmcache_core::path::{self, show, PathBuf};
 use fmcache_core::recdir::{RecDir, Refusal};
+use fmcache_core::sys::strerror;
 use rustix::fs::OFlags;
 
 /// Journals a process can open in its life: the first, one per fork, and
@@ -275,7 +276,7 @@ impl Recorder {
     /// Records one probe of `p` (relative to `dirfd`).
     pub fn note(&self, kind: Kind, dirfd: c_int, p: *const c_char) {
         let mut key = PathBuf::new();
-        if !resolve(dirfd, p, &mut key) {
+        if !crate::keys::resolve(dirfd, p, &mut key) {
             return;
         }
         self.note_key(kind, key.as_bytes());
@@ -295,7 +296,7 @@ impl Recorder {
             }
         }
         if self.write_record(kind, key) {
-            crate::state::counters().recorded.fetch_add(1, Relaxed);
+            crate::counters::counters().recorded.fetch_add(1, Relaxed);
         }
     }
 
@@ -508,59 +509,4 @@ impl core::fmt::Write for Name {
         s.bytes().for_each(|b| self.push(b));
         Ok(())
     }
-}
-
-/// The absolute key of `p`; relative to a real `dirfd`, found through
-/// /proc/self/fd (recording only: this costs a system call).
-pub fn resolve(dirfd: c_int, p: *const c_char, out: &mut PathBuf) -> bool {
-    if crate::server::key(dirfd, p, out) {
-        return true;
-    }
-    if p.is_null() || dirfd < 0 {
-        return false;
-    }
-    // SAFETY: the caller passed a NUL-terminated path.
-    let input = unsafe { CStr::from_ptr(p) }.to_bytes();
-    let mut dir = PathBuf::new();
-    if !fd_path(dirfd, &mut dir) {
-        return false;
-    }
-    let dir = dir.as_bytes();
-    if input.is_empty() {
-        return fmcache_core::path::normalize(None, dir, out);
-    }
-    fmcache_core::path::normalize(Some(dir), input, out)
-}
-
-/// The path the kernel has for descriptor `fd` (/proc/self/fd/N), with no
-/// allocation. Recording and fd-placed changes only: a system call.
-pub fn fd_path(fd: c_int, out: &mut PathBuf) -> bool {
-    let mut digits = [0u8; 10];
-    let mut i = digits.len();
-    let mut v = fd as u32;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    let mut link = PathBuf::new();
-    let mut buf = [0u8; fmcache_core::path::PATH_MAX];
-    if fd < 0 || !link.push(b"/proc/self/fd/") || !link.push(&digits[i..]) {
-        return false;
-    }
-    match rustix::fs::readlinkat_raw(rustix::fs::CWD, link.as_cstr(), &mut buf[..]) {
-        Ok(n) if n < buf.len() => out.set(&buf[..n]),
-        _ => false,
-    }
-}
-
-fn show(p: &[u8]) -> String {
-    String::from_utf8_lossy(p).into_owned()
-}
-
-fn strerror(e: i32) -> String {
-    std::io::Error::from_raw_os_error(e).to_string()
 }

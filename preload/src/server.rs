@@ -1,11 +1,11 @@
 //! The serving side: the mapped cache, the stage it points into, and what
 //! this process stopped trusting because it changed it.
 
-use core::ffi::{c_char, c_int, CStr};
+use core::ffi::{c_char, c_int};
 
 use fmcache_core::answer::Trust;
 use fmcache_core::config::Config;
-use fmcache_core::path::{self, PathBuf};
+use fmcache_core::path::PathBuf;
 use fmcache_core::stage;
 use fmcache_format::{CacheView, StatRec, Verify};
 
@@ -44,7 +44,7 @@ impl Server {
     /// The cache key for a path given to a call relative to `dirfd`;
     /// `false` when it cannot be formed here (NULL, a real dirfd, too long).
     pub fn key(&self, dirfd: c_int, p: *const c_char, out: &mut PathBuf) -> bool {
-        key(dirfd, p, out)
+        crate::keys::key(dirfd, p, out)
     }
 
     /// The one trust state of the process: in the auditor copy, the
@@ -82,8 +82,7 @@ impl Server {
     /// directory becomes the bare name again.
     pub fn unstage_message(&self, msg: &mut [u8]) -> usize {
         let mut missing = PathBuf::new();
-        let ok =
-            missing.set(self.root) && missing.push(crate::libsearch::MISSING) && missing.push(b"/");
+        let ok = missing.set(self.root) && missing.push(crate::keys::MISSING) && missing.push(b"/");
         let mut n = msg.len();
         if ok {
             n = remove_all(&mut msg[..n], missing.as_bytes(), |_| true);
@@ -188,24 +187,6 @@ impl Trust for Server {
     fn trusted(&self, entry: u32, p: &[u8]) -> bool {
         self.trust().trusted(entry, p)
     }
-}
-
-/// Builds the cache key of `p` relative to `dirfd` (AT_FDCWD or ignored
-/// for absolute paths). No allocation, no system call.
-pub fn key(dirfd: c_int, p: *const c_char, out: &mut PathBuf) -> bool {
-    if p.is_null() {
-        return false;
-    }
-    // SAFETY: the caller passed a NUL-terminated path.
-    let input = unsafe { CStr::from_ptr(p) }.to_bytes();
-    if input.first() == Some(&b'/') {
-        return path::normalize(None, input, out);
-    }
-    if dirfd != libc::AT_FDCWD || input.is_empty() {
-        return false;
-    }
-    let mut cwd = PathBuf::new();
-    crate::cwd::get(&mut cwd) && path::normalize(Some(cwd.as_bytes()), input, out)
 }
 
 /// Removes every `pat` followed by what `keep_if` accepts, shifting the

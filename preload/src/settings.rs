@@ -22,6 +22,8 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use fmcache_core::config::{self, Config};
 use fmcache_core::path::PATH_MAX;
 
+use crate::cell::Static;
+
 /// `NAME=<absolute value>\0` for one path variable, and the value this
 /// process was started with (a child's `envp` holding that value, or
 /// lacking the cache's, gets ours).
@@ -43,9 +45,9 @@ const EMPTY: Var = Var {
 const WARNED_LEN: usize = 16 + (16 + 1) * config::WARNED_MAX;
 
 /// Written once in the constructor, before READY publishes them.
-static mut VARS: [Var; 3] = [EMPTY; 3];
-static mut WARNED: [u8; WARNED_LEN] = [0; WARNED_LEN];
-static mut WARNED_AT: usize = 0;
+static VARS: Static<[Var; 3]> = Static::new([EMPTY; 3]);
+static WARNED: Static<[u8; WARNED_LEN]> = Static::new([0; WARNED_LEN]);
+static WARNED_AT: Static<usize> = Static::new(0);
 static READY: AtomicBool = AtomicBool::new(false);
 
 /// The values this process started with, read before anything is set:
@@ -97,7 +99,7 @@ pub fn export_paths(cfg: &Config, inh: &Inherited) {
         }
         // SAFETY: the constructor runs once, single-threaded, before main
         // and so before any exec hook reads VARS.
-        let v = unsafe { &mut (*core::ptr::addr_of_mut!(VARS))[i] };
+        let v = unsafe { &mut (*VARS.get())[i] };
         let assign = [name.as_bytes(), b"=", abs].concat();
         v.assign[..assign.len()].copy_from_slice(&assign);
         v.assign[assign.len()] = 0;
@@ -141,9 +143,9 @@ pub fn warn_once(inh: &mut Inherited, args: core::fmt::Arguments<'_>) {
         // SAFETY: constructor only, single-threaded, before main: no exec
         // hook reads WARNED yet; READY (stored below) publishes it.
         unsafe {
-            (&mut *core::ptr::addr_of_mut!(WARNED))[..assign.len()].copy_from_slice(&assign);
-            (&mut *core::ptr::addr_of_mut!(WARNED))[assign.len()] = 0;
-            *core::ptr::addr_of_mut!(WARNED_AT) = assign.len();
+            (&mut *WARNED.get())[..assign.len()].copy_from_slice(&assign);
+            (&mut *WARNED.get())[assign.len()] = 0;
+            *WARNED_AT.get() = assign.len();
         }
     }
     READY.store(true, Release);
@@ -175,7 +177,7 @@ pub fn wanted(child: &[Option<&[u8]>; 4], on: bool) -> Wanted {
         return w;
     }
     // SAFETY: written before READY was published, never again after.
-    let vars = unsafe { &*core::ptr::addr_of!(VARS) };
+    let vars = unsafe { &*VARS.get() };
     for (i, v) in vars.iter().enumerate() {
         if v.assign_len == 0 || !on {
             continue;
@@ -195,10 +197,10 @@ pub fn wanted(child: &[Option<&[u8]>; 4], on: bool) -> Wanted {
         }
     }
     // SAFETY: as above.
-    let n = unsafe { *core::ptr::addr_of!(WARNED_AT) };
+    let n = unsafe { *WARNED_AT.get() };
     if n > 0 {
         // SAFETY: the first n bytes were written with WARNED_AT.
-        let warned = unsafe { &(&*core::ptr::addr_of!(WARNED))[..n] };
+        let warned = unsafe { &(&*WARNED.get())[..n] };
         if child[3] != Some(&warned[NAMES[3].len()..]) {
             w.entries[3] = Some(warned.as_ptr().cast());
         }

@@ -1,8 +1,12 @@
 //! Process-wide state: what the library does here, set once by the
 //! constructor and read lock-free by every hook.
 
-use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering::*};
+use core::ffi::{c_char, CStr};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering::*};
 
+use fmcache_core::answer::Answer;
+
+use crate::counters::counters;
 use crate::recorder::Recorder;
 use crate::server::Server;
 
@@ -24,6 +28,7 @@ pub fn mode() -> Mode {
     match MODE.load(Acquire) {
         // SAFETY: the pointers are published before MODE and never freed.
         SERVE => Mode::Serve(unsafe { &*SERVER.load(Acquire) }),
+        // SAFETY: as above.
         RECORD => Mode::Record(unsafe { &*RECORDER.load(Acquire) }),
         _ => Mode::Off,
     }
@@ -56,45 +61,6 @@ pub fn server() -> Option<&'static Server> {
     (!p.is_null()).then(|| unsafe { &*p })
 }
 
-/// Per-process counters, written at exit when FMCACHE_STATS is set.
-pub use fmcache_core::live::Counters;
-
-/// This copy's counters until it has a live slot (stats.rs), and when it
-/// has none (no FMCACHE_STATS, a full or refused file).
-static OWN: Counters = Counters::new();
-/// The counters in this copy's slot of the node's live file, if any.
-static LIVE: AtomicPtr<Counters> = AtomicPtr::new(core::ptr::null_mut());
-
-/// Where this copy counts: one atomic load on every call.
-#[inline]
-pub fn counters() -> &'static Counters {
-    let p = LIVE.load(Relaxed);
-    if p.is_null() {
-        &OWN
-    } else {
-        // SAFETY: set by `count_into` to a slot of a shared mapping that
-        // is never unmapped.
-        unsafe { &*p }
-    }
-}
-
-/// Counts into `c` from now on (what was counted so far carried over),
-/// or into this copy's own counters again (`None`, zeroed).
-pub fn count_into(c: Option<&'static Counters>) {
-    match c {
-        Some(c) => {
-            for (to, from) in c.all().iter().zip(counters().all()) {
-                to.fetch_add(from.load(Relaxed), Relaxed);
-            }
-            LIVE.store(core::ptr::from_ref(c).cast_mut(), Release);
-        }
-        None => {
-            LIVE.store(core::ptr::null_mut(), Release);
-            OWN.reset();
-        }
-    }
-}
-
 /// The decision a hook's serving function makes.
 pub enum Outcome<T> {
     /// The answer, from the cache.
@@ -103,8 +69,9 @@ pub enum Outcome<T> {
     Fail(i32),
     /// The cache was consulted and cannot answer: pass through.
     Miss,
-    /// Not a call the cache answers: pass through.
-    Pass,
+    /// Not a call the cache answers: pass through, for this reason
+    /// (printed with FMCACHE_DEBUG=pass).
+    Pass(&'static str),
 }
 
 impl<T> Outcome<T> {
@@ -113,15 +80,66 @@ impl<T> Outcome<T> {
             Outcome::Served(v) => Outcome::Served(f(v)),
             Outcome::Fail(e) => Outcome::Fail(e),
             Outcome::Miss => Outcome::Miss,
-            Outcome::Pass => Outcome::Pass,
+            Outcome::Pass(why) => Outcome::Pass(why),
+        }
+    }
+
+    /// The served value's own decision (a found entry that still cannot
+    /// be served, say).
+    pub fn and_then<U>(self, f: impl FnOnce(T) -> Outcome<U>) -> Outcome<U> {
+        match self {
+            Outcome::Served(v) => f(v),
+            Outcome::Fail(e) => Outcome::Fail(e),
+            Outcome::Miss => Outcome::Miss,
+            Outcome::Pass(why) => Outcome::Pass(why),
         }
     }
 }
 
+/// The one conversion of the cache's answer into a hook's decision.
+impl<T> From<Answer<T>> for Outcome<T> {
+    fn from(a: Answer<T>) -> Self {
+        match a {
+            Answer::Hit(v) => Outcome::Served(v),
+            Answer::Errno(e) => Outcome::Fail(e),
+            Answer::Miss => Outcome::Miss,
+        }
+    }
+}
+
+/// FMCACHE_DEBUG=pass: one line per call served by the real function.
+static DEBUG_PASS: AtomicBool = AtomicBool::new(false);
+
+/// Reads FMCACHE_DEBUG (constructor only).
+pub fn init_debug() {
+    let on = std::env::var_os("FMCACHE_DEBUG")
+        .is_some_and(|v| v.to_string_lossy().split(',').any(|w| w == "pass"));
+    DEBUG_PASS.store(on, Relaxed);
+}
+
+/// Why a call went to the real function, with FMCACHE_DEBUG=pass: the
+/// hook family, the reason and the path (through log.rs's fixed buffer,
+/// no allocation).
+#[cold]
+fn debug_pass(hook: &str, why: &str, p: *const c_char) {
+    let path = if p.is_null() {
+        b"-".as_slice()
+    } else {
+        // SAFETY: the hook's caller passed a NUL-terminated path.
+        unsafe { CStr::from_ptr(p) }.to_bytes()
+    };
+    let path = core::str::from_utf8(path).unwrap_or("(not UTF-8)");
+    crate::log::debug(format_args!("pass {hook}: {why}: {path}"));
+}
+
 /// Runs one hook: serve it, or record it after the real call, or just
-/// pass it through. A panic in our code passes the call through.
+/// pass it through. A panic in our code passes the call through. `hook`
+/// (the family: "stat", "open", ...) and `p` (the path, or null) only
+/// label FMCACHE_DEBUG=pass lines.
 #[inline]
 pub fn dispatch<T>(
+    hook: &'static str,
+    p: *const c_char,
     serve: impl FnOnce(&'static Server) -> Outcome<T>,
     record: impl FnOnce(&'static Recorder),
     fail: T,
@@ -138,7 +156,7 @@ pub fn dispatch<T>(
         }
         Mode::Serve(server) => {
             let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(server)))
-                .unwrap_or(Outcome::Pass);
+                .unwrap_or(Outcome::Pass("panic"));
             match out {
                 Outcome::Served(v) => {
                     counters().served.fetch_add(1, Relaxed);
@@ -151,10 +169,16 @@ pub fn dispatch<T>(
                 }
                 Outcome::Miss => {
                     counters().missed.fetch_add(1, Relaxed);
+                    if DEBUG_PASS.load(Relaxed) {
+                        debug_pass(hook, "not in the cache", p);
+                    }
                     real()
                 }
-                Outcome::Pass => {
+                Outcome::Pass(why) => {
                     counters().passthrough.fetch_add(1, Relaxed);
+                    if DEBUG_PASS.load(Relaxed) {
+                        debug_pass(hook, why, p);
+                    }
                     real()
                 }
             }

@@ -9,7 +9,7 @@ use std::os::fd::AsFd;
 use fmcache_core::live::{self, Slot, Table};
 use rustix::fs::OFlags;
 
-use crate::state::counters;
+use crate::counters::counters;
 
 static PATH: AtomicPtr<Vec<u8>> = AtomicPtr::new(core::ptr::null_mut());
 static OP: AtomicPtr<&'static str> = AtomicPtr::new(core::ptr::null_mut());
@@ -75,7 +75,7 @@ fn map_live(path: &[u8]) -> Result<&'static Table, String> {
         OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         0o600,
     )
-    .map_err(|e| format!("cannot open: {}", fmcache_core::merge::strerror(e)))?;
+    .map_err(|e| format!("cannot open: {}", fmcache_core::sys::strerror(e)))?;
     let st = rustix::fs::fstat(&fd).map_err(|e| e.to_string())?;
     let euid = rustix::process::geteuid().as_raw();
     if st.st_uid != euid {
@@ -137,7 +137,7 @@ fn claim() {
         s.unstaged_libs
             .fetch_add(UNSTAGED.swap(0, Relaxed), Relaxed);
         SLOT.store(core::ptr::from_ref(s).cast_mut(), Release);
-        crate::state::count_into(Some(&s.counters));
+        crate::counters::count_into(Some(&s.counters));
     }
 }
 
@@ -158,7 +158,7 @@ fn program_name() -> &'static CStr {
 pub fn after_fork() {
     SLOT.store(core::ptr::null_mut(), Release);
     UNSTAGED.store(0, Relaxed);
-    crate::state::count_into(None);
+    crate::counters::count_into(None);
     claim();
 }
 

@@ -525,3 +525,44 @@ fn a_planted_live_file_is_refused() {
     assert!(err.contains("owned by uid 4242"), "{err}");
     assert_eq!(fs::read_to_string(&foreign).unwrap(), "not ours\n");
 }
+
+/// FMCACHE_DEBUG=pass says, for a call served by the real function, the
+/// hook, the reason and the path: here `cat` opening a file outside the
+/// cache's tree. Nothing is said unasked; served output stays native.
+#[test]
+fn debug_pass_says_why_a_call_went_to_the_real_function() {
+    let fx = fixture!("settings_debug_pass");
+    fs::create_dir_all(&fx.tree).unwrap();
+    let (inside, outside) = (fx.tree.join("in.txt"), fx.out.join("outside.txt"));
+    fs::write(&inside, "inside\n").unwrap();
+    fs::write(&outside, "outside\n").unwrap();
+    let cat = || Run::new("/bin/cat").arg(&inside).arg(&outside).cwd(&fx.out);
+    let native = no_job(cat()).run().ok("native");
+    let lib_run = |op: &str| {
+        with_lib(cat(), op)
+            .env("FMCACHE_STAGE_DIR", "stage")
+            .env("FMCACHE_INCLUDE", &fx.tree)
+    };
+    let pilot = lib_run("write-cache").run().ok("pilot");
+    assert!(pilot.stderr.is_empty(), "{}", pilot.stderr_str());
+    let quiet = lib_run("read-cache").run().ok("served");
+    assert!(
+        quiet.stderr.is_empty(),
+        "nothing unasked: {}",
+        quiet.stderr_str()
+    );
+    let served = lib_run("read-cache")
+        .env("FMCACHE_DEBUG", "pass")
+        .run()
+        .ok("served, debug");
+    assert_same("output", "native", &native.stdout, "served", &served.stdout);
+    let err = served.stderr_str();
+    let want = format!(": {}", outside.display());
+    assert!(
+        lines(&err)
+            .iter()
+            .any(|l| l.starts_with("fmcache: pass open: ") && l.ends_with(&want)),
+        "a reason line for {}:\n{err}",
+        outside.display()
+    );
+}

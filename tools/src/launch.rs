@@ -15,10 +15,7 @@ use fmcache_core::config::Config;
 /// The library's file name.
 pub const LIB_NAME: &str = "libfmcache.so";
 
-/// Bytes of a path, lossily, for messages.
-pub fn show(p: &[u8]) -> String {
-    String::from_utf8_lossy(p).into_owned()
-}
+pub use fmcache_core::path::show;
 
 pub fn os(p: &[u8]) -> &OsStr {
     OsStr::from_bytes(p)

@@ -23,10 +23,11 @@ use rustix::fs::{Access, OFlags};
 use crate::config::Config;
 use crate::journal::{self, Kind};
 use crate::path;
+use crate::path::show;
 use crate::privacy;
 use crate::recdir::RecDir;
 use crate::scope::{self, Hints, Scope};
-use crate::sys::{self, SysResult};
+use crate::sys::{self, strerror, SysResult};
 
 /// Listings longer than this are not recorded (their names pass through).
 pub const MAX_LISTING: usize = 100_000;
@@ -922,12 +923,4 @@ fn write_cache(
             format!("write {shown}: {e}")
         }
     })
-}
-
-pub fn show(p: &[u8]) -> String {
-    String::from_utf8_lossy(p).into_owned()
-}
-
-pub fn strerror(e: i32) -> String {
-    std::io::Error::from_raw_os_error(e).to_string()
 }

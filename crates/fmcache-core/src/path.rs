@@ -171,6 +171,12 @@ pub fn under(path: &[u8], prefix: &[u8]) -> bool {
     path.starts_with(prefix) && (path.len() == prefix.len() || path[prefix.len()] == b'/')
 }
 
+/// Bytes of a path, lossily, for messages (allocates: never on the
+/// serving path).
+pub fn show(p: &[u8]) -> String {
+    String::from_utf8_lossy(p).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,8 @@ use fmcache_format::{read_header, CacheView, Verify};
 use rustix::fs::{AtFlags, Mode, OFlags, CWD};
 
 use crate::config::{self, Config};
-use crate::merge::{show, strerror};
+use crate::path::show;
+use crate::sys::strerror;
 use crate::sys::{self, Mapping};
 
 /// A mapped stage: what a serving process keeps for its lifetime.

@@ -15,6 +15,12 @@ use rustix::io::Errno;
 
 pub type SysResult<T> = Result<T, i32>;
 
+/// The message of errno `e`, for messages (allocates: never on the
+/// serving path).
+pub fn strerror(e: i32) -> String {
+    std::io::Error::from_raw_os_error(e).to_string()
+}
+
 pub fn errno(e: Errno) -> i32 {
     e.raw_os_error()
 }

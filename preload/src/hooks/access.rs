@@ -4,7 +4,7 @@
 
 use libc::{c_char, c_int, AT_FDCWD};
 
-use fmcache_core::answer::{self, Answer};
+use fmcache_core::answer;
 use fmcache_core::journal::Kind;
 use fmcache_core::path::PathBuf;
 
@@ -18,19 +18,19 @@ pub fn access_at(
     real: impl FnOnce() -> c_int,
 ) -> c_int {
     dispatch(
+        "access",
+        p,
         |srv| {
             if flags & !libc::AT_EACCESS != 0 {
-                return Outcome::Pass;
+                return Outcome::Pass("flags not served");
             }
             let mut k = PathBuf::new();
             if !srv.key(dirfd, p, &mut k) {
-                return Outcome::Pass;
+                return Outcome::Pass("no key");
             }
-            match answer::access(&srv.view, srv, k.as_bytes(), mode) {
-                Answer::Hit(()) => Outcome::Served(0),
-                Answer::Errno(e) => Outcome::Fail(e),
-                Answer::Miss => Outcome::Miss,
-            }
+            answer::access(&srv.view, srv, k.as_bytes(), mode)
+                .map(|()| 0)
+                .into()
         },
         |rec| rec.note(Kind::Stat, dirfd, p),
         -1,

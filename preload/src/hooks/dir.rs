@@ -12,16 +12,15 @@ use crate::state::{dispatch, Outcome};
 
 pub fn opendir_common(p: *const c_char, real: impl FnOnce() -> *mut DIR) -> *mut DIR {
     dispatch(
+        "opendir",
+        p,
         |srv| {
             let mut k = PathBuf::new();
             if !srv.key(libc::AT_FDCWD, p, &mut k) {
-                return Outcome::Pass;
+                return Outcome::Pass("no key");
             }
-            match answer::list(&srv.view, srv, k.as_bytes()) {
-                Answer::Hit((e, _)) => dirs::open(e.index()).map_or(Outcome::Miss, Outcome::Served),
-                Answer::Errno(e) => Outcome::Fail(e),
-                Answer::Miss => Outcome::Miss,
-            }
+            Outcome::from(answer::list(&srv.view, srv, k.as_bytes()))
+                .and_then(|(e, _)| dirs::open(e.index()).map_or(Outcome::Miss, Outcome::Served))
         },
         |rec| rec.note(Kind::List, libc::AT_FDCWD, p),
         core::ptr::null_mut(),
@@ -137,10 +136,12 @@ fn scandir_common(
     real: impl FnOnce() -> c_int,
 ) -> c_int {
     dispatch(
+        "scandir",
+        p,
         |srv| {
             let mut k = PathBuf::new();
             if list.is_null() || !srv.key(libc::AT_FDCWD, p, &mut k) {
-                return Outcome::Pass;
+                return Outcome::Pass("no list or no key");
             }
             let listing = match answer::list(&srv.view, srv, k.as_bytes()) {
                 Answer::Hit((_, l)) => l,
@@ -215,11 +216,15 @@ fn scandir_common(
     )
 }
 
+/// # Safety
+/// `list` is a malloc'd array of `n` malloc'd entries.
 unsafe fn free_list(list: *mut *mut Dirent64, n: usize) {
     for i in 0..n {
-        libc::free((*list.add(i)).cast());
+        // SAFETY: i < n, each entry malloc'd and freed once.
+        unsafe { libc::free((*list.add(i)).cast()) };
     }
-    libc::free(list.cast());
+    // SAFETY: the array itself, malloc'd, freed once.
+    unsafe { libc::free(list.cast()) };
 }
 
 hook! {
@@ -234,35 +239,17 @@ hook! {
     fn scandir(p: *const c_char, l: *mut *mut *mut Dirent, f: Filter, c: Compar) -> c_int, real => scandir_common(p, l.cast(), f, c, real);
     fn scandir64(p: *const c_char, l: *mut *mut *mut Dirent64, f: Filter, c: Compar) -> c_int, real => scandir_common(p, l, f, c, real);
     fn fdopendir(fd: c_int) -> *mut DIR, real => fdopendir_common(fd, real);
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn rewinddir(d: *mut DIR) {
-    with_dir(d, rewind_served, || {
-        if let Some(f) = real!(rewinddir: fn(*mut DIR) -> ()) {
-            f(d)
-        }
-    })
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn seekdir(d: *mut DIR, pos: c_long) {
-    with_dir(
-        d,
-        |fd, _| fd.seek(pos),
-        || {
-            if let Some(f) = real!(seekdir: fn(*mut DIR, c_long) -> ()) {
-                f(d, pos)
-            }
-        },
-    )
+    fn rewinddir(d: *mut DIR) -> (), real => with_dir(d, rewind_served, real);
+    fn seekdir(d: *mut DIR, pos: c_long) -> (), real => with_dir(d, |fd, _| fd.seek(pos), real);
 }
 
 /// fdopendir: libc's stream on the real descriptor; recorded as a listing
 /// of the directory the descriptor names.
 fn fdopendir_common(fd: c_int, real: impl FnOnce() -> *mut DIR) -> *mut DIR {
     dispatch(
-        |_| Outcome::Pass,
+        "fdopendir",
+        core::ptr::null(),
+        |_| Outcome::Pass("a real descriptor"),
         |rec| rec.note(Kind::List, fd, c"".as_ptr()),
         core::ptr::null_mut(),
         real,

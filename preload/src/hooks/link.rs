@@ -16,10 +16,12 @@ fn readlink_at(
     real: impl FnOnce() -> ssize_t,
 ) -> ssize_t {
     dispatch(
+        "readlink",
+        p,
         |srv| {
             let mut k = PathBuf::new();
             if buf.is_null() || size == 0 || !srv.key(dirfd, p, &mut k) {
-                return Outcome::Pass;
+                return Outcome::Pass("no buffer or no key");
             }
             if let Some(orig) = served_fd_link(srv, k.as_bytes()) {
                 let n = orig.len().min(size);
@@ -27,16 +29,14 @@ fn readlink_at(
                 unsafe { core::ptr::copy_nonoverlapping(orig.as_ptr(), buf.cast(), n) };
                 return Outcome::Served(n as ssize_t);
             }
-            match answer::readlink(&srv.view, srv, k.as_bytes()) {
-                Answer::Hit(target) => {
+            answer::readlink(&srv.view, srv, k.as_bytes())
+                .map(|target| {
                     let n = target.len().min(size);
                     // SAFETY: the caller's buffer holds `size` bytes.
                     unsafe { core::ptr::copy_nonoverlapping(target.as_ptr(), buf.cast(), n) };
-                    Outcome::Served(n as ssize_t)
-                }
-                Answer::Errno(e) => Outcome::Fail(e),
-                Answer::Miss => Outcome::Miss,
-            }
+                    n as ssize_t
+                })
+                .into()
         },
         |rec| rec.note(Kind::Stat, dirfd, p),
         -1,
@@ -99,10 +99,12 @@ fn realpath_common(
     real: impl FnOnce() -> *mut c_char,
 ) -> *mut c_char {
     dispatch(
+        "realpath",
+        p,
         |srv| {
             let mut k = PathBuf::new();
             if !srv.key(AT_FDCWD, p, &mut k) {
-                return Outcome::Pass;
+                return Outcome::Pass("no key");
             }
             let mut out = PathBuf::new();
             match answer::realpath(&srv.view, srv, k.as_bytes(), &mut out) {
@@ -133,7 +135,7 @@ fn realpath_common(
             rec.note(Kind::Stat, AT_FDCWD, p);
             // The resolved path's ancestors are what serving walks.
             let mut k = PathBuf::new();
-            if crate::recorder::resolve(AT_FDCWD, p, &mut k) {
+            if crate::keys::resolve(AT_FDCWD, p, &mut k) {
                 let mut r = PathBuf::new();
                 if real_resolve(k.as_cstr(), &mut r) {
                     rec.note_key(Kind::Stat, r.as_bytes());
@@ -150,7 +152,7 @@ fn real_resolve(p: &core::ffi::CStr, out: &mut PathBuf) -> bool {
     use rustix::fs::OFlags;
     let flags = OFlags::PATH | OFlags::CLOEXEC;
     match rustix::fs::openat(rustix::fs::CWD, p, flags, rustix::fs::Mode::empty()) {
-        Ok(fd) => crate::recorder::fd_path(std::os::fd::AsRawFd::as_raw_fd(&fd), out),
+        Ok(fd) => crate::keys::fd_path(std::os::fd::AsRawFd::as_raw_fd(&fd), out),
         Err(_) => false,
     }
 }
@@ -163,10 +165,12 @@ fn getcwd_common(
     real: impl FnOnce() -> *mut c_char,
 ) -> *mut c_char {
     dispatch(
+        "getcwd",
+        core::ptr::null(),
         |_| {
             let mut cwd = PathBuf::new();
             if buf.is_null() || size == 0 || !crate::cwd::get(&mut cwd) {
-                return Outcome::Pass;
+                return Outcome::Pass("no buffer or no tracked cwd");
             }
             let b = cwd.as_bytes();
             if b.len() + 1 > size {
@@ -187,7 +191,9 @@ fn getcwd_common(
 
 fn chdir_common(p: *const c_char, real: impl FnOnce() -> c_int) -> c_int {
     let r = dispatch(
-        |_| Outcome::Pass,
+        "chdir",
+        p,
+        |_| Outcome::Pass("chdir is always real"),
         |rec| rec.note(Kind::Stat, AT_FDCWD, p),
         -1,
         real,

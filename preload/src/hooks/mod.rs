@@ -24,6 +24,10 @@ impl FailValue for i64 {
         -1
     }
 }
+/// `rewinddir`, `seekdir`: nothing to return (errno says ENOSYS).
+impl FailValue for () {
+    fn fail() -> Self {}
+}
 impl<T> FailValue for *mut T {
     fn fail() -> Self {
         core::ptr::null_mut()

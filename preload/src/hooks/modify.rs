@@ -25,15 +25,17 @@ fn changed(
 ) -> c_int {
     let mut dir = false;
     let r = dispatch(
+        "change",
+        p,
         |srv| {
             // Descriptors the program holds on the staged copy follow the
             // original before it changes (fds.rs).
             let mut k = PathBuf::new();
-            if crate::recorder::resolve(dirfd, p, &mut k) {
+            if crate::keys::resolve(dirfd, p, &mut k) {
                 crate::fds::before_change(srv, k.as_bytes());
             }
             dir = crate::changes::path_changed(srv, dirfd, p, names, follow);
-            Outcome::Pass
+            Outcome::Pass("a change")
         },
         |rec| rec.note(Kind::Modify, dirfd, p),
         -1,
@@ -67,9 +69,11 @@ fn changed_fd(
         }
     }
     dispatch(
+        "change",
+        core::ptr::null(),
         |srv| {
             crate::changes::fd_changed(srv, fd, false);
-            Outcome::Pass
+            Outcome::Pass("a change")
         },
         |rec| rec.note(Kind::Modify, fd, c"".as_ptr()),
         -1,

@@ -37,13 +37,15 @@ fn tmpfile(flags: c_int) -> bool {
 /// spelling of its directory.
 fn write_open(dirfd: c_int, p: *const c_char, flags: c_int, real: impl FnOnce() -> c_int) -> c_int {
     if tmpfile(flags) {
-        return dispatch(|_| Outcome::Pass, |_| {}, -1, real);
+        return dispatch("open", p, |_| Outcome::Pass("O_TMPFILE"), |_| {}, -1, real);
     }
     let create = flags & O_CREAT != 0;
     dispatch(
+        "open",
+        p,
         |srv| {
             let mut k = PathBuf::new();
-            if crate::recorder::resolve(dirfd, p, &mut k) {
+            if crate::keys::resolve(dirfd, p, &mut k) {
                 // Descriptors the program holds on the staged copy follow
                 // the original before it changes (fds.rs).
                 crate::fds::before_change(srv, k.as_bytes());
@@ -51,7 +53,7 @@ fn write_open(dirfd: c_int, p: *const c_char, flags: c_int, real: impl FnOnce() 
             } else if !p.is_null() {
                 srv.trust().distrust_all();
             }
-            Outcome::Pass
+            Outcome::Pass("opened for writing")
         },
         |rec| rec.note(Kind::Modify, dirfd, p),
         -1,
@@ -80,14 +82,17 @@ fn after_write(fd: c_int, create: bool) {
 fn serve_open(srv: &Server, dirfd: c_int, p: *const c_char, flags: c_int) -> Outcome<c_int> {
     let mut k = PathBuf::new();
     // Write-opens go through `write_open`, fopen's through its own path.
-    if writes(flags) || !srv.key(dirfd, p, &mut k) {
-        return Outcome::Pass;
+    if writes(flags) {
+        return Outcome::Pass("opened for writing");
+    }
+    if !srv.key(dirfd, p, &mut k) {
+        return Outcome::Pass("no key");
     }
     if flags & !SERVABLE != 0 {
-        return Outcome::Pass;
+        return Outcome::Pass("flags not served");
     }
-    match answer::open_read(&srv.view, srv, k.as_bytes(), flags) {
-        Answer::Hit(f) => match srv.open_mirror(
+    Outcome::from(answer::open_read(&srv.view, srv, k.as_bytes(), flags)).and_then(|f| {
+        match srv.open_mirror(
             f.mirror,
             f.stat,
             flags & (libc::O_CLOEXEC | libc::O_NONBLOCK),
@@ -97,10 +102,8 @@ fn serve_open(srv: &Server, dirfd: c_int, p: *const c_char, flags: c_int) -> Out
                 Outcome::Served(fd)
             }
             None => Outcome::Miss,
-        },
-        Answer::Errno(e) => Outcome::Fail(e),
-        Answer::Miss => Outcome::Miss,
-    }
+        }
+    })
 }
 
 pub fn open_at(
@@ -113,6 +116,8 @@ pub fn open_at(
         return write_open(dirfd, p, flags, real);
     }
     dispatch(
+        "open",
+        p,
         |srv| serve_open(srv, dirfd, p, flags),
         |rec| rec.note(Kind::Open, dirfd, p),
         -1,
@@ -162,13 +167,15 @@ pub fn fopen_common(
     };
     if !read_only {
         return dispatch(
+            "fopen",
+            p,
             |srv| {
                 let mut k = PathBuf::new();
                 if srv.key(AT_FDCWD, p, &mut k) {
                     crate::fds::before_change(srv, k.as_bytes());
                     srv.invalidate(k.as_bytes(), true);
                 }
-                Outcome::Pass
+                Outcome::Pass("opened for writing")
             },
             |rec| note_stdio(rec, false, p),
             core::ptr::null_mut(),
@@ -180,6 +187,8 @@ pub fn fopen_common(
         );
     }
     dispatch(
+        "fopen",
+        p,
         |srv| match serve_open(srv, AT_FDCWD, p, flags) {
             Outcome::Served(fd) => {
                 let f = call_real!(fdopen: fn(c_int, *const c_char) -> *mut FILE, core::ptr::null_mut(), (fd, c"r".as_ptr()));
@@ -193,7 +202,7 @@ pub fn fopen_common(
             }
             Outcome::Fail(e) => Outcome::Fail(e),
             Outcome::Miss => Outcome::Miss,
-            Outcome::Pass => Outcome::Pass,
+            Outcome::Pass(why) => Outcome::Pass(why),
         },
         |rec| note_stdio(rec, read_only, p),
         core::ptr::null_mut(),
@@ -216,15 +225,17 @@ pub fn freopen_common(
         return real();
     }
     dispatch(
+        "freopen",
+        p,
         |srv| {
             let mut k = PathBuf::new();
             if !srv.key(AT_FDCWD, p, &mut k) {
-                return Outcome::Pass;
+                return Outcome::Pass("no key");
             }
             if !read_only {
                 crate::fds::before_change(srv, k.as_bytes());
                 srv.invalidate(k.as_bytes(), true);
-                return Outcome::Pass;
+                return Outcome::Pass("opened for writing");
             }
             let Answer::Hit(f) = answer::open_read(&srv.view, srv, k.as_bytes(), flags) else {
                 return Outcome::Miss;

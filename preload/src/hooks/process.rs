@@ -93,14 +93,15 @@ pub unsafe extern "C" fn _exit(status: libc::c_int) -> ! {
         run_auditor_hook(PEER_FINISH);
     }
     finish();
-    // SAFETY: the raw exit_group(2): what libc's _exit does.
     loop {
+        // SAFETY: the raw exit_group(2): what libc's _exit does.
         unsafe { libc::syscall(libc::SYS_exit_group, status) };
     }
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn _Exit(status: libc::c_int) -> ! {
+    // SAFETY: `_exit` has no preconditions.
     unsafe { _exit(status) }
 }
 

@@ -6,7 +6,7 @@ use libc::{
     c_char, c_int, stat as Stat, statx as Statx, AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW,
 };
 
-use fmcache_core::answer::{self, Answer};
+use fmcache_core::answer;
 use fmcache_core::journal::Kind;
 use fmcache_core::path::PathBuf;
 
@@ -31,11 +31,13 @@ pub fn stat_at(
         return fstat_fd(buf, real);
     }
     dispatch(
+        "stat",
+        p,
         |srv| {
             if buf.is_null()
                 || flags & !(AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT | AT_EMPTY_PATH) != 0
             {
-                return Outcome::Pass;
+                return Outcome::Pass("flags not served");
             }
             cached_stat(srv, dirfd, p, flags).map(|st| {
                 fill_stat(st, buf);
@@ -58,18 +60,15 @@ fn cached_stat(
 ) -> Outcome<&'static StatRec> {
     let mut k = PathBuf::new();
     if !srv.key(dirfd, p, &mut k) {
-        return Outcome::Pass;
+        return Outcome::Pass("no key");
     }
-    match answer::stat(
+    answer::stat(
         &srv.view,
         srv,
         k.as_bytes(),
         flags & AT_SYMLINK_NOFOLLOW == 0,
-    ) {
-        Answer::Hit(st) => Outcome::Served(st),
-        Answer::Errno(e) => Outcome::Fail(e),
-        Answer::Miss => Outcome::Miss,
-    }
+    )
+    .into()
 }
 
 /// fstat-like call: the real answer, with a staged copy's stat replaced
@@ -124,13 +123,15 @@ pub fn statx_at(
         return r;
     }
     dispatch(
+        "statx",
+        p,
         |srv| {
             if buf.is_null()
                 || !servable
                 || flags & !(AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT) != 0
                 || flags & AT_STATX_FORCE_SYNC != 0
             {
-                return Outcome::Pass;
+                return Outcome::Pass("flags not served");
             }
             match cached_stat(srv, dirfd, p, flags) {
                 Outcome::Served(st) if st.stx_mask != 0 => {
