@@ -7,6 +7,7 @@ use fmcache_core::answer::Trust;
 use fmcache_core::config::Config;
 use fmcache_core::path::PathBuf;
 use fmcache_core::stage;
+use fmcache_format::layout::first_component;
 use fmcache_format::{CacheView, StatRec, Verify};
 
 use crate::trust::TrustState;
@@ -45,6 +46,31 @@ impl Server {
     /// `false` when it cannot be formed here (NULL, a real dirfd, too long).
     pub fn key(&self, dirfd: c_int, p: *const c_char, out: &mut PathBuf) -> bool {
         crate::keys::key(dirfd, p, out)
+    }
+
+    /// `key` for the calls that only read (stat, access, open for reading,
+    /// listing), and `false` as well when the cache holds nothing under
+    /// the path's first component (the header's filter): such a call
+    /// passes through without forming the key or looking anything up, the
+    /// common case for a program's own data. An absolute path is checked
+    /// before it is normalized (a spelling that climbs out with `..` then
+    /// passes through, which is always correct). Not for calls that need
+    /// the key of any path: staged paths, `/proc/self/fd/N`, changes.
+    pub fn serving_key(&self, dirfd: c_int, p: *const c_char, out: &mut PathBuf) -> bool {
+        if p.is_null() {
+            return false;
+        }
+        // SAFETY: the caller passed a NUL-terminated path (checked non-null).
+        let input = unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes();
+        if let Some(c) = first_component(input) {
+            if c != b"." && c != b".." && !self.view.may_hold_top(c) {
+                return false;
+            }
+        }
+        if !crate::keys::key(dirfd, p, out) {
+            return false;
+        }
+        first_component(out.as_bytes()).is_none_or(|c| self.view.may_hold_top(c))
     }
 
     /// The one trust state of the process: in the auditor copy, the

@@ -25,8 +25,8 @@ pub fn access_at(
                 return Outcome::Pass("flags not served");
             }
             let mut k = PathBuf::new();
-            if !srv.key(dirfd, p, &mut k) {
-                return Outcome::Pass("no key");
+            if !srv.serving_key(dirfd, p, &mut k) {
+                return Outcome::Pass("outside the cached trees, or no key");
             }
             answer::access(&srv.view, srv, k.as_bytes(), mode)
                 .map(|()| 0)

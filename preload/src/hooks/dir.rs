@@ -16,8 +16,8 @@ pub fn opendir_common(p: *const c_char, real: impl FnOnce() -> *mut DIR) -> *mut
         p,
         |srv| {
             let mut k = PathBuf::new();
-            if !srv.key(libc::AT_FDCWD, p, &mut k) {
-                return Outcome::Pass("no key");
+            if !srv.serving_key(libc::AT_FDCWD, p, &mut k) {
+                return Outcome::Pass("outside the cached trees, or no key");
             }
             Outcome::from(answer::list(&srv.view, srv, k.as_bytes()))
                 .and_then(|(e, _)| dirs::open(e.index()).map_or(Outcome::Miss, Outcome::Served))
@@ -140,8 +140,8 @@ fn scandir_common(
         p,
         |srv| {
             let mut k = PathBuf::new();
-            if list.is_null() || !srv.key(libc::AT_FDCWD, p, &mut k) {
-                return Outcome::Pass("no list or no key");
+            if list.is_null() || !srv.serving_key(libc::AT_FDCWD, p, &mut k) {
+                return Outcome::Pass("no list, outside the cached trees, or no key");
             }
             let listing = match answer::list(&srv.view, srv, k.as_bytes()) {
                 Answer::Hit((_, l)) => l,

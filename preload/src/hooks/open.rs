@@ -85,8 +85,8 @@ fn serve_open(srv: &Server, dirfd: c_int, p: *const c_char, flags: c_int) -> Out
     if writes(flags) {
         return Outcome::Pass("opened for writing");
     }
-    if !srv.key(dirfd, p, &mut k) {
-        return Outcome::Pass("no key");
+    if !srv.serving_key(dirfd, p, &mut k) {
+        return Outcome::Pass("outside the cached trees, or no key");
     }
     if flags & !SERVABLE != 0 {
         return Outcome::Pass("flags not served");

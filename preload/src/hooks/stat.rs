@@ -59,8 +59,8 @@ fn cached_stat(
     flags: c_int,
 ) -> Outcome<&'static StatRec> {
     let mut k = PathBuf::new();
-    if !srv.key(dirfd, p, &mut k) {
-        return Outcome::Pass("no key");
+    if !srv.serving_key(dirfd, p, &mut k) {
+        return Outcome::Pass("outside the cached trees, or no key");
     }
     answer::stat(
         &srv.view,
