@@ -21,6 +21,7 @@ const NOT_VARIABLES: &[(&str, &str)] = &[
         "an ELF dynamic flag (ld.so skips the default directories)",
     ),
     ("FMCLIVE1", "the live counters file's magic"),
+    ("O_TMPFILE", "an open flag, named in a pass-through reason"),
 ];
 
 /// The sources of what runs inside the user's processes.
