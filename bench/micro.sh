@@ -67,6 +67,8 @@ for r in $(seq 1 "$rounds"); do
 done
 # Every pass-through call must have been passed through (served 0).
 echo "### fmcache stats of the preload rounds" >>"$log"
-"$target/release/fmcache" stats "$scratch"/stats.* | tee -a "$log"
+stats_files=()
+for r in $(seq 1 "$rounds"); do stats_files+=("$scratch/stats.$r"); done
+"$target/release/fmcache" stats "${stats_files[@]}" | tee -a "$log"
 "${FMCACHE_PYTHON:-/usr/bin/python3}" "$bench_dir/micro.py" "$log" "$results/$name.md" \
   "$invoked" "$repo"

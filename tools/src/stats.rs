@@ -268,6 +268,14 @@ pub fn collect(files: &[OsString]) -> Result<Totals, String> {
     };
     for f in files {
         let name = f.to_string_lossy();
+        // A live file named beside its statistics file (a shell glob such
+        // as `stats.*` catches both) is read through that file, below.
+        if name
+            .rsplit_once(".live.")
+            .is_some_and(|(base, _)| files.iter().any(|g| g.to_string_lossy() == base))
+        {
+            continue;
+        }
         let live = live_files(std::path::Path::new(f));
         // Every process killed before writing a line: only the live files.
         let bytes = match std::fs::read(f) {

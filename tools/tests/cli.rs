@@ -572,6 +572,24 @@ fn stats_refuses_a_file_that_is_not_statistics() {
     assert!(o.status.success(), "{}", stderr(&o));
     let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(v["processes"], 0);
+    // `fmcache stats stats.*` names a statistics file and the live file
+    // beside it: the live file is read through its statistics file, not
+    // refused as one.
+    let st = dir.path().join("stats.1");
+    std::fs::write(
+        &st,
+        "pid=7 op=serve served=3 missed=0 passthrough=1 recorded=0 exe=x\n",
+    )
+    .unwrap();
+    let live = dir.path().join("stats.1.live.node1");
+    std::fs::write(&live, "not a table").unwrap();
+    let o = fmcache(&["stats", "--json", s(&st), s(&live)], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(
+        (v["processes"].as_u64(), v["served"].as_u64()),
+        (Some(1), Some(3))
+    );
 }
 
 /// The lstat of a live file as the recorder keeps it.
