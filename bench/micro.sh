@@ -47,7 +47,9 @@ export FMCACHE_FILE=$scratch/cache.dat FMCACHE_STAGE_DIR=$stage
 
 # The pilot lists tree/inside only: its files are inside a recorded tree
 # but not in the cache, so the cache passes calls on them through.
-FMCACHE_MICRO_PILOT=$scratch/tree/inside DLFM_OP=write-cache LD_PRELOAD=$lib "$bin" >&2
+# FMCACHE_INCLUDE: the scratch tree sits under the repository (the user's
+# area), which the scope leaves out unless named.
+FMCACHE_INCLUDE=$scratch/tree FMCACHE_MICRO_PILOT=$scratch/tree/inside DLFM_OP=write-cache LD_PRELOAD=$lib "$bin" >&2
 "$target/release/fmcache" inspect "$FMCACHE_FILE" >"$scratch/inspect.txt"
 
 log=$results/$name.log
