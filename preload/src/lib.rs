@@ -24,6 +24,7 @@ mod keys;
 mod libnames;
 mod libsearch;
 mod loaders;
+mod missed;
 mod recorder;
 mod server;
 mod settings;

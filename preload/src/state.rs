@@ -169,6 +169,7 @@ pub fn dispatch<T>(
                 }
                 Outcome::Miss => {
                     counters().missed.fetch_add(1, Relaxed);
+                    crate::missed::note(p);
                     if DEBUG_PASS.load(Relaxed) {
                         debug_pass(hook, "not in the cache", p);
                     }

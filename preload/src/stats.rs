@@ -156,6 +156,7 @@ fn program_name() -> &'static CStr {
 /// A forked child counts from zero, into a slot of its own (the parent's
 /// slot is in the shared mapping the child inherited).
 pub fn after_fork() {
+    crate::missed::after_fork();
     SLOT.store(core::ptr::null_mut(), Release);
     UNSTAGED.store(0, Relaxed);
     crate::counters::count_into(None);
@@ -185,9 +186,10 @@ pub fn write() {
         ""
     };
     let c = counters();
-    let line = format!(
+    let pid = rustix::process::getpid().as_raw_nonzero().get();
+    let mut line = format!(
         "pid={} op={}{copy} served={} missed={} passthrough={} recorded={} unstaged_libs={} exe={}\n",
-        rustix::process::getpid().as_raw_nonzero(),
+        pid,
         op,
         c.served.load(Relaxed),
         c.missed.load(Relaxed),
@@ -196,6 +198,8 @@ pub fn write() {
         unstaged(),
         exe
     );
+    // One write with the process's line: appended lines stay together.
+    line.push_str(&crate::missed::lines(pid));
     if let Ok(c) = fmcache_core::sys::cstr(path) {
         if let Ok(fd) =
             fmcache_core::sys::open(&c, OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE, 0o644)

@@ -80,6 +80,16 @@ fn report_of_a_pilot_with_empty_pythonpath_entries_renders_in_chromium() {
     native.ok("native");
     run.clone().record(&cache).run().ok("pilot");
     run.clone().serve(&cache).stats(&stats).run().ok("served");
+    // A production run that imports a module the pilot never did: its
+    // probes miss the cache, and the report names them.
+    Run::new(&py.python)
+        .args(["-c", &format!("{CODE}; import wave")])
+        .cwd(&fx.tree)
+        .env("PYTHONPATH", dirs.join(":"))
+        .serve(&cache)
+        .stats(&stats)
+        .run()
+        .ok("served, one more import");
 
     let page = fx.out.join("report.html");
     let out = Command::new(tool())
@@ -159,6 +169,23 @@ fn report_of_a_pilot_with_empty_pythonpath_entries_renders_in_chromium() {
         );
     }
     assert!(dom.contains("id=\"assumptions\""));
+    // The missed paths, by name, in the stats and on the page.
+    let missed: Vec<&str> = st["missed_paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["path"].as_str().unwrap())
+        .collect();
+    assert!(st["missed"].as_u64().unwrap() > 0, "{st}");
+    assert!(
+        missed.iter().any(|p| p.ends_with("/wave.py")),
+        "missed paths: {missed:?}"
+    );
+    let table = &dom[dom.find("id=\"missed-paths\"").expect("missed paths table")..];
+    let table = &table[..table.find("</table>").unwrap()];
+    for p in missed.iter().take(10) {
+        assert!(table.contains(p), "{p} not on the page");
+    }
 
     // The ten empty directories are the top cause, with the count the
     // kernel saw natively.

@@ -460,8 +460,19 @@ fn advice(r: &Report, args: &Args) -> Vec<String> {
     }
     if let Some(t) = &r.production {
         if t.missed > 0 {
+            let first: Vec<&str> = t
+                .missed_by_count()
+                .iter()
+                .take(3)
+                .map(|(p, _)| *p)
+                .collect();
+            let named = if first.is_empty() {
+                String::new()
+            } else {
+                format!(" (most asked: {})", first.join(", "))
+            };
             a.push(format!(
-                "{} probes in production missed the cache (inside the served software, not recorded by the pilot): re-record with `fmcache record --append -- <the production command>`.",
+                "{} probes in production missed the cache{named}: inside the served software, not recorded by the pilot; re-record with `fmcache record --append -- <the production command>`.",
                 thousands(t.missed as f64)
             ));
         }
@@ -832,6 +843,14 @@ fn html(r: &Report, args: &Args) -> String {
                     .map_or("n/a".into(), |f| format!("{:.4}", f)),
             );
             let _ = writeln!(o, "</table>");
+            let missed = t.missed_by_count();
+            if !missed.is_empty() {
+                let _ = writeln!(o, "<p>Paths production asked for that the cache does not hold (the first few per process):</p><table id=\"missed-paths\"><tr><th>path</th><th>processes</th></tr>");
+                for (p, n) in missed.iter().take(args.top.max(1)) {
+                    let _ = writeln!(o, "<tr><td>{}</td><td class=\"n\">{n}</td></tr>", esc(p));
+                }
+                let _ = writeln!(o, "</table>");
+            }
             if !r.worst.is_empty() {
                 let _ = writeln!(o, "<table><tr><th>process</th><th>served</th><th>missed</th><th>passed through</th></tr>");
                 for (exe, sv, m, p) in &r.worst {

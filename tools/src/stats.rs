@@ -135,6 +135,26 @@ pub struct Totals {
     pub malformed: u64,
     /// Processes with a live slot and no line: (node, pid, exe).
     pub not_ended: Vec<(String, u32, String)>,
+    /// Paths the cache did not hold, with how many processes asked (the
+    /// first few per process, from the `missed-path` lines).
+    pub missed_paths: BTreeMap<String, u64>,
+}
+
+/// Lines the library writes under a process's line, one per path it
+/// missed (preload/src/missed.rs).
+const MISSED_PATH: &str = "missed-path ";
+
+impl Totals {
+    /// The missed paths, most asked first.
+    pub fn missed_by_count(&self) -> Vec<(&str, u64)> {
+        let mut v: Vec<(&str, u64)> = self
+            .missed_paths
+            .iter()
+            .map(|(p, n)| (p.as_str(), *n))
+            .collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        v
+    }
 }
 
 /// The slots still live in one node's live file, as lines plus their
@@ -323,6 +343,16 @@ pub fn collect(files: &[OsString]) -> Result<Totals, String> {
             if text.trim().is_empty() {
                 continue;
             }
+            if let Some(rest) = text.strip_prefix(MISSED_PATH) {
+                // `missed-path pid=<n> <path>`: under its process's line.
+                match rest.split_once(' ') {
+                    Some((pid, path)) if pid.starts_with("pid=") && !path.is_empty() => {
+                        *t.missed_paths.entry(path.to_string()).or_default() += 1;
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
             match parse_line(text) {
                 Ok(l) => t.add(l),
                 Err(why) => {
@@ -358,6 +388,7 @@ impl Totals {
             "served_fraction": self.served_fraction(),
             "malformed": self.malformed,
             "not_ended": self.not_ended.iter().map(|(node, pid, exe)| json!({"node": node, "pid": pid, "exe": exe})).collect::<Vec<_>>(),
+            "missed_paths": self.missed_by_count().iter().take(100).map(|(p, n)| json!({"path": p, "processes": n})).collect::<Vec<_>>(),
         })
     }
 }
@@ -389,6 +420,19 @@ fn print_text(t: &Totals, fraction: Option<f64>) {
         }
         if t.malformed > 0 {
             println!("malformed lines  {}", t.malformed);
+        }
+        let missed = t.missed_by_count();
+        if !missed.is_empty() {
+            println!(
+                "missed paths     {}  (not in the cache; re-record with a pilot that asks for them, `fmcache record --append`):",
+                missed.len()
+            );
+            for (p, n) in missed.iter().take(10) {
+                println!("  {n:>6}  {p}");
+            }
+            if missed.len() > 10 {
+                println!("  ...");
+            }
         }
         if !t.not_ended.is_empty() {
             let shown: Vec<String> = t

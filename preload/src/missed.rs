@@ -1,0 +1,87 @@
+//! The first few paths a serving process asked for that the cache did not
+//! hold (`Outcome::Miss`), written under its statistics line at exit so
+//! `fmcache stats` and `fmcache report` can name what to re-record.
+//! Fixed slots of atomics: no allocation, no lock, on the serving path.
+
+use core::ffi::{c_char, CStr};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering::*};
+
+/// Paths kept per process.
+pub const SLOTS: usize = 16;
+/// Longest path kept (longer ones are cut, and marked so).
+const LEN: usize = 512;
+
+struct Slot {
+    /// Bytes filled; 0 while the slot is being written or empty.
+    len: AtomicUsize,
+    bytes: [AtomicU8; LEN],
+}
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+static PATHS: [Slot; SLOTS] = [const {
+    Slot {
+        len: AtomicUsize::new(0),
+        bytes: [const { AtomicU8::new(0) }; LEN],
+    }
+}; SLOTS];
+
+fn same(s: &Slot, p: &[u8]) -> bool {
+    let n = s.len.load(Acquire);
+    n == p.len().min(LEN)
+        && s.bytes[..n]
+            .iter()
+            .zip(p)
+            .all(|(b, &c)| b.load(Relaxed) == c)
+}
+
+/// Keeps `p` (as the program spelled it) if a slot is free and no slot
+/// holds it yet.
+pub fn note(p: *const c_char) {
+    if p.is_null() || NEXT.load(Relaxed) >= SLOTS {
+        return;
+    }
+    // SAFETY: a non-null path argument of a libc call is NUL-terminated.
+    let p = unsafe { CStr::from_ptr(p) }.to_bytes();
+    if p.is_empty() || PATHS.iter().any(|s| same(s, p)) {
+        return;
+    }
+    let i = NEXT.fetch_add(1, Relaxed);
+    let Some(s) = PATHS.get(i) else { return };
+    let n = p.len().min(LEN);
+    for (b, &c) in s.bytes.iter().zip(&p[..n]) {
+        b.store(c, Relaxed);
+    }
+    s.len.store(n, Release);
+}
+
+/// A forked child lists its own misses.
+pub fn after_fork() {
+    for s in &PATHS {
+        s.len.store(0, Relaxed);
+    }
+    NEXT.store(0, Relaxed);
+}
+
+/// The kept paths, one `missed-path pid=<pid> <path>` line each (a newline
+/// in a path becomes `?`); at exit only.
+pub fn lines(pid: i32) -> String {
+    let mut out = String::new();
+    for s in &PATHS {
+        let n = s.len.load(Acquire);
+        if n == 0 {
+            continue;
+        }
+        let bytes: Vec<u8> = s.bytes[..n]
+            .iter()
+            .map(|b| match b.load(Relaxed) {
+                b'\n' => b'?',
+                c => c,
+            })
+            .collect();
+        out.push_str(&format!(
+            "missed-path pid={pid} {}\n",
+            String::from_utf8_lossy(&bytes)
+        ));
+    }
+    out
+}
