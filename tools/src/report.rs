@@ -126,6 +126,9 @@ struct Report {
     inputs: Inputs,
     projection: Vec<(f64, f64, f64)>,
     advice: Vec<String>,
+    /// Paths the cache holds only as directories walked through to the
+    /// software (never served).
+    walked: std::collections::BTreeSet<String>,
 }
 
 fn per_process(calls: &Calls, n: u64) -> f64 {
@@ -344,6 +347,11 @@ fn compute(args: &Args, cache: String, view: &CacheView<'_>) -> Result<Report, S
         inputs,
         projection,
         advice: Vec::new(),
+        walked: view
+            .entries()
+            .filter(|e| e.is_walk())
+            .map(|e| show(e.path()))
+            .collect(),
     };
     r.advice = advice(&r, args);
     Ok(r)
@@ -460,9 +468,12 @@ fn advice(r: &Report, args: &Args) -> Vec<String> {
     }
     if let Some(t) = &r.production {
         if t.missed > 0 {
+            // Directories only walked through to the software always pass
+            // through: re-recording does not change them.
             let first: Vec<&str> = t
                 .missed_by_count()
                 .iter()
+                .filter(|(p, _)| !r.walked.contains(*p))
                 .take(3)
                 .map(|(p, _)| *p)
                 .collect();
@@ -845,9 +856,18 @@ fn html(r: &Report, args: &Args) -> String {
             let _ = writeln!(o, "</table>");
             let missed = t.missed_by_count();
             if !missed.is_empty() {
-                let _ = writeln!(o, "<p>Paths production asked for that the cache does not hold (the first few per process):</p><table id=\"missed-paths\"><tr><th>path</th><th>processes</th></tr>");
+                let _ = writeln!(o, "<p>Paths production asked for that the cache does not hold (the first few per process):</p><table id=\"missed-paths\"><tr><th>path</th><th>processes</th><th>why</th></tr>");
                 for (p, n) in missed.iter().take(args.top.max(1)) {
-                    let _ = writeln!(o, "<tr><td>{}</td><td class=\"n\">{n}</td></tr>", esc(p));
+                    let why = if r.walked.contains(*p) {
+                        "walked through to the software only: always passes through"
+                    } else {
+                        "not recorded by the pilot"
+                    };
+                    let _ = writeln!(
+                        o,
+                        "<tr><td>{}</td><td class=\"n\">{n}</td><td>{why}</td></tr>",
+                        esc(p)
+                    );
                 }
                 let _ = writeln!(o, "</table>");
             }

@@ -5,6 +5,10 @@
 //! pid=<n> op=<record|serve|off> served=<n> missed=<n> passthrough=<n> recorded=<n> unstaged_libs=<n> exe=<argv0>
 //! ```
 //!
+//! Under a serving process's line, up to 16 `missed-path pid=<n> <path>`
+//! lines: the first paths it asked for that the cache did not hold, as
+//! the program spelled them.
+//!
 //! `unstaged_libs` (the auditor's line; optional, older builds lack it):
 //! libraries ld.so loaded from outside the stage and the system library
 //! directories while serving, that is from the shared file system.
@@ -424,7 +428,7 @@ fn print_text(t: &Totals, fraction: Option<f64>) {
         let missed = t.missed_by_count();
         if !missed.is_empty() {
             println!(
-                "missed paths     {}  (not in the cache; re-record with a pilot that asks for them, `fmcache record --append`):",
+                "missed paths     {}  (the first few per process: not recorded by the pilot, or directories it only walked through, which always pass through):",
                 missed.len()
             );
             for (p, n) in missed.iter().take(10) {
