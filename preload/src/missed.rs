@@ -1,5 +1,5 @@
 //! The first few paths a serving process asked for that the cache did not
-//! hold (`Outcome::Miss`), written under its statistics line at exit so
+//! hold (`Outcome::Miss`), written into its statistics line at exit so
 //! `fmcache stats` and `fmcache report` can name what to re-record.
 //! Fixed slots of atomics: no allocation, no lock, on the serving path.
 
@@ -62,26 +62,23 @@ pub fn after_fork() {
     NEXT.store(0, Relaxed);
 }
 
-/// The kept paths, one `missed-path pid=<pid> <path>` line each (a newline
-/// in a path becomes `?`); at exit only.
-pub fn lines(pid: i32) -> String {
+/// The kept paths as ` missed_path=<path>` fields of the statistics line
+/// (space, `%`, `=` and control bytes as `%XX`, so the line stays one line
+/// of `key=value` fields); at exit only.
+pub fn fields() -> String {
     let mut out = String::new();
     for s in &PATHS {
         let n = s.len.load(Acquire);
         if n == 0 {
             continue;
         }
-        let bytes: Vec<u8> = s.bytes[..n]
-            .iter()
-            .map(|b| match b.load(Relaxed) {
-                b'\n' => b'?',
-                c => c,
-            })
-            .collect();
-        out.push_str(&format!(
-            "missed-path pid={pid} {}\n",
-            String::from_utf8_lossy(&bytes)
-        ));
+        out.push_str(" missed_path=");
+        for b in &s.bytes[..n] {
+            match b.load(Relaxed) {
+                c @ (b' ' | b'%' | b'=' | 0..=0x1f | 0x7f..) => out.push_str(&format!("%{c:02X}")),
+                c => out.push(c as char),
+            }
+        }
     }
     out
 }

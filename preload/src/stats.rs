@@ -187,8 +187,8 @@ pub fn write() {
     };
     let c = counters();
     let pid = rustix::process::getpid().as_raw_nonzero().get();
-    let mut line = format!(
-        "pid={} op={}{copy} served={} missed={} passthrough={} recorded={} unstaged_libs={} exe={}\n",
+    let line = format!(
+        "pid={} op={}{copy} served={} missed={} passthrough={} recorded={} unstaged_libs={}{} exe={}\n",
         pid,
         op,
         c.served.load(Relaxed),
@@ -196,10 +196,9 @@ pub fn write() {
         c.passthrough.load(Relaxed),
         c.recorded.load(Relaxed),
         unstaged(),
+        crate::missed::fields(),
         exe
     );
-    // One write with the process's line: appended lines stay together.
-    line.push_str(&crate::missed::lines(pid));
     if let Ok(c) = fmcache_core::sys::cstr(path) {
         if let Ok(fd) =
             fmcache_core::sys::open(&c, OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE, 0o644)

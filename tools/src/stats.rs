@@ -5,9 +5,10 @@
 //! pid=<n> op=<record|serve|off> served=<n> missed=<n> passthrough=<n> recorded=<n> unstaged_libs=<n> exe=<argv0>
 //! ```
 //!
-//! Under a serving process's line, up to 16 `missed-path pid=<n> <path>`
-//! lines: the first paths it asked for that the cache did not hold, as
-//! the program spelled them.
+//! Before `exe`, a serving process's line may hold up to 16
+//! `missed_path=<path>` fields (space, `%`, `=` and control bytes as `%XX`):
+//! the first paths it asked for that the cache did not hold, as the
+//! program spelled them.
 //!
 //! `unstaged_libs` (the auditor's line; optional, older builds lack it):
 //! libraries ld.so loaded from outside the stage and the system library
@@ -57,6 +58,8 @@ pub struct Line {
     pub passthrough: u64,
     pub recorded: u64,
     pub unstaged_libs: u64,
+    /// The first paths the process missed (`missed_path=`, repeatable).
+    pub missed_paths: Vec<String>,
 }
 
 /// Parses one line; the error says what is wrong with it.
@@ -101,6 +104,7 @@ pub fn parse_line(line: &str) -> Result<Line, String> {
             "passthrough" => (out.passthrough, seen[2]) = (num()?, true),
             "recorded" => (out.recorded, seen[3]) = (num()?, true),
             "unstaged_libs" => out.unstaged_libs = num()?,
+            "missed_path" => out.missed_paths.push(unescape(value)),
             _ => {}
         }
         rest = &rest[end..];
@@ -140,13 +144,30 @@ pub struct Totals {
     /// Processes with a live slot and no line: (node, pid, exe).
     pub not_ended: Vec<(String, u32, String)>,
     /// Paths the cache did not hold, with how many processes asked (the
-    /// first few per process, from the `missed-path` lines).
+    /// first few per process, from the `missed_path` fields).
     pub missed_paths: BTreeMap<String, u64>,
 }
 
-/// Lines the library writes under a process's line, one per path it
-/// missed (preload/src/missed.rs).
-const MISSED_PATH: &str = "missed-path ";
+/// A `missed_path` value back to the path (`%XX` escapes; anything else
+/// as is).
+fn unescape(v: &str) -> String {
+    let hex = |c: u8| (c as char).to_digit(16);
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if let (b'%', Some(&h), Some(&l)) = (b[i], b.get(i + 1), b.get(i + 2)) {
+            if let (Some(h), Some(l)) = (hex(h), hex(l)) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
 
 impl Totals {
     /// The missed paths, most asked first.
@@ -208,6 +229,7 @@ fn live_slots(bytes: &[u8]) -> Option<Vec<(Line, u32, String)>> {
                 passthrough: counter(o, 2)?,
                 recorded: counter(o, 3)?,
                 unstaged_libs: u32_at(o + offset_of!(live::Slot, unstaged_libs))?.into(),
+                missed_paths: Vec::new(),
             },
             u32_at(o + offset_of!(live::Slot, pid))?,
             exe.into_owned(),
@@ -252,6 +274,9 @@ impl Totals {
         self.passthrough += l.passthrough;
         self.recorded += l.recorded;
         self.unstaged_libs += l.unstaged_libs;
+        for p in l.missed_paths {
+            *self.missed_paths.entry(p).or_default() += 1;
+        }
     }
     pub fn served_fraction(&self) -> Option<f64> {
         let asked = self.served + self.missed;
@@ -346,16 +371,6 @@ pub fn collect(files: &[OsString]) -> Result<Totals, String> {
             let text = text.trim_end_matches('\r');
             if text.trim().is_empty() {
                 continue;
-            }
-            if let Some(rest) = text.strip_prefix(MISSED_PATH) {
-                // `missed-path pid=<n> <path>`: under its process's line.
-                match rest.split_once(' ') {
-                    Some((pid, path)) if pid.starts_with("pid=") && !path.is_empty() => {
-                        *t.missed_paths.entry(path.to_string()).or_default() += 1;
-                        continue;
-                    }
-                    _ => {}
-                }
             }
             match parse_line(text) {
                 Ok(l) => t.add(l),
@@ -499,6 +514,16 @@ mod tests {
         let l =
             parse_line("op=record recorded=9 pid=1 passthrough=0 missed=0 served=0 exe=").unwrap();
         assert_eq!(l.recorded, 9);
+    }
+
+    #[test]
+    fn missed_paths_are_fields_with_escapes() {
+        let l = parse_line(
+            "pid=3 op=serve served=1 missed=2 passthrough=0 recorded=0 missed_path=/a%20b/c%3Dd missed_path=/x%25 exe=p q",
+        )
+        .unwrap();
+        assert_eq!(l.missed_paths, ["/a b/c=d", "/x%"]);
+        assert_eq!(unescape("%zz%4"), "%zz%4");
     }
 
     #[test]
