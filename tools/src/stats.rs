@@ -486,7 +486,8 @@ mod tests {
                 missed: 1,
                 passthrough: 2,
                 recorded: 0,
-                unstaged_libs: 0
+                unstaged_libs: 0,
+                missed_paths: Vec::new(),
             }
         );
     }
