@@ -16,7 +16,12 @@ pub fn key(dirfd: c_int, p: *const c_char, out: &mut PathBuf) -> bool {
         return false;
     }
     // SAFETY: the caller passed a NUL-terminated path.
-    let input = unsafe { CStr::from_ptr(p) }.to_bytes();
+    key_of(dirfd, unsafe { CStr::from_ptr(p) }.to_bytes(), out)
+}
+
+/// `key` of a path already measured (the serving hooks look at its bytes
+/// first).
+pub fn key_of(dirfd: c_int, input: &[u8], out: &mut PathBuf) -> bool {
     if input.first() == Some(&b'/') {
         return path::normalize(None, input, out);
     }

@@ -62,15 +62,19 @@ impl Server {
         }
         // SAFETY: the caller passed a NUL-terminated path (checked non-null).
         let input = unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes();
+        // Checked before the key is formed: a path that climbs out with
+        // `..` may then pass through, which is always correct.
         if let Some(c) = first_component(input) {
             if c != b"." && c != b".." && !self.view.may_hold_top(c) {
                 return false;
             }
         }
-        if !crate::keys::key(dirfd, p, out) {
+        if !crate::keys::key_of(dirfd, input, out) {
             return false;
         }
-        first_component(out.as_bytes()).is_none_or(|c| self.view.may_hold_top(c))
+        // A relative path's first component is the working directory's.
+        input.first() == Some(&b'/')
+            || first_component(out.as_bytes()).is_none_or(|c| self.view.may_hold_top(c))
     }
 
     /// The one trust state of the process: in the auditor copy, the
