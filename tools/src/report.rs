@@ -17,8 +17,9 @@ use serde_json::{json, Value};
 
 use crate::estimate::{self, Inputs, DEFAULT_BANDWIDTH, DEFAULT_MDS_RATE};
 use crate::inspect::{self, Summary};
-use crate::launch::{self, human_bytes, show};
+use crate::launch::{self, human_bytes, os, show};
 use crate::stats::{self, Totals};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 
 /// Write an HTML report of a cache and its production runs
 ///
@@ -944,13 +945,24 @@ pub fn main(args: Args) -> Result<ExitCode, String> {
     let view = CacheView::open(loaded.bytes(), Verify::Full).map_err(|e| format!("{name}: {e}"))?;
     let r = compute(&args, name, &view)?;
     let page = html(&r, &args);
-    std::fs::write(&args.output, page).map_err(|e| {
-        format!(
-            "{}: {}",
-            args.output.to_string_lossy(),
-            launch::io_reason(&e)
-        )
-    })?;
+    // The page names what the cache holds: no more readable than the cache,
+    // and never written through a symlink (someone else's, in /tmp).
+    let mode = std::fs::metadata(os(&cfg.cache)).map_or(0o600, |m| m.permissions().mode() & 0o644);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&args.output)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, page.as_bytes()))
+        .map_err(|e| {
+            format!(
+                "{}: {}",
+                args.output.to_string_lossy(),
+                launch::io_reason(&e)
+            )
+        })?;
     print_summary(&r, &args.output.to_string_lossy());
     Ok(ExitCode::SUCCESS)
 }

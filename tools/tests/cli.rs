@@ -821,3 +821,27 @@ fn env_lists_the_library_variables() {
         .unwrap();
     assert_eq!(stdout(&o), "[]\n", "{}", stderr(&o));
 }
+
+/// The report names what the cache holds: it is never written through a
+/// symlink (someone else's, in a shared directory) and is no more readable
+/// than the cache.
+#[test]
+fn report_is_not_written_through_a_symlink() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new();
+    let cache = dir.path().join("c.dat");
+    build_cache(&cache);
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let target = dir.path().join("victim");
+    std::fs::write(&target, "keep").unwrap();
+    let link = dir.path().join("report.html");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let o = fmcache(&["report", s(&cache), "-o", s(&link)], &[]);
+    assert!(!o.status.success(), "{}", stdout(&o));
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+    let page = dir.path().join("page.html");
+    let o = fmcache(&["report", s(&cache), "-o", s(&page)], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mode = std::fs::metadata(&page).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
