@@ -134,14 +134,14 @@ fn a_job_asks_the_shared_cache_once_per_node() {
 
     // Between jobs the software changes and the pilot runs again: job 2
     // reads the new cache and stages it; the old stage, mapped by nobody
-    // now, is removed with its job pointer.
+    // now, stays (within the stage budget) but job 1's pointer is gone.
     fs::write(&file, "version 2, longer\n").unwrap();
     let _ = fs::remove_file(&cache.file);
     cat.clone().record(&cache).run().ok("second pilot");
     let (out, (meta, _)) = run(&[("SLURM_JOB_ID", "102")]);
     assert_eq!(out, "version 2, longer\n");
     assert!(!meta.is_empty() && meta.len() <= 3, "{meta:#?}");
-    assert_eq!(stages(), 1, "the unused old stage is gone");
+    assert_eq!(stages(), 2, "the unused old stage stays, within the budget");
     let (out, (meta, reads)) = run(&[("SLURM_JOB_ID", "102")]);
     assert_eq!(out, "version 2, longer\n");
     assert!(meta.is_empty() && reads == 0);
@@ -151,25 +151,47 @@ fn a_job_asks_the_shared_cache_once_per_node() {
     assert!(!meta.is_empty() && meta.len() <= 3, "{meta:#?}");
 }
 
-/// Stages do not pile up: building a new one removes those no process
-/// maps, never one in use (a served process holds a shared lock on its
-/// stage); `fmcache stage --clean` removes the rest once unused.
+/// Three caches recorded by `cat FILE`, FILE holding `cache <i>`, all
+/// staged under `stage`.
+fn three_caches(out: &Path, file: &Path, stage: &Path) -> Vec<Cache> {
+    (0..3)
+        .map(|i| {
+            fs::write(file, format!("cache {i}\n")).unwrap();
+            let c = Cache {
+                file: out.join(format!("c{i}.dat")),
+                stage: stage.to_path_buf(),
+            };
+            Run::new("/bin/cat").arg(file).record(&c).run().ok("pilot");
+            c
+        })
+        .collect()
+}
+
+/// A served `cat FILE -` that keeps its stage in use until its stdin
+/// closes.
+fn hold(cache: &Cache, file: &Path) -> std::process::Child {
+    fmcache_tests::procs::command(
+        Path::new("/bin/cat"),
+        &fmcache_tests::Mode::Serve(cache.clone()),
+    )
+    .arg(file)
+    .arg("-")
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .unwrap()
+}
+
+/// Stages do not pile up: with a budget of 0, building a new one removes
+/// those no process maps, never one in use (a served process holds a
+/// shared lock on its stage); `fmcache stage --clean` removes the rest
+/// once unused.
 #[test]
 fn unused_stages_are_pruned_and_used_ones_kept() {
     let fx = fixture!("stage_prune");
     let file = fx.tree.join("data.txt");
     let stage = fx.out.join("stage");
-    let caches: Vec<Cache> = (0..3)
-        .map(|i| {
-            fs::write(&file, format!("cache {i}\n")).unwrap();
-            let c = Cache {
-                file: fx.out.join(format!("c{i}.dat")),
-                stage: stage.clone(),
-            };
-            Run::new("/bin/cat").arg(&file).record(&c).run().ok("pilot");
-            c
-        })
-        .collect();
+    let caches = three_caches(&fx.out, &file, &stage);
     let stages = || -> Vec<String> {
         let Ok(dir) = fs::read_dir(&stage) else {
             return Vec::new();
@@ -183,17 +205,7 @@ fn unused_stages_are_pruned_and_used_ones_kept() {
         v
     };
     // Cache 0 stays in use: a served process that waits on its stdin.
-    let mut holder = fmcache_tests::procs::command(
-        Path::new("/bin/cat"),
-        &fmcache_tests::Mode::Serve(caches[0].clone()),
-    );
-    let mut holder = holder
-        .arg(&file)
-        .arg("-")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut holder = hold(&caches[0], &file);
     // Wait until it has attached (its stage exists and is locked).
     let t0 = std::time::Instant::now();
     while stages().is_empty() && t0.elapsed().as_secs() < 20 {
@@ -204,7 +216,12 @@ fn unused_stages_are_pruned_and_used_ones_kept() {
     // Cache 1 staged and left; then cache 2: cache 1's stage goes, the
     // used one stays.
     for c in &caches[1..] {
-        Run::new("/bin/cat").arg(&file).serve(c).run().ok("served");
+        Run::new("/bin/cat")
+            .arg(&file)
+            .env("FMCACHE_STAGE_BUDGET", "0")
+            .serve(c)
+            .run()
+            .ok("served");
     }
     let left = stages();
     assert_eq!(left.len(), 2, "in use + newest: {left:?}");
@@ -223,6 +240,102 @@ fn unused_stages_are_pruned_and_used_ones_kept() {
     assert!(holder.wait().unwrap().success());
     assert!(clean().status.success());
     assert!(stages().is_empty(), "{:?}", stages());
+}
+
+/// The stage budget: alternating between two caches finds both staged
+/// (no re-staging), a third over the budget removes the least recently
+/// used unused stage, and a stage in use is never removed, even over it.
+#[test]
+fn recently_used_stages_stay_within_the_budget() {
+    let fx = fixture!("stage_budget");
+    let file = fx.tree.join("data.txt");
+    let stage = fx.out.join("stage");
+    let caches: Vec<(Cache, String)> = three_caches(&fx.out, &file, &stage)
+        .into_iter()
+        .map(|c| {
+            let o = Command::new(fmcache_tests::tool())
+                .args(["inspect", "--json"])
+                .arg(&c.file)
+                .output()
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            let id = v["checksum"].as_str().unwrap().to_string();
+            (c, id)
+        })
+        .collect();
+    let serve = |i: usize, budget: &str| {
+        let out = Run::new("/bin/cat")
+            .arg(&file)
+            .env("FMCACHE_STAGE_BUDGET", budget)
+            .serve(&caches[i].0)
+            .run()
+            .ok("served");
+        assert_eq!(out.stdout, format!("cache {i}\n").into_bytes());
+    };
+    let staged = |i: usize| stage.join(&caches[i].1);
+    let index_inode = |i: usize| {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(staged(i).join("index")).map(|m| m.ino()).ok()
+    };
+    let stage_size = |i: usize| -> u64 {
+        fn walk(p: &Path) -> u64 {
+            fs::read_dir(p)
+                .unwrap()
+                .flatten()
+                .map(|e| {
+                    let m = e.metadata().unwrap();
+                    if m.is_dir() {
+                        walk(&e.path())
+                    } else {
+                        m.len()
+                    }
+                })
+                .sum()
+        }
+        walk(&staged(i))
+    };
+    // Alternating: each cache staged once, found staged every other time.
+    serve(0, "1G");
+    serve(1, "1G");
+    let first = (index_inode(0), index_inode(1));
+    assert!(first.0.is_some() && first.1.is_some());
+    for _ in 0..2 {
+        serve(0, "1G");
+        serve(1, "1G");
+    }
+    assert_eq!((index_inode(0), index_inode(1)), first, "not staged again");
+    // A budget for two stages: staging the third removes cache 0's, the
+    // least recently used.
+    let budget = (stage_size(0).max(stage_size(1)) * 5 / 2).to_string();
+    serve(2, &budget);
+    assert!(!staged(0).exists(), "the least recently used went");
+    assert!(staged(1).exists() && staged(2).exists());
+    // Cache 1 in use (a served process waiting on its stdin); a budget of
+    // 0 while cache 0 is staged again: cache 2's stage goes, cache 1's
+    // stays.
+    let mut holder = hold(&caches[1].0, &file);
+    let held = || {
+        // The holder has attached once its stage's index is share-locked:
+        // an exclusive non-blocking lock then fails.
+        let f = fs::File::open(staged(1).join("index")).unwrap();
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor we own.
+        let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        r != 0
+    };
+    let t0 = std::time::Instant::now();
+    while !held() && t0.elapsed().as_secs() < 20 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(held(), "the holder attached");
+    serve(0, "0");
+    assert!(
+        staged(0).exists() && staged(1).exists(),
+        "new and in use kept"
+    );
+    assert!(!staged(2).exists(), "the unused one went");
+    drop(holder.stdin.take());
+    assert!(holder.wait().unwrap().success());
 }
 
 /// Node-local storage full (a 256 KiB tmpfs for a 1 MiB file): the run is

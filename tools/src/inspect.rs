@@ -87,6 +87,9 @@ pub struct Summary {
     pub errnos: BTreeMap<String, u64>,
     pub content_bytes: u64,
     pub blobs: u64,
+    /// Bytes the contents take in the cache (compressed).
+    pub stored_bytes: u64,
+    pub compressed_blobs: u64,
     pub top_probed: Vec<(String, u64)>,
     pub top_failed: Vec<(String, u64)>,
     /// The roots of the software served.
@@ -195,6 +198,12 @@ pub fn summarize(view: &CacheView<'_>, top_n: usize) -> Summary {
         kinds,
         errnos,
         content_bytes: view.blobs().iter().map(|b| b.size).sum(),
+        stored_bytes: view.blobs().iter().map(|b| b.stored).sum(),
+        compressed_blobs: view
+            .blobs()
+            .iter()
+            .filter(|b| b.codec != fmcache_format::layout::codec::RAW)
+            .count() as u64,
         blobs: view.blobs().len() as u64,
         top_probed: top(probed, top_n),
         top_failed: top(failed, top_n),
@@ -246,6 +255,8 @@ impl Summary {
             "errnos": self.errnos,
             "content_bytes": self.content_bytes,
             "blobs": self.blobs,
+            "stored_bytes": self.stored_bytes,
+            "compressed_blobs": self.compressed_blobs,
             "top_probed": top_json(&self.top_probed),
             "top_failed": top_json(&self.top_failed),
             "roots": self.roots,
@@ -311,6 +322,12 @@ impl Summary {
             self.content_bytes,
             human_bytes(self.content_bytes),
             self.blobs
+        );
+        println!(
+            "  stored as     {} ({}), {} of the blobs zstd-compressed",
+            self.stored_bytes,
+            human_bytes(self.stored_bytes),
+            self.compressed_blobs
         );
         println!("served roots    {}", self.roots.len());
         for r in &self.roots {

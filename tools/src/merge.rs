@@ -83,6 +83,7 @@ pub fn main(args: Args) -> Result<ExitCode, String> {
             "entries": r.entries,
             "blobs": r.blobs,
             "content_bytes": r.data_bytes,
+            "stored_bytes": r.stored_bytes,
             "file_size": r.file_size,
         });
         println!("{v}");
@@ -107,6 +108,11 @@ pub fn main(args: Args) -> Result<ExitCode, String> {
                 "content bytes  {} ({})",
                 r.data_bytes,
                 launch::human_bytes(r.data_bytes)
+            );
+            println!(
+                "stored bytes   {} ({}, compressed)",
+                r.stored_bytes,
+                launch::human_bytes(r.stored_bytes)
             );
         }
         println!(

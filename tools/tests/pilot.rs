@@ -567,7 +567,12 @@ fn concurrent_pilots_record_the_union() {
             let blob = e
                 .blob()
                 .unwrap_or_else(|| panic!("{} has no contents", p.display()));
-            assert_eq!(view.blob_bytes(blob), Some(&c[..]), "{}", p.display());
+            assert_eq!(
+                view.blob_bytes(blob).as_deref(),
+                Some(&c[..]),
+                "{}",
+                p.display()
+            );
         }
         for dir in [
             tree.join(format!("part{k}")),
@@ -921,7 +926,7 @@ fn compiled_bytecode_is_cached_and_served() {
         e.lstat()
     );
     let blob = e.blob().expect("the .pyc has contents in the cache");
-    assert_eq!(view.blob_bytes(blob), Some(&on_disk[..]));
+    assert_eq!(view.blob_bytes(blob).as_deref(), Some(&on_disk[..]));
     for p in [app.clone(), app.join("__pycache__")] {
         let e = view.lookup(bytes(&p)).unwrap();
         assert!(!e.is_excluded(), "{} excluded", p.display());
@@ -1028,7 +1033,7 @@ fn written_paths_are_excluded() {
     let in_e = view.lookup(bytes(&w.join("in.txt"))).expect("in.txt");
     assert!(!in_e.is_excluded(), "in.txt was only read");
     let blob = in_e.blob().expect("in.txt keeps its contents");
-    assert_eq!(view.blob_bytes(blob), Some(&input[..]));
+    assert_eq!(view.blob_bytes(blob).as_deref(), Some(&input[..]));
     clean(&d);
 }
 
@@ -1114,7 +1119,10 @@ fn scope_settings_are_honoured() {
         "a file over FMCACHE_MAX_FILE has contents cached"
     );
     let e = v.lookup(bytes(&y.join("small.txt"))).unwrap();
-    assert_eq!(e.blob().and_then(|b| v.blob_bytes(b)), Some(&small[..]));
+    assert_eq!(
+        e.blob().and_then(|b| v.blob_bytes(b)).as_deref(),
+        Some(&small[..])
+    );
     clean(&d);
 }
 

@@ -52,6 +52,35 @@ pub struct Config {
     /// A `DLFM_OP` value that is none of the valid ones (`op` is then
     /// `Off`): said in one line, never guessed at.
     pub bad_op: Option<Vec<u8>>,
+    /// FMCACHE_STAGE_BUDGET: how much the stages of this user on a node
+    /// may hold before unused ones go, least recently used first.
+    pub stage_budget: Budget,
+}
+
+/// A size limit: bytes, or a percentage of the stage file system's size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Budget {
+    Bytes(u64),
+    Percent(u8),
+}
+
+/// Default stage budget: a quarter of the stage file system. /dev/shm is
+/// half the node's memory by default, so stages nobody uses keep at most
+/// an eighth of it, memory the job's own processes may need; yet a 256
+/// GiB node keeps some 200 W2-sized stages (156 MiB each) warm.
+pub const DEFAULT_STAGE_BUDGET: Budget = Budget::Percent(25);
+
+/// `N%` (0 to 100) or a size as `parse_size` reads it.
+pub fn parse_budget(s: &str) -> Option<Budget> {
+    match s.trim().strip_suffix('%') {
+        Some(p) => p
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|&p| p <= 100)
+            .map(Budget::Percent),
+        None => parse_size(s).map(Budget::Bytes),
+    }
 }
 
 /// What `DLFM_OP` accepts, for the line that names them.
@@ -97,6 +126,10 @@ pub const LIBRARY_VARS: &[(&str, &str)] = &[
     (
         "FMCACHE_STAGE_DIR",
         "node-local stage base, a 0700 directory of yours (default /dev/shm/fmcache-<uid>)",
+    ),
+    (
+        "FMCACHE_STAGE_BUDGET",
+        "bytes (K/M/G) or N% of the stage file system that unused stages may hold, least recently used removed first (default 25%)",
     ),
     (
         "FMCACHE_STATS",
@@ -219,6 +252,9 @@ impl Config {
                 _ => Verify::Off,
             },
             bad_op,
+            stage_budget: get("FMCACHE_STAGE_BUDGET")
+                .and_then(|v| v.to_str().and_then(parse_budget))
+                .unwrap_or(DEFAULT_STAGE_BUDGET),
         }
     }
 
@@ -281,6 +317,16 @@ pub fn parse_size(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stage_budgets() {
+        assert_eq!(parse_budget("25%"), Some(Budget::Percent(25)));
+        assert_eq!(parse_budget(" 0 % "), Some(Budget::Percent(0)));
+        assert_eq!(parse_budget("101%"), None);
+        assert_eq!(parse_budget("2G"), Some(Budget::Bytes(2 << 30)));
+        assert_eq!(parse_budget("0"), Some(Budget::Bytes(0)));
+        assert_eq!(parse_budget("lots"), None);
+    }
 
     #[test]
     fn only_exact_op_spellings() {

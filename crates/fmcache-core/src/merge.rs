@@ -45,7 +45,10 @@ pub struct MergeReport {
     pub rewritten: bool,
     pub entries: usize,
     pub blobs: usize,
+    /// Contents before compression.
     pub data_bytes: u64,
+    /// Contents as stored in the cache (compressed).
+    pub stored_bytes: u64,
     pub file_size: u64,
     /// The roots of the software the cache serves.
     pub roots: Vec<Vec<u8>>,
@@ -433,7 +436,7 @@ pub fn record_of<'a>(view: &CacheView<'a>, e: EntryRef<'a>) -> Record<'a> {
         content: match (e.blob(), e.mirror_path()) {
             (Some(b), Some(m)) => view.blob_bytes(b).map(|bytes| Content {
                 mirror: m.to_vec(),
-                bytes: Cow::Borrowed(bytes),
+                bytes,
             }),
             _ => None,
         },
@@ -872,7 +875,8 @@ pub fn merge_with(
         crate::stage::forget_jobs(cfg);
         report.entries = written.entries;
         report.blobs = written.blobs;
-        report.data_bytes = written.data_bytes;
+        report.data_bytes = written.content_bytes;
+        report.stored_bytes = written.data_bytes;
         report.file_size = written.file_size;
     } else if let Some(view) = &old {
         report.entries = view.entry_count();

@@ -376,11 +376,13 @@ fn stage(
 ) -> Result<Attached, String> {
     let dir = dir.to_vec();
     if let Ok(a) = map_stage(&dir, checksum) {
+        used_now(&dir);
         return Ok(a);
     }
     let _lock = sys::lock_file(&join(&dir, b".lock"))
         .map_err(|e| format!("stage lock: {}", strerror(e)))?;
     if let Ok(a) = map_stage(&dir, checksum) {
+        used_now(&dir);
         return Ok(a);
     }
     let map = Mapping::map(fd, size as usize).map_err(|e| format!("map: {}", strerror(e)))?;
@@ -403,9 +405,50 @@ fn stage(
     );
     rustix::fs::renameat(CWD, &*t, CWD, &*d).map_err(|e| format!("stage rename: {e}"))?;
     let a = map_stage(&dir, checksum)?;
-    // A new stage on this node: the ones nobody uses any more go.
+    // A new stage on this node: unused ones go while over the budget.
     let _ = prune(cfg, Some(checksum), false);
     Ok(a)
+}
+
+/// Marks a stage as used now (its directory's times): `prune` removes the
+/// least recently used first. One local system call, when a process (or
+/// a job's first process on the node) finds the stage.
+fn used_now(dir: &[u8]) {
+    let now = rustix::fs::Timespec {
+        tv_sec: 0,
+        tv_nsec: rustix::fs::UTIME_NOW,
+    };
+    let times = rustix::fs::Timestamps {
+        last_access: now,
+        last_modification: now,
+    };
+    if let Ok(c) = sys::cstr(dir) {
+        let _ = rustix::fs::utimensat(CWD, &*c, &times, AtFlags::empty());
+    }
+}
+
+/// The bytes a stage holds, from its index: the index itself and every
+/// blob's contents. None if the index does not open.
+fn stage_bytes(dir: &[u8]) -> Option<u64> {
+    let (index, _, _) = map_file(&join(dir, b"/index")).ok()?;
+    let view = CacheView::open(index.bytes(), Verify::Header).ok()?;
+    let contents: u64 = view.blobs().iter().map(|b| b.size).sum();
+    Some(index.bytes().len() as u64 + contents)
+}
+
+/// The budget in bytes: `FMCACHE_STAGE_BUDGET`, a percentage taken of
+/// the stage file system's size (0 when that cannot be read: the old
+/// rule, keep only what is in use and the newest).
+fn budget_bytes(cfg: &Config) -> u64 {
+    match cfg.stage_budget {
+        config::Budget::Bytes(b) => b,
+        config::Budget::Percent(p) => sys::cstr(&cfg.stage_base)
+            .ok()
+            .and_then(|c| rustix::fs::statvfs(&*c).ok())
+            .map_or(0, |v| {
+                (v.f_blocks.saturating_mul(v.f_frsize) as u128 * p as u128 / 100) as u64
+            }),
+    }
 }
 
 /// Removes `<dir>.tmp.*` under `base` (call with the stage lock held).
@@ -422,37 +465,88 @@ fn remove_half_built(base: &[u8], dir: &[u8]) {
     }
 }
 
+/// The most threads that unpack a stage: past a few, writing into tmpfs
+/// (one inode lock per directory, page allocation) gains little.
+const MAX_WORKERS: usize = 8;
+
+/// Set in the auditor copy of the library (`stage_on_one_thread`).
+static ONE_THREAD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Stages without helper threads, for the copy of the library loaded in
+/// ld.so's auditor namespace: a thread it starts ends in glibc's stack
+/// cache with a TLS vector from that namespace's allocator, which the
+/// next thread the program starts frees with its own (an abort).
+pub fn stage_on_one_thread() {
+    ONE_THREAD.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Threads to unpack a stage with: the CPUs this process may run on, from
+/// its affinity mask (one system call). Never `available_parallelism`,
+/// which reads /proc and cgroup files through libc: our own hooks.
+fn workers() -> usize {
+    if ONE_THREAD.load(std::sync::atomic::Ordering::Relaxed) {
+        return 1;
+    }
+    rustix::thread::sched_getaffinity(None)
+        .map(|s| s.count() as usize)
+        .unwrap_or(1)
+        .clamp(1, MAX_WORKERS)
+}
+
+/// One staged file: the bytes of `blob` written to `target`.
+struct Job<'v> {
+    target: Vec<u8>,
+    blob: &'v fmcache_format::Blob,
+    stored: &'v [u8],
+    mode: u32,
+    entry: u64,
+}
+
 fn build_stage(view: &CacheView<'_>, bytes: &[u8], tmp: &[u8]) -> Result<(), String> {
     let e = |e: i32| strerror(e);
     sys::mkdir_p(&join(tmp, b"/root"), 0o700).map_err(e)?;
     let meta = &bytes[..view.header().meta_size as usize];
     write_new(&join(tmp, b"/index"), meta, 0o400).map_err(e)?;
-    let mut inodes: Vec<(u64, u64)> = Vec::new();
+    // The files to write, each target once (the first entry naming it,
+    // as a symlink and its target share one mirror), and their
+    // directories, made here on one thread.
+    let mut jobs: Vec<Job<'_>> = Vec::new();
+    let mut targets = std::collections::HashSet::new();
+    let mut made = std::collections::HashSet::new();
     for entry in view.entries() {
         let (Some(blob), Some(mirror)) = (entry.blob(), entry.mirror_path()) else {
             continue;
         };
-        let data = view.blob_bytes(blob).ok_or("blob out of bounds")?;
+        let stored = view.blob_stored(blob).ok_or("blob out of bounds")?;
         // The mirror is joined under root/: a `..` (or a relative path) in
         // a self-consistent but crafted cache must not write elsewhere.
         if !is_plain_absolute(mirror) {
             return Err(format!("{}: not a plain absolute path", show(mirror)));
         }
         let target = join(&join(tmp, b"/root"), mirror);
+        if !targets.insert(target.clone()) {
+            continue;
+        }
         if let Some(parent) = crate::path::parent(&target) {
-            sys::mkdir_p(parent, 0o700).map_err(e)?;
+            if made.insert(parent.to_vec()) {
+                sys::mkdir_p(parent, 0o700).map_err(e)?;
+            }
         }
         let mode = match entry.follow() {
             Some(Ok(st)) => 0o400 | (st.mode & 0o100),
             _ => 0o400,
         };
-        match write_new(&target, data, mode) {
-            Ok(ino) => inodes.push((ino, entry.index() as u64)),
-            // Another entry (a symlink to the same file) staged it already.
-            Err(libc::EEXIST) => {}
-            Err(err) => return Err(format!("{}: {}", show(&target), strerror(err))),
-        }
+        jobs.push(Job {
+            target,
+            blob,
+            stored,
+            mode,
+            entry: entry.index() as u64,
+        });
     }
+    // Largest first, so no thread is left with a big file at the end.
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.blob.size));
+    let mut inodes = unpack_all(&jobs, workers())?;
     inodes.sort_unstable();
     let table: Vec<u8> = inodes
         .iter()
@@ -460,6 +554,64 @@ fn build_stage(view: &CacheView<'_>, bytes: &[u8], tmp: &[u8]) -> Result<(), Str
         .collect();
     write_new(&join(tmp, b"/inodes"), &table, 0o400).map_err(e)?;
     Ok(())
+}
+
+/// Unpacks and writes every job on `threads` threads (this one and the
+/// helpers it could start): each takes the next job until none is left
+/// or one failed. Returns (inode, entry) of every file written.
+fn unpack_all(jobs: &[Job<'_>], threads: usize) -> Result<Vec<(u64, u64)>, String> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let work = || -> Result<Vec<(u64, u64)>, String> {
+        let mut unpacker = fmcache_format::Unpacker::new();
+        let mut written = Vec::new();
+        while !failed.load(Relaxed) {
+            let Some(j) = jobs.get(next.fetch_add(1, Relaxed)) else {
+                break;
+            };
+            let done = unpacker
+                .contents(j.blob, j.stored)
+                .map_err(|err| format!("{}: {err}", show(&j.target)))
+                .and_then(|data| match write_new(&j.target, data, j.mode) {
+                    Ok(ino) => Ok(Some(ino)),
+                    Err(libc::EEXIST) => Ok(None),
+                    Err(err) => Err(format!("{}: {}", show(&j.target), strerror(err))),
+                });
+            match done {
+                Ok(Some(ino)) => written.push((ino, j.entry)),
+                Ok(None) => {}
+                Err(err) => {
+                    failed.store(true, Relaxed);
+                    return Err(err);
+                }
+            }
+        }
+        Ok(written)
+    };
+    std::thread::scope(|s| {
+        // A helper that cannot start leaves its share to the others.
+        let helpers: Vec<_> = (1..threads.min(jobs.len()))
+            .filter_map(|_| {
+                std::thread::Builder::new()
+                    .name("fmcache-stage".into())
+                    .spawn_scoped(s, work)
+                    .ok()
+            })
+            .collect();
+        let mut all = work();
+        for h in helpers {
+            let theirs = h
+                .join()
+                .unwrap_or_else(|_| Err("a staging thread panicked".into()));
+            match (&mut all, theirs) {
+                (Ok(mine), Ok(theirs)) => mine.extend(theirs),
+                (Ok(_), Err(err)) => all = Err(err),
+                (Err(_), _) => {}
+            }
+        }
+        all
+    })
 }
 
 /// Creates a new file with `bytes`; returns its inode number.
@@ -521,11 +673,13 @@ fn unused(dir: &[u8]) -> Option<std::os::fd::OwnedFd> {
         .map(|()| fd)
 }
 
-/// Removes this user's complete stages that no process maps, except the
-/// one with checksum `keep`, and job pointers left naming no stage; with
-/// `all`, also half-built stages and locks. Returns how many names went.
-/// Run when a new stage is built, so stages cannot pile up: what remains
-/// is in use, or the newest.
+/// Removes this user's complete stages that no process maps, least
+/// recently used first, while all stages together hold more than the
+/// budget (`FMCACHE_STAGE_BUDGET`; with `all`, zero), never the one with
+/// checksum `keep`; then job pointers left naming no stage, and with
+/// `all` also half-built stages and locks. Returns how many names went.
+/// Run when a new stage is built, so stages cannot pile up past the
+/// budget, and alternating between caches finds each one still staged.
 pub fn prune(cfg: &Config, keep: Option<u64>, all: bool) -> Result<usize, String> {
     let base = &cfg.stage_base;
     let c = sys::cstr(base).map_err(strerror)?;
@@ -537,22 +691,40 @@ pub fn prune(cfg: &Config, keep: Option<u64>, all: bool) -> Result<usize, String
         .collect();
     let is_stage = |n: &[u8]| n.len() == 16 && n.iter().all(u8::is_ascii_hexdigit);
     let keep = keep.map(|k| format!("{k:016x}").into_bytes());
+    let budget = if all { 0 } else { budget_bytes(cfg) };
+    // (last used, bytes, name): oldest first.
+    let mut stages: Vec<((i64, u64), u64, &[u8])> = names
+        .iter()
+        .filter(|n| is_stage(n))
+        .map(|n| {
+            let dir = join(&join(base, b"/"), n);
+            let used = sys::cstr(&dir)
+                .ok()
+                .and_then(|c| rustix::fs::statat(CWD, &*c, AtFlags::SYMLINK_NOFOLLOW).ok())
+                .map_or((0, 0), |st| (st.st_mtime, st.st_mtime_nsec));
+            (used, stage_bytes(&dir).unwrap_or(0), n.as_slice())
+        })
+        .collect();
+    stages.sort();
+    let mut total: u64 = stages.iter().map(|s| s.1).sum();
     let mut removed = 0;
     let mut left: Vec<&[u8]> = Vec::new();
-    for n in names.iter().filter(|n| is_stage(n)) {
+    for &(_, bytes, n) in &stages {
         let dir = join(&join(base, b"/"), n);
-        let held = match unused(&dir) {
-            Some(lock) if keep.as_deref() != Some(n.as_slice()) => {
+        let candidate = total > budget && keep.as_deref() != Some(n);
+        let held = match candidate.then(|| unused(&dir)).flatten() {
+            Some(lock) => {
                 let gone = sys::remove_tree(&dir).is_ok();
                 drop(lock);
                 !gone
             }
-            _ => true,
+            None => true,
         };
         if held {
             left.push(n);
         } else {
             removed += 1;
+            total = total.saturating_sub(bytes);
         }
     }
     for n in names.iter().filter(|n| !is_stage(n)) {

@@ -565,6 +565,7 @@ fn check_probe(view: &CacheView<'_>, raw: &[u8], tally: &mut Tally, bad: &mut Ve
         if let (Answer::Hit(f), Ok((_, want))) = (&got, &real) {
             // The bytes, from the whole cache file.
             let bytes = f.entry.blob().and_then(|b| view.blob_bytes(b));
+            let bytes = bytes.as_deref();
             if bytes != Some(&want[..]) {
                 bad.push(format!(
                     "{name}({}): cached bytes {:?} differ from the file's {} bytes",

@@ -6,10 +6,17 @@
 //! emits the same bytes for the same input. The normative description is in
 //! ARCHITECTURE.md ("On-disk format").
 
+// The structures are viewed in place, so the file's little-endian integers
+// are read in the machine's order: true only on a little-endian machine.
+// Every target fmcache serves (x86-64, aarch64, riscv64, ppc64le Linux) is
+// one; a big-endian build would misread every cache, so it is refused.
+#[cfg(target_endian = "big")]
+compile_error!("fmcache's cache format is little-endian and read in place: big-endian targets are not supported");
+
 /// First eight bytes of every cache file.
 pub const MAGIC: [u8; 8] = *b"FMCACHE\0";
 /// Bumped on every incompatible change of the structures below.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// Marks "no index" in the u32 index fields.
 pub const NONE: u32 = u32::MAX;
 /// Bytes reserved for the header; sections start after it.
@@ -211,13 +218,27 @@ pub struct Dirent {
     pub _pad: [u8; 7],
 }
 
+/// How a blob's bytes are stored (`Blob::codec`, version 4).
+pub mod codec {
+    /// As they are: `stored == size`.
+    pub const RAW: u32 = 0;
+    /// One zstd frame that decodes to exactly `size` bytes.
+    pub const ZSTD: u32 = 1;
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Blob {
-    /// Offset within the DATA section.
+    /// Offset within the DATA section of the stored bytes.
     pub offset: u64,
+    /// Size of the contents (uncompressed).
     pub size: u64,
-    /// XXH3-128 (seed 0) of the bytes, little-endian.
+    /// Bytes stored in DATA from `offset` (version 4).
+    pub stored: u64,
+    /// `codec::RAW` or `codec::ZSTD` (version 4).
+    pub codec: u32,
+    pub _pad: u32,
+    /// XXH3-128 (seed 0) of the contents (uncompressed), little-endian.
     pub hash: [u8; 16],
 }
 
@@ -260,5 +281,5 @@ const _: () = {
     assert!(core::mem::size_of::<Entry>() == 72);
     assert!(core::mem::size_of::<StatRec>() == 160);
     assert!(core::mem::size_of::<Dirent>() == 24);
-    assert!(core::mem::size_of::<Blob>() == 32);
+    assert!(core::mem::size_of::<Blob>() == 48);
 };

@@ -3,11 +3,13 @@
 //! A cache maps literal absolute paths to what the kernel answered when the
 //! pilot run probed them. See ARCHITECTURE.md for the normative layout.
 
+pub mod codec;
 pub mod layout;
 pub mod reader;
 pub mod walk;
 pub mod writer;
 
+pub use codec::{BlobError, Unpacker};
 pub use layout::{Blob, Dirent, Entry, Header, StatRec};
 pub use reader::{checksum, read_header, CacheView, EntryRef, Listing, OpenError, Verify};
 pub use writer::{Builder, Content, DirentRec, Record, Written};

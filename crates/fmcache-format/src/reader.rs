@@ -218,11 +218,19 @@ impl<'a> CacheView<'a> {
         self.blobs
     }
 
-    /// The bytes of a blob, when the view holds the DATA section.
-    pub fn blob_bytes(&self, blob: &Blob) -> Option<&'a [u8]> {
+    /// The bytes a blob stores in DATA (compressed or raw, see
+    /// `Blob::codec`), when the view holds the DATA section.
+    pub fn blob_stored(&self, blob: &Blob) -> Option<&'a [u8]> {
         let start = usize::try_from(blob.offset).ok()?;
-        let end = start.checked_add(usize::try_from(blob.size).ok()?)?;
+        let end = start.checked_add(usize::try_from(blob.stored).ok()?)?;
         self.data?.get(start..end)
+    }
+
+    /// A blob's contents, decompressed and checked against its size and
+    /// hash (`codec::unpack`); None when the view has no DATA or the blob
+    /// is corrupt. Allocates: for tools, not for hooks.
+    pub fn blob_bytes(&self, blob: &Blob) -> Option<std::borrow::Cow<'a, [u8]>> {
+        crate::codec::unpack(blob, self.blob_stored(blob)?).ok()
     }
 
     fn str(&self, r: StrRef) -> Option<&'a [u8]> {

@@ -88,7 +88,10 @@ pub struct Builder<'d> {
 pub struct Written {
     pub entries: usize,
     pub blobs: usize,
+    /// Size of the DATA section: the stored (compressed) contents.
     pub data_bytes: u64,
+    /// The contents before compression, each distinct blob once.
+    pub content_bytes: u64,
     pub file_size: u64,
     pub checksum: u64,
 }
@@ -149,7 +152,8 @@ impl<'d> Builder<'d> {
         let mut order: Vec<u32> = Vec::new();
         let mut blobs: Vec<Blob> = Vec::new();
         let mut blob_ix: HashMap<[u8; 16], u32> = HashMap::new();
-        let mut data: Vec<&[u8]> = Vec::new();
+        let mut data: Vec<Cow<'_, [u8]>> = Vec::new();
+        let mut zstd = None;
         let mut data_len: u64 = 0;
         let mut entries: Vec<Entry> = Vec::with_capacity(records.len());
         let mut top_filter = [0u64; 4];
@@ -224,13 +228,17 @@ impl<'d> Builder<'d> {
                 let hash = blob_hash(&c.bytes);
                 let next = blobs.len() as u32;
                 let ix = *blob_ix.entry(hash).or_insert_with(|| {
+                    let (codec, stored) = crate::codec::pack(&c.bytes, &mut zstd);
                     blobs.push(Blob {
                         offset: data_len,
                         size: c.bytes.len() as u64,
+                        stored: stored.len() as u64,
+                        codec,
+                        _pad: 0,
                         hash,
                     });
-                    data.push(&c.bytes);
-                    data_len += c.bytes.len() as u64;
+                    data_len += stored.len() as u64;
+                    data.push(stored);
                     data_len = data_len.next_multiple_of(SECTION_ALIGN as u64);
                     next
                 });
@@ -339,6 +347,7 @@ impl<'d> Builder<'d> {
             entries: entries.len(),
             blobs: blobs.len(),
             data_bytes: data_len,
+            content_bytes: blobs.iter().map(|b| b.size).sum(),
             file_size: meta_size + data_len,
             checksum,
         })

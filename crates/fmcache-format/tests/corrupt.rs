@@ -155,8 +155,14 @@ fn valid() -> Vec<u8> {
         }
     };
     b.add(dir(b"/", &[b"a", b"loop1", b"loop2"]));
-    b.add(dir(b"/a", &[b"b", b"c", b"dangling"]));
-    for (name, bytes) in [(&b"/a/b"[..], &b"hello\n"[..]), (b"/a/c", b"world!\n")] {
+    b.add(dir(b"/a", &[b"b", b"c", b"dangling", b"z"]));
+    // /a/z compresses (a zstd blob); the others are too small (raw).
+    let z = b"compressible line of text\n".repeat(64);
+    for (name, bytes) in [
+        (&b"/a/b"[..], &b"hello\n"[..]),
+        (b"/a/c", b"world!\n"),
+        (b"/a/z", &z[..]),
+    ] {
         b.add(Record {
             path: name.to_vec(),
             lstat: Some(Ok(st(S_IFREG | 0o644, 3, bytes.len() as i64))),
@@ -368,6 +374,47 @@ fn crafted() -> Vec<(String, Vec<u8>)> {
             for b in (off..off + size).step_by(std::mem::size_of::<Blob>()) {
                 put_u64(f, b, u64::MAX - 3);
                 put_u64(f, b + 8, 16);
+                put_u64(f, b + 16, 16);
+            }
+        }),
+    );
+    // Blob fields (layout.rs `Blob`: offset 0, size 8, stored 16, codec
+    // 24) and the stored bytes: unpacking must refuse, never overrun.
+    let each_blob = |f: &mut Vec<u8>, at: usize, v: u64, wide: bool| {
+        let (off, size) = s(sec::BLOBS);
+        for b in (off..off + size).step_by(std::mem::size_of::<Blob>()) {
+            if wide {
+                put_u64(f, b + at, v);
+            } else {
+                put_u32(f, b + at, v as u32);
+            }
+        }
+    };
+    add("blob-codec-unknown", edit(&|f| each_blob(f, 24, 7, false)));
+    add("blob-raw-as-zstd", edit(&|f| each_blob(f, 24, 1, false)));
+    add(
+        "blob-size-lies-larger",
+        edit(&|f| each_blob(f, 8, 1 << 20, true)),
+    );
+    add(
+        "blob-size-lies-smaller",
+        edit(&|f| each_blob(f, 8, 3, true)),
+    );
+    add(
+        "blob-size-huge",
+        edit(&|f| each_blob(f, 8, u64::MAX / 2, true)),
+    );
+    add(
+        "blob-stored-huge",
+        edit(&|f| each_blob(f, 16, u64::MAX - 7, true)),
+    );
+    add(
+        "blob-zstd-garbage",
+        edit(&|f| {
+            // Every stored byte past each frame's 4-byte magic.
+            let (doff, dsize) = s(sec::DATA);
+            for b in f[doff..doff + dsize].iter_mut().skip(4) {
+                *b ^= 0x5A;
             }
         }),
     );
@@ -450,5 +497,45 @@ fn crafted_corpus_is_current() {
         mask(&mut got);
         mask(&mut want);
         assert!(got == want, "{name} differs from the generator");
+    }
+}
+
+/// The crafted blob damage: with checksums fixed (so only the blob's own
+/// checks stand between it and the stage), no damaged blob unpacks, and
+/// every blob of the reference file does.
+#[test]
+fn damaged_blobs_do_not_unpack() {
+    for (name, mut bytes) in crafted() {
+        stamp(&mut bytes);
+        fix_checksums(&mut bytes);
+        let buf = Aligned::new(&bytes);
+        let Ok(view) = CacheView::open(buf.bytes(), Verify::Full) else {
+            continue;
+        };
+        let unpacked = view
+            .blobs()
+            .iter()
+            .filter(|b| view.blob_bytes(b).is_some())
+            .count();
+        if name == "valid.fmc" {
+            assert_eq!(unpacked, view.blobs().len(), "{name}");
+            assert!(
+                view.blobs()
+                    .iter()
+                    .any(|b| b.codec == fmcache_format::layout::codec::ZSTD),
+                "the reference file has a compressed blob"
+            );
+        } else if [
+            "blob-codec-unknown.fmc",
+            "blob-size-lies-larger.fmc",
+            "blob-size-lies-smaller.fmc",
+            "blob-size-huge.fmc",
+            "blob-stored-huge.fmc",
+            "blob-zstd-garbage.fmc",
+        ]
+        .contains(&name.as_str())
+        {
+            assert_eq!(unpacked, 0, "{name}");
+        }
     }
 }

@@ -94,7 +94,7 @@ pub fn serve_everything(view: &CacheView<'_>, bytes: &[u8]) {
                 if let answer::Answer::Hit(f) = answer::open_read(view, &TrustAll, v, flags) {
                     assert!(!f.mirror.is_empty() || f.entry.blob().is_some());
                     if let Some(b) = f.entry.blob() {
-                        let _ = view.blob_bytes(b);
+                        let _ = view.blob_stored(b);
                     }
                 }
             }
