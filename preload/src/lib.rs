@@ -90,11 +90,6 @@ fn start(argv: *const *const c_char) {
     if carry::is_auditor() && preloaded_too() {
         log::quiet();
     }
-    if carry::is_auditor() {
-        // Threads started from the auditor's namespace leave glibc's
-        // stack cache with TLS the main namespace's free() rejects.
-        fmcache_core::stage::stage_on_one_thread();
-    }
     if cfg.op != Op::Off && !carry::is_auditor() {
         carry::export_audit();
         settings::export_paths(&cfg, &inherited);

@@ -16,3 +16,4 @@ pub mod recdir;
 pub mod scope;
 pub mod stage;
 pub mod sys;
+pub mod workers;

@@ -469,24 +469,10 @@ fn remove_half_built(base: &[u8], dir: &[u8]) {
 /// (one inode lock per directory, page allocation) gains little.
 const MAX_WORKERS: usize = 8;
 
-/// Set in the auditor copy of the library (`stage_on_one_thread`).
-static ONE_THREAD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Stages without helper threads, for the copy of the library loaded in
-/// ld.so's auditor namespace: a thread it starts ends in glibc's stack
-/// cache with a TLS vector from that namespace's allocator, which the
-/// next thread the program starts frees with its own (an abort).
-pub fn stage_on_one_thread() {
-    ONE_THREAD.store(true, std::sync::atomic::Ordering::Relaxed);
-}
-
 /// Threads to unpack a stage with: the CPUs this process may run on, from
 /// its affinity mask (one system call). Never `available_parallelism`,
 /// which reads /proc and cgroup files through libc: our own hooks.
 fn workers() -> usize {
-    if ONE_THREAD.load(std::sync::atomic::Ordering::Relaxed) {
-        return 1;
-    }
     rustix::thread::sched_getaffinity(None)
         .map(|s| s.count() as usize)
         .unwrap_or(1)
@@ -557,8 +543,9 @@ fn build_stage(view: &CacheView<'_>, bytes: &[u8], tmp: &[u8]) -> Result<(), Str
 }
 
 /// Unpacks and writes every job on `threads` threads (this one and the
-/// helpers it could start): each takes the next job until none is left
-/// or one failed. Returns (inode, entry) of every file written.
+/// helpers it could start, `workers.rs`): each takes the next job until
+/// none is left or one failed. Returns (inode, entry) of every file
+/// written.
 fn unpack_all(jobs: &[Job<'_>], threads: usize) -> Result<Vec<(u64, u64)>, String> {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
     let next = AtomicUsize::new(0);
@@ -589,29 +576,18 @@ fn unpack_all(jobs: &[Job<'_>], threads: usize) -> Result<Vec<(u64, u64)>, Strin
         }
         Ok(written)
     };
-    std::thread::scope(|s| {
-        // A helper that cannot start leaves its share to the others.
-        let helpers: Vec<_> = (1..threads.min(jobs.len()))
-            .filter_map(|_| {
-                std::thread::Builder::new()
-                    .name("fmcache-stage".into())
-                    .spawn_scoped(s, work)
-                    .ok()
-            })
-            .collect();
-        let mut all = work();
-        for h in helpers {
-            let theirs = h
-                .join()
-                .unwrap_or_else(|_| Err("a staging thread panicked".into()));
-            match (&mut all, theirs) {
-                (Ok(mine), Ok(theirs)) => mine.extend(theirs),
-                (Ok(_), Err(err)) => all = Err(err),
-                (Err(_), _) => {}
-            }
+    let mut all: Result<Vec<(u64, u64)>, String> = Ok(Vec::new());
+    for theirs in crate::workers::run(threads.min(jobs.len()), &work) {
+        match (
+            &mut all,
+            theirs.unwrap_or_else(|| Err("a staging thread panicked".into())),
+        ) {
+            (Ok(mine), Ok(theirs)) => mine.extend(theirs),
+            (Ok(_), Err(err)) => all = Err(err),
+            (Err(_), _) => {}
         }
-        all
-    })
+    }
+    all
 }
 
 /// Creates a new file with `bytes`; returns its inode number.
