@@ -25,6 +25,7 @@ mod libnames;
 mod libsearch;
 mod loaders;
 mod missed;
+mod owner;
 mod recorder;
 mod server;
 mod settings;
@@ -57,7 +58,7 @@ extern "C" fn fini() {
 }
 
 fn start(argv: *const *const c_char) {
-    hooks::process::set_owner();
+    owner::set_owner();
     cwd::refresh();
     carry::identify();
     hooks::exec::resolve();

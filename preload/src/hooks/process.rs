@@ -5,22 +5,13 @@
 //! cwd, and a new root or mount namespace stops serving.
 
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering::*};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
 
 use libc::c_int;
 
-/// The process that owns the state. A vfork child shares our memory but
-/// has another pid, and must not touch anything before it execs or exits.
-static OWNER: AtomicI32 = AtomicI32::new(0);
+use crate::owner::{is_owner, run_auditor_hook, set_owner, PEER_AFTER_FORK, PEER_FINISH};
+
 static FINISHED: AtomicBool = AtomicBool::new(false);
-
-pub fn set_owner() {
-    OWNER.store(rustix::process::getpid().as_raw_nonzero().get(), Relaxed);
-}
-
-pub fn is_owner() -> bool {
-    OWNER.load(Relaxed) == rustix::process::getpid().as_raw_nonzero().get()
-}
 
 /// Merges the journal and writes the counters, once per process.
 pub fn finish() {
@@ -53,17 +44,6 @@ pub extern "C" fn after_fork_child() {
     }
 }
 
-/// Preload copy: the auditor copy's `finish` and `after_fork_child`,
-/// written by the auditor in `la_objopen` (`trust::note_peer`). The
-/// auditor copy lives in a namespace with its own libc: the program's
-/// `fork` runs only the handlers registered with the program's libc, and
-/// `_exit` resolves to this copy's hook, so this copy runs the auditor's
-/// too (else a shell ending in `_exit` left the auditor's journal
-/// unmerged, and a forked child's auditor wrote to its parent's).
-pub static AUDITOR_HOOKS: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
-const PEER_FINISH: usize = 0;
-const PEER_AFTER_FORK: usize = 1;
-
 /// Auditor copy: what it publishes into the preload copy's AUDITOR_HOOKS.
 pub fn own_hooks() -> [usize; 2] {
     [
@@ -74,17 +54,6 @@ pub fn own_hooks() -> [usize; 2] {
 
 extern "C" fn peer_finish() {
     finish();
-}
-
-fn run_auditor_hook(which: usize) {
-    let f = AUDITOR_HOOKS[which].load(Acquire);
-    if f != 0 {
-        // SAFETY: written by the auditor copy of this same file as one of
-        // its `extern "C" fn()` (own_hooks); that copy stays mapped for
-        // the process's life (ld.so never unloads an auditor).
-        let f: extern "C" fn() = unsafe { core::mem::transmute(f) };
-        f();
-    }
 }
 
 #[no_mangle]
