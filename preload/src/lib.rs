@@ -65,7 +65,7 @@ fn start(argv: *const *const c_char) {
     // SAFETY: argv is what ld.so passed to the constructor.
     unsafe { direct::reexec_audited(argv) };
     hooks::dl::resolve();
-    hooks::process::resolve_all();
+    hooks::process::resolve();
     for resolve in [
         hooks::stat::resolve,
         hooks::access::resolve,

@@ -227,80 +227,35 @@ fn pthread_create_common(
     r
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn clone(
-    f: Option<CloneFn>,
-    stack: *mut c_void,
-    flags: c_int,
-    arg: *mut c_void,
-    ptid: *mut libc::pid_t,
-    tls: *mut c_void,
-    ctid: *mut libc::pid_t,
-) -> c_int {
-    // The variadic tail (ptid, tls, ctid) is forwarded as received: the
-    // x86-64 and aarch64 ABIs pass it in the same registers.
-    clone_common(f, flags, arg, |f, arg| {
-        match real_clone() {
-            // SAFETY: the caller's arguments, the function possibly ours.
-            Some(real) => unsafe { real(f, stack, flags, arg, ptid, tls, ctid) },
-            None => {
-                crate::errno::set(libc::ENOSYS);
-                -1
-            }
-        }
-    })
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn pthread_create(
-    t: *mut libc::pthread_t,
-    attr: *const libc::pthread_attr_t,
-    f: Option<StartFn>,
-    arg: *mut c_void,
-) -> c_int {
-    pthread_create_common(f, arg, |f, arg| {
-        // pthread functions return the error number, not -1 and errno.
-        match real_pthread_create() {
-            // SAFETY: the caller's arguments, start routine possibly ours.
-            Some(real) => unsafe { real(t, attr, f, arg) },
-            None => libc::ENOSYS,
-        }
-    })
-}
-
 hook! {
     fn unshare(flags: c_int) -> c_int, real => unshare_common(flags, real);
     fn setns(fd: c_int, nstype: c_int) -> c_int, real => { let _ = fd; setns_common(nstype, real) };
     fn chroot(p: *const libc::c_char) -> c_int, real => { let _ = p; chroot_common(real) };
-}
-
-type RealClone = unsafe extern "C" fn(
-    Option<CloneFn>,
-    *mut c_void,
-    c_int,
-    *mut c_void,
-    *mut libc::pid_t,
-    *mut c_void,
-    *mut libc::pid_t,
-) -> c_int;
-type RealPthreadCreate = unsafe extern "C" fn(
-    *mut libc::pthread_t,
-    *const libc::pthread_attr_t,
-    Option<StartFn>,
-    *mut c_void,
-) -> c_int;
-
-fn real_clone() -> Option<RealClone> {
-    real!(clone: fn(Option<CloneFn>, *mut c_void, c_int, *mut c_void, *mut libc::pid_t, *mut c_void, *mut libc::pid_t) -> c_int)
-}
-
-fn real_pthread_create() -> Option<RealPthreadCreate> {
-    real!(pthread_create: fn(*mut libc::pthread_t, *const libc::pthread_attr_t, Option<StartFn>, *mut c_void) -> c_int)
-}
-
-/// Resolves the real functions of this module (in the constructor).
-pub fn resolve_all() {
-    resolve();
-    let _ = real_clone();
-    let _ = real_pthread_create();
+    // The variadic tail (ptid, tls, ctid) is forwarded as received: the
+    // x86-64 and aarch64 ABIs pass it in the same registers.
+    fn clone(
+        f: Option<CloneFn>,
+        stack: *mut c_void,
+        flags: c_int,
+        arg: *mut c_void,
+        ptid: *mut libc::pid_t,
+        tls: *mut c_void,
+        ctid: *mut libc::pid_t,
+    ) -> c_int, _real => clone_common(f, flags, arg, |f, arg| {
+        // The caller's arguments, the function possibly ours.
+        call_hooked_real!(clone(f, stack, flags, arg, ptid, tls, ctid))
+    });
+    fn pthread_create(
+        t: *mut libc::pthread_t,
+        attr: *const libc::pthread_attr_t,
+        f: Option<StartFn>,
+        arg: *mut c_void,
+    ) -> c_int, _real => pthread_create_common(f, arg, |f, arg| {
+        // pthread functions return the error number, not -1 and errno.
+        match pthread_create::real() {
+            // SAFETY: the caller's arguments, start routine possibly ours.
+            Some(real) => unsafe { real(t, attr, f, arg) },
+            None => libc::ENOSYS,
+        }
+    });
 }
