@@ -58,6 +58,7 @@ extern "C" fn fini() {
 }
 
 fn start(argv: *const *const c_char) {
+    state::quiet_panics();
     owner::set_owner();
     cwd::refresh();
     carry::identify();

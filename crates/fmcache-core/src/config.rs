@@ -120,7 +120,7 @@ pub const LIBRARY_VARS: &[(&str, &str)] = &[
     ),
     (
         "FMCACHE_DEBUG",
-        "search: say on stderr why a library search was left to ld.so",
+        "comma-separated: search (why a library search was left to ld.so), pass (each call passed to the real function, and why), panic (a self-test: every answer panics inside the library; the calls pass through)",
     ),
     (
         "FMCACHE_WARNED",
