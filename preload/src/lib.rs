@@ -121,7 +121,7 @@ fn start(argv: *const *const c_char) {
     unsafe { libc::pthread_atfork(None, None, Some(hooks::process::after_fork_child)) };
     match cfg.op {
         Op::Off => {}
-        Op::Record => match recorder::Recorder::start(cfg.clone()).inspect(|_| libsearch::init()) {
+        Op::Record => match recorder::Recorder::start(cfg.clone()).inspect(|_| init_libsearch()) {
             Ok(r) => state::set_recorder(Box::leak(Box::new(r))),
             Err(e) => settings::warn_once(
                 &mut inherited,
@@ -133,7 +133,7 @@ fn start(argv: *const *const c_char) {
         },
         Op::Serve => match serve_check()
             .inspect(|()| {
-                libsearch::init();
+                init_libsearch();
                 state::init_debug();
             })
             .and_then(|()| server::Server::attach(&cfg))
@@ -153,6 +153,14 @@ fn start(argv: *const *const c_char) {
                 ),
             ),
         },
+    }
+}
+
+/// Library searches are the auditor copy's alone (`la_objsearch`): the
+/// preload copy maps no /etc/ld.so.cache and reads no /proc/self/exe.
+fn init_libsearch() {
+    if carry::is_auditor() {
+        libsearch::init();
     }
 }
 
