@@ -298,6 +298,32 @@ fn a_stage_gone_or_replaced_sends_the_child_to_the_cache() {
     let (out, calls) = run(&[("FMCACHE_ATTACHED", &v2)]);
     assert_eq!(out, "version 2, longer\n", "the tree keeps its version");
     assert!(calls.meta.is_empty(), "{:#?}", calls.meta);
+    // `fmcache verify` run inside that tree says so.
+    let verify = |attached: Option<&str>| {
+        let mut c = Command::new(fmcache_tests::tool());
+        for k in fmcache_tests::scrubbed().chain(fmcache_core::config::JOB_VARS) {
+            c.env_remove(k);
+        }
+        c.env("FMCACHE_STAGE_DIR", &s.cache.stage);
+        if let Some(v) = attached {
+            c.env("FMCACHE_ATTACHED", v);
+        }
+        c.arg("verify").arg(&s.cache.file).output().unwrap()
+    };
+    let o = verify(Some(&v2));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("this process tree serves another version"),
+        "{text}"
+    );
+    let o = verify(None);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
 
     // Its stage removed (`fmcache stage --clean`, a prune): the child
     // reads the cache, as natively.

@@ -256,6 +256,25 @@ pub fn job_checksum(cfg: &Config) -> Option<(Vec<u8>, u64)> {
     Some((job.clone(), checksum))
 }
 
+/// The checksum this process tree serves for `cfg.cache` outside a job,
+/// when it inherited an attachment (`FMCACHE_ATTACHED` in the environment,
+/// for this cache and stage base) whose stage is here and not marked
+/// replaced: what `fmcache verify` run inside the tree compares with the
+/// cache itself.
+pub fn tree_checksum(cfg: &Config) -> Option<u64> {
+    if cfg.job.is_some() {
+        return None;
+    }
+    let v = std::env::var_os(config::ATTACHED_VAR)?;
+    let checksum = inherited_checksum(cfg, std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()))?;
+    let dir = join(&cfg.stage_base, format!("/{checksum:016x}").as_bytes());
+    let here = |name: &[u8]| {
+        sys::cstr(&join(&dir, name))
+            .is_ok_and(|c| rustix::fs::statat(CWD, &*c, AtFlags::SYMLINK_NOFOLLOW).is_ok())
+    };
+    (here(b"/index") && !here(b"/replaced")).then_some(checksum)
+}
+
 /// After a merge replaced `cfg.cache`: drops the job pointers on this
 /// node that name it, so later processes of a running job read the new
 /// cache (those already started keep the stage they map). Each pointer is
@@ -702,6 +721,45 @@ fn is_plain_absolute(p: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::is_plain_absolute;
+
+    #[test]
+    fn an_inherited_attachment_is_for_one_cache_and_stage_base() {
+        use super::{attachment_value, inherited_checksum};
+        let cfg = |cache: &str, stage: &str| {
+            let (cache, stage) = (cache.to_string(), stage.to_string());
+            crate::config::Config::from_lookup(
+                move |k| match k {
+                    "FMCACHE_FILE" => Some(cache.clone().into()),
+                    "FMCACHE_STAGE_DIR" => Some(stage.clone().into()),
+                    _ => None,
+                },
+                b"/",
+                1000,
+            )
+        };
+        let a = cfg("/sw/app.fmcache", "/dev/shm/fmcache-1000");
+        let v = attachment_value(&a, 0xdead_beef);
+        assert_eq!(v.len(), 33);
+        assert_eq!(inherited_checksum(&a, v.as_bytes()), Some(0xdead_beef));
+        for other in [
+            cfg("/sw/other.fmcache", "/dev/shm/fmcache-1000"),
+            cfg("/sw/app.fmcache", "/tmp/elsewhere"),
+        ] {
+            assert_eq!(inherited_checksum(&other, v.as_bytes()), None);
+        }
+        let key = &v[17..];
+        for bad in [
+            format!("/tmp/x/00000000deadbeef:{key}"),
+            format!("../../../../etc:{key}"),
+            format!("00000000deadbeeg:{key}"),
+            format!("00000000deadbeef;{key}"),
+            format!("+0000000deadbeef:{key}"),
+            format!("{v}0"),
+            String::new(),
+        ] {
+            assert_eq!(inherited_checksum(&a, bad.as_bytes()), None, "{bad}");
+        }
+    }
 
     #[test]
     fn mirrors_cannot_climb_out_of_the_stage() {
