@@ -419,3 +419,32 @@ fn a_forged_inherited_value_is_refused() {
         assert_eq!(calls.opens(), 1, "{what}: {:#?}", calls.meta);
     }
 }
+
+/// A pilot's merge that rewrites the cache in place (`DLFM_OP=write-cache`
+/// meeting a path the cache lacks) marks the old version's stage too.
+#[test]
+fn a_merge_that_rewrites_the_cache_marks_the_old_stage() {
+    let s = setup("attach_merge");
+    let f = s.file.display().to_string();
+    let v1 = handed_value(&s.cache, &s.fx.out.join("v1"));
+    let more = s.fx.tree.join("more.txt");
+    fs::write(&more, "more\n").unwrap();
+    Run::new("/bin/cat")
+        .arg(&more)
+        .record(&s.cache)
+        .run()
+        .ok("pilot merging into the cache");
+    assert!(
+        s.cache.stage.join(&v1[..16]).join("replaced").exists(),
+        "the old stage is marked"
+    );
+    let (out, calls) = served(
+        &s.cache,
+        &["/bin/cat", &f],
+        &[("FMCACHE_ATTACHED", &v1)],
+        &s.fx.out.join("child"),
+    );
+    assert_eq!(out, "version 1\n");
+    assert_eq!(calls.opens(), 1, "{:#?}", calls.meta);
+    assert_ne!(handed_value(&s.cache, &s.fx.out.join("v2")), v1);
+}
