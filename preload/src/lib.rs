@@ -8,6 +8,7 @@
 mod real;
 #[macro_use]
 mod log;
+mod attachment;
 mod audit;
 mod carry;
 mod cell;
@@ -119,6 +120,9 @@ fn start(argv: *const *const c_char) {
     }
     // SAFETY: registering a plain function.
     unsafe { libc::pthread_atfork(None, None, Some(hooks::process::after_fork_child)) };
+    if cfg.op == Op::Record && !carry::is_auditor() {
+        settings::drop_attached();
+    }
     match cfg.op {
         Op::Off => {}
         Op::Record => match recorder::Recorder::start(cfg.clone()).inspect(|_| init_libsearch()) {

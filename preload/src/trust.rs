@@ -462,6 +462,9 @@ pub fn note_peer(map: &crate::carry::LinkMap, lmid: libc::c_long, own_hooks: [us
         return;
     }
     PEER.store(moved(core::ptr::addr_of!(PUBLISHED) as usize), Release);
+    crate::attachment::note_peer(moved(
+        core::ptr::addr_of!(crate::attachment::HANDED) as usize
+    ));
     let hooks = moved(core::ptr::addr_of!(crate::owner::AUDITOR_HOOKS) as usize)
         as *const [core::sync::atomic::AtomicUsize; 2];
     // SAFETY: the preload copy's AUDITOR_HOOKS, at the same offset in the

@@ -300,6 +300,28 @@ pub fn c_program(tmp: &Path, name: &str) -> PathBuf {
     exe
 }
 
+/// `strace -f -qq -y -e trace=<set> -o <trace>` set up for a direct start
+/// under read-cache of `cache` (LD_PRELOAD alone, outside any job, the
+/// library's variables scrubbed): add `-E NAME=VALUE` arguments, then
+/// `--` and the command.
+pub fn strace_served(cache: &Cache, set: &str, trace: &Path) -> Command {
+    let mut c = Command::new("strace");
+    c.args(["-f", "-qq", "-y", "-e", &format!("trace={set}"), "-o"])
+        .arg(trace);
+    for k in scrubbed().chain(fmcache_core::config::JOB_VARS) {
+        c.env_remove(k);
+    }
+    for (k, v) in [
+        ("LD_PRELOAD", lib().display().to_string()),
+        ("DLFM_OP", "read-cache".into()),
+        ("FMCACHE_FILE", cache.file.display().to_string()),
+        ("FMCACHE_STAGE_DIR", cache.stage.display().to_string()),
+    ] {
+        c.arg("-E").arg(format!("{k}={v}"));
+    }
+    c
+}
+
 /// What the library does in a run.
 #[derive(Clone, Debug)]
 pub enum Mode {
