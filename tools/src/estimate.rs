@@ -664,6 +664,17 @@ pub fn main(a: Args) -> Result<ExitCode, String> {
             }
         );
     }
+    for c in &rows {
+        if let Some(l) = &c.lower {
+            if l.native_s < c.measured && c.measured < c.upper.native_s {
+                println!(
+                    "{} lies between the bounds at {:.0} requests/s: its clients cached less than the lower bound assumes.",
+                    c.name.split([' ', ',']).next().unwrap_or(c.name),
+                    a.mds_rate
+                );
+            }
+        }
+    }
     println!(
         "Target: fmcache at most {TARGET_S:.0} s for {} with a tree broadcast, under {}: {}.",
         large.name.split(" (").next().unwrap_or(large.name),

@@ -239,6 +239,15 @@ fn a_slow_link_fails_the_target_and_says_so() {
     let (ok, out, _) = run(&["--csv", MODES]);
     assert!(ok);
     assert!(out.contains("both bounds: PASS"), "{out}");
+    // At 15,000/s ARCHER's 2,700 s lies between 193.8 s and 3,200.5 s,
+    // Edison's 40 s between 8.8 s and 137 s.
+    assert!(out.contains("ARCHER lies between the bounds"), "{out}");
+    assert!(out.contains("Edison lies between the bounds"), "{out}");
+    // At 1,000/s even the lower bound is over: ARCHER (2.9e6 requests)
+    // 2,900.5 s.
+    let (ok, out, _) = run(&["--csv", MODES, "--mds-rate", "1000"]);
+    assert!(ok);
+    assert!(!out.contains("ARCHER lies between"), "{out}");
 }
 
 /// An old CSV (no fs_mode column) is all TTL 0: no lower bound, said so.
