@@ -1,9 +1,13 @@
 """Driver of bench/run, the start-up benchmark lab (standard library only).
 
 Each workload's software tree lives on `fmcache-slowfs` (one lock, a fixed
-latency per metadata request, TTL 0: a stand-in for one busy metadata
-server). N processes start at once, plainly or as `srun` tasks on the
-4-node cluster of tests/cluster, in four modes side by side:
+latency per metadata request: a stand-in for one busy metadata server), in
+two slowfs modes: ttl0 (the kernel caches nothing) and client (each node's
+kernel caches entries, attributes and failed lookups, as a Lustre or GPFS
+client holding locks does; for srun rows one mount per simulated node, in
+that node's mount namespace, all queued on one lock). N processes start at
+once, plainly or as `srun` tasks on the 4-node cluster of tests/cluster, in
+four modes side by side:
 
   native       the tree on slowfs;
   tmpfs-copy   the tree packed in one tar on slowfs (prepared once, like the
@@ -32,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lab_report  # noqa: E402
 from benchlib import fail, loadavg, log, machine, sh  # noqa: E402
 
-HEADER, MODES = lab_report.HEADER, lab_report.MODES
+HEADER, MODES, FS_MODES = lab_report.HEADER, lab_report.MODES, lab_report.FS_MODES
 # Parts of the interpreter's prefix a Python program never needs; left out
 # so that copying the tree (tmpfs-copy) is what a careful user would copy.
 STDLIB_SKIP = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "site-packages", "lib2to3"}
@@ -84,60 +88,115 @@ WORKLOADS = {
 
 
 class Slowfs:
-    """One `fmcache-slowfs` mount; its counts file is rewritten every 50 ms."""
+    """The shared file system of one slowfs mode: one `fmcache-slowfs`
+    mount on the host (ttl0; client for plain rows), or one per simulated
+    node inside that node's mount namespace (client, srun rows), queued on
+    one lock file. Each mount's counts file is rewritten every 50 ms."""
 
-    def __init__(self, lab, latency):
-        self.lab, self.latency = lab, latency
-        self.counts = os.path.join(lab.work, f"counts-{latency}.json")
-        self.err = open(os.path.join(lab.work, f"slowfs-{latency}.err"), "w")
+    def __init__(self, lab, latency, fs_mode, per_node=False):
+        self.lab, self.latency, self.fs_mode = lab, latency, fs_mode
+        tag = f"{latency}-{fs_mode}"
+        # (node namespace pid or None for the host, counts file, process)
+        self.mounts = []
+        self.err = open(os.path.join(lab.work, f"slowfs-{tag}.err"), "w")
         os.makedirs(lab.mnt, exist_ok=True)
-        if os.path.exists(self.counts):
-            os.unlink(self.counts)
-        # Cold reads: the simulated nodes share one page cache, and each must
-        # read what it uses from the shared file system itself.
-        cmd = [lab.slowfs, lab.src, lab.mnt, "--latency-us", str(latency), "--counts", self.counts,
-               "--cold-reads"]
+        cmd = [lab.slowfs, lab.src, lab.mnt, "--latency-us", str(latency)]
+        if fs_mode == "ttl0":
+            # Cold reads: the simulated nodes share this one mount and one
+            # page cache, and each must read what it uses itself. Client
+            # mode needs none: each node's mount has its own page cache.
+            cmd.append("--cold-reads")
+        else:
+            cmd.append("--client-cache")
         if lab.a.read_mibps:
             cmd += ["--read-mibps", str(lab.a.read_mibps)]
-        self.proc = subprocess.Popen(cmd, stderr=self.err)
-        for _ in range(200):
-            if os.path.exists(self.counts) and os.path.ismount(lab.mnt):
-                return
-            time.sleep(0.05)
-        self.stop()
-        die(f"slowfs did not mount on {lab.mnt} (see {self.err.name})")
+        # Per node: the launching host too (srun itself loads libfmcache.so
+        # from LD_PRELOAD and looks for the cache, as a login node's client
+        # would), first, so its mount reaches the node namespaces before
+        # theirs cover it.
+        self.nodes = [None] + (lab.node_pids() if per_node else [])
+        if per_node:
+            cmd += ["--mds-lock", os.path.join(lab.work, f"mds-{tag}.lock")]
+        self.cmd, self.tag = cmd, tag
+        self.start()
+
+    def start(self):
+        self.mounts = []
+        for k, pid in enumerate(self.nodes):
+            counts = os.path.join(self.lab.work, f"counts-{self.tag}-{k}.json")
+            if os.path.exists(counts):
+                os.unlink(counts)
+            enter = ["nsenter", "-t", str(pid), "-m", "--"] if pid else []
+            proc = subprocess.Popen(enter + self.cmd + ["--counts", counts], stderr=self.err)
+            self.mounts.append((pid, counts, proc))
+            for _ in range(200):
+                if os.path.exists(counts) and self.is_mounted(pid):
+                    break
+                time.sleep(0.05)
+            else:
+                self.stop()
+                die(f"slowfs did not mount on {self.lab.mnt} (see {self.err.name})")
+
+    def fresh(self):
+        """Client mode: new mounts, so every run starts with cold client
+        caches (entries and pages), as a job's first start-up on its nodes
+        does; TTL 0 has nothing to forget."""
+        if self.fs_mode != "ttl0":
+            self.stop(close=False)
+            self.start()
+
+    def is_mounted(self, pid):
+        if pid is None:
+            return os.path.ismount(self.lab.mnt)
+        return subprocess.run(["nsenter", "-t", str(pid), "-m", "--", "mountpoint", "-q", self.lab.mnt]).returncode == 0
 
     def read(self):
-        """The counts once they stop changing: the kernel sends the releases
-        of an exited process's files after it is gone (thousands for W4's
-        libraries), and they belong to the run that opened them."""
+        """(requests, bytes, requests by top-level entry, requests by mount)
+        summed over the mounts, once the counts stop changing: the kernel
+        sends the releases of an exited process's files after it is gone
+        (thousands for W4's libraries), and they belong to the run that
+        opened them."""
         last, t = None, time.perf_counter()
         while True:
-            time.sleep(0.15)  # the writer publishes every 50 ms
-            with open(self.counts) as f:
-                c = json.load(f)
+            time.sleep(0.15)  # the writers publish every 50 ms
+            c = []
+            for _, path, _ in self.mounts:
+                with open(path) as f:
+                    c.append(json.load(f))
             if c == last or time.perf_counter() - t > 60:
-                return c["metadata_requests"], c["bytes_read"], c.get("by_top", {})
+                break
             last = c
+        by_top = {}
+        for x in c:
+            for k, v in x.get("by_top", {}).items():
+                by_top[k] = by_top.get(k, 0) + v
+        per_mount = [x["metadata_requests"] for x in c]
+        return sum(per_mount), sum(x["bytes_read"] for x in c), by_top, per_mount
 
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        subprocess.run(["umount", "-l", self.lab.mnt], capture_output=True)
-        self.err.close()
+    def stop(self, close=True):
+        for _, _, proc in self.mounts:
+            proc.terminate()
+        # The nodes' mounts before the host's, which they sit on.
+        for pid, _, proc in reversed(self.mounts):
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            enter = ["nsenter", "-t", str(pid), "-m", "--"] if pid else []
+            subprocess.run(enter + ["umount", "-l", self.lab.mnt], capture_output=True)
+        if close:
+            self.err.close()
 
 
 class Lab:
     def __init__(self, a):
         self.a = a
-        self.repo = a.repo
-        self.fm = os.path.join(a.repo, "target/release/fmcache")
-        self.slowfs = os.path.join(a.repo, "target/release/fmcache-slowfs")
-        self.lib = os.path.join(a.repo, "target/release/libfmcache.so")
+        # Absolute: a slowfs started in a node's mount namespace starts at its root.
+        self.repo = os.path.abspath(a.repo)
+        self.fm = os.path.join(self.repo, "target/release/fmcache")
+        self.slowfs = os.path.join(self.repo, "target/release/fmcache-slowfs")
+        self.lib = os.path.join(self.repo, "target/release/libfmcache.so")
         self.work = os.path.abspath(a.work)
         # Node-local directories, one pair per --work, so concurrent runs
         # on one host never remove each other's copy or stage.
@@ -157,6 +216,11 @@ class Lab:
         self.rng = random.Random(a.seed)
         os.makedirs(self.src, exist_ok=True)
         os.makedirs(os.path.join(self.work, "out"), exist_ok=True)
+
+    def node_pids(self):
+        """The slurmd of each simulated node: its mount namespace is the node's."""
+        run = os.path.join(os.environ["FMCACHE_CLUSTER"], "run")
+        return [int(open(os.path.join(run, f"slurmd.n{k}.pid")).read()) for k in range(1, self.a.nodes + 1)]
 
     # ---- the software trees (built once, reused while their stamp holds) ----
 
@@ -318,7 +382,8 @@ class Lab:
 
     def run_mode(self, fs, w, mode, n, launch, ref):
         nodes = 1 if launch == "plain" else min(n, self.a.nodes)
-        tag = f"{mode} N={n} {launch}"
+        tag = f"{mode} {fs.fs_mode} N={n} {launch}"
+        fs.fresh()
         # As python-mpi-bcast and container images do: the tree packed once
         # into one file on the shared file system, unpacked on each node.
         # The marker tells tmpfs-floor that a complete copy of this tree is there.
@@ -338,14 +403,14 @@ class Lab:
                    "FMCACHE_FILE": f"{self.mnt}/caches/{w.name}.dat"}
             if launch == "plain":
                 env["LD_AUDIT"] = self.lib  # what `fmcache run` sets; srun hands it on itself
-        r0, b0, t0_top = fs.read()
+        r0, b0, t0_top, m0 = fs.read()
         t0 = time.perf_counter()
         if pre:
             self.on_nodes(pre, launch, nodes)
         wall, outs = self.launch(w, root, n, launch, env, tag)
         if pre:
             wall = time.perf_counter() - t0  # the copy is part of this mode's start-up
-        r1, b1, t1_top = fs.read()
+        r1, b1, t1_top, m1 = fs.read()
         # Requests for the one file fetched per node (cache or packed tree)
         # against requests on the software trees themselves.
         fetch = sum(t1_top.get(k, 0) - t0_top.get(k, 0) for k in ("caches", "packed"))
@@ -355,9 +420,12 @@ class Lab:
             mem = self.node_mib(self.copy, launch)
         elif mode == "fmcache":
             mem = self.node_mib(self.stage, launch)
-        log(f"  {w.name} {tag:28s} {wall:8.2f} s  {r1 - r0:8d} requests  {b1 - b0:11d} bytes  "
-            f"{mem:7.1f} MiB/node  load {loadavg()}")
-        return dict(wall=wall, req=r1 - r0, bytes=b1 - b0, mem=mem, nodes=nodes, fetch=fetch)
+        # The host's mount first, then one per node (client mode, srun).
+        by_mount = [b - a for a, b in zip(m0, m1)]
+        log(f"  {w.name} {tag:35s} {wall:8.2f} s  {r1 - r0:8d} requests  {b1 - b0:11d} bytes  "
+            f"{mem:7.1f} MiB/node  load {loadavg()}" +
+            (f"  launcher {by_mount[0]}, nodes {by_mount[1:]}" if len(by_mount) > 1 else ""))
+        return dict(wall=wall, req=r1 - r0, bytes=b1 - b0, mem=mem, nodes=nodes, fetch=fetch, by_mount=by_mount)
 
     def pilot(self, w):
         """One recorded run through slowfs (untimed), written into the source
@@ -400,8 +468,13 @@ class Lab:
             walls = [x["wall"] for x in s]
             req = int(statistics.median([x["req"] for x in s]))
             nodes = s[0]["nodes"]
+            # Per node only where each node has its own mount; the run with
+            # the median total.
+            by_mount = sorted(s, key=lambda x: x["req"])[(len(s) - 1) // 2]["by_mount"]
             self.add_row(dict(
-                workload=w.name, mode=m, procs=n, nodes=nodes, latency_us=fs.latency,
+                workload=w.name, mode=m, fs_mode=fs.fs_mode, procs=n, nodes=nodes, latency_us=fs.latency,
+                requests_by_node=by_mount[1:] if len(by_mount) > 1 else None,
+                requests_launcher=by_mount[0] if len(by_mount) > 1 else None,
                 wall_s_median=round(statistics.median(walls), 3), wall_s_min=round(min(walls), 3),
                 wall_s_max=round(max(walls), 3), runs=len(s), mds_requests=req,
                 mds_requests_per_node=round(req / nodes, 1),
@@ -410,21 +483,23 @@ class Lab:
                 fetch_requests=int(statistics.median([x["fetch"] for x in s]))))
             self.write_csv()
 
-    KEY = ("workload", "mode", "procs", "nodes", "latency_us")
-
     def load_rows(self, out):
-        """--append, --merge: the rows (and their extras) of an earlier run."""
+        """--append, --merge: the rows (and their extras) of an earlier run;
+        rows from before the slowfs modes are TTL 0's."""
         extra_path = os.path.join(out, "startup-extra.json")
-        extra = {tuple(x[k] for k in self.KEY): x for x in
+        extra = {lab_report.key_of(x): x for x in
                  (json.load(open(extra_path)) if os.path.exists(extra_path) else [])}
         for r in lab_report.load(os.path.join(out, "startup.csv")):
-            r["fetch_requests"] = extra.get(tuple(r[k] for k in self.KEY), {}).get("fetch_requests", 0)
+            x = extra.get(lab_report.key_of(r), {})
+            r["fetch_requests"] = x.get("fetch_requests", 0)
+            r["requests_by_node"] = x.get("requests_by_node")
+            r["requests_launcher"] = x.get("requests_launcher")
             self.add_row(r)
 
     def add_row(self, row):
         """A re-measured cell replaces the earlier row of the same key."""
-        key = tuple(row[k] for k in self.KEY)
-        self.rows = [r for r in self.rows if tuple(r[k] for k in self.KEY) != key] + [row]
+        key = lab_report.key_of(row)
+        self.rows = [r for r in self.rows if lab_report.key_of(r) != key] + [row]
 
     def write_csv(self):
         cols = HEADER.split(",")
@@ -433,7 +508,7 @@ class Lab:
             for r in self.rows:
                 f.write(",".join(str(r[c]) for c in cols) + "\n")
         # What the CSV's fixed columns have no room for, by the same key.
-        extra = [{c: r[c] for c in ("workload", "mode", "procs", "nodes", "latency_us", "fetch_requests")}
+        extra = [{c: r[c] for c in lab_report.KEY + ("fetch_requests", "requests_by_node", "requests_launcher")}
                  for r in self.rows]
         with open(os.path.join(self.a.out, "startup-extra.json"), "w") as f:
             json.dump(extra, f, indent=0)
@@ -467,6 +542,8 @@ def parse(argv):
     g.add_argument("--full", action="store_true", help="the published run (default)")
     ap.add_argument("--workloads", help="comma list of W1..W4")
     ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--fs-modes", default=",".join(FS_MODES),
+                    help="slowfs modes: ttl0 (nothing cached), client (a client cache per node)")
     ap.add_argument("--procs", help="comma list of N")
     ap.add_argument("--latency-us", help="comma list of slowfs latencies")
     ap.add_argument("--launch", help="plain, srun or plain,srun")
@@ -497,6 +574,10 @@ def parse(argv):
     for m in a.modes:
         if m not in MODES:
             die(f"unknown mode {m}")
+    a.fs_modes = a.fs_modes.split(",")
+    for m in a.fs_modes:
+        if m not in FS_MODES:
+            die(f"unknown slowfs mode {m}")
     return a
 
 
@@ -513,21 +594,30 @@ def main(argv):
     log(f"lab: {a.invoked}; machine {machine()}; load {loadavg()}")
     lab.build_trees(a.workloads)
     subprocess.run(["umount", "-l", lab.mnt], capture_output=True)
+    refs = {}  # workload -> the reference output, from its one pilot
     for lat in a.latency_us:
-        fs = Slowfs(lab, lat)
-        try:
-            for name in a.workloads:
-                w = WORKLOADS[name]
-                ref = lab.pilot(w)
-                for n in a.procs:
-                    # srun rows always span all nodes, so a row's node count
-                    # tells plain (1) from srun (the CSV has no launch column).
-                    for launch in [l for l in a.launch if l == "plain" or n >= a.nodes]:
-                        lab.cell(fs, w, n, launch, ref)
-        finally:
-            fs.stop()
-            shutil.rmtree(lab.copy, ignore_errors=True)
-            shutil.rmtree(lab.stage, ignore_errors=True)
+        for fs_mode in a.fs_modes:
+            # TTL 0: one host mount serves both launches (it reaches the
+            # nodes); client cache: the host's for plain rows, then one
+            # per node for srun rows.
+            sets = [(a.launch, False)] if fs_mode == "ttl0" else \
+                [([l], l != "plain") for l in a.launch]
+            for launches, per_node in sets:
+                fs = Slowfs(lab, lat, fs_mode, per_node)
+                try:
+                    for name in a.workloads:
+                        w = WORKLOADS[name]
+                        if name not in refs:
+                            refs[name] = lab.pilot(w)
+                        for n in a.procs:
+                            # srun rows always span all nodes, so a row's node count
+                            # tells plain (1) from srun (the CSV has no launch column).
+                            for launch in [l for l in launches if l == "plain" or n >= a.nodes]:
+                                lab.cell(fs, w, n, launch, refs[name])
+                finally:
+                    fs.stop()
+                    shutil.rmtree(lab.copy, ignore_errors=True)
+                    shutil.rmtree(lab.stage, ignore_errors=True)
     lab.write_csv()
     meta = dict(invoked=a.invoked, started=started.isoformat(timespec="seconds"),
                 finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

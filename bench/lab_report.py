@@ -10,10 +10,21 @@ import json
 import os
 import sys
 
-HEADER = ("workload,mode,procs,nodes,latency_us,wall_s_median,wall_s_min,wall_s_max,runs,"
+HEADER = ("workload,mode,fs_mode,procs,nodes,latency_us,wall_s_median,wall_s_min,wall_s_max,runs,"
           "mds_requests,mds_requests_per_node,bytes_from_shared,node_mem_mib")
+# Before slowfs had a client-cache mode: every row was TTL 0.
+HEADER_TTL0_ONLY = HEADER.replace(",fs_mode", "")
 MODES = ("native", "tmpfs-copy", "tmpfs-floor", "fmcache")
-KEY = ("workload", "mode", "procs", "nodes", "latency_us")
+# How slowfs lets the kernel cache: ttl0, nothing (every probe is a request);
+# client, entries, attributes and failed lookups per mount, one mount per node.
+FS_MODES = ("ttl0", "client")
+FS_MODE_TEXT = {"ttl0": "TTL 0 (no client cache)", "client": "client cache, one mount per node"}
+KEY = ("workload", "mode", "fs_mode", "procs", "nodes", "latency_us")
+def key_of(row):
+    """A row's key; rows (and extras) written before fs_mode are TTL 0's."""
+    return tuple(row.get(k, "ttl0") if k == "fs_mode" else row[k] for k in KEY)
+
+
 INTS = ("procs", "nodes", "latency_us", "runs", "mds_requests", "bytes_from_shared")
 FLOATS = ("wall_s_median", "wall_s_min", "wall_s_max", "mds_requests_per_node", "node_mem_mib")
 
@@ -22,17 +33,18 @@ def load(path):
     """Rows of a startup.csv, typed; raises ValueError on any shape error."""
     with open(path) as f:
         lines = f.read().splitlines()
-    if not lines or lines[0] != HEADER:
-        raise ValueError(f"header is not exactly {HEADER!r}")
-    cols = HEADER.split(",")
+    if not lines or lines[0] not in (HEADER, HEADER_TTL0_ONLY):
+        raise ValueError(f"header is not exactly {HEADER!r} (or the older one without fs_mode)")
+    cols = lines[0].split(",")
     rows, seen = [], set()
     for i, line in enumerate(lines[1:], 2):
         v = line.split(",")
         if len(v) != len(cols):
             raise ValueError(f"line {i}: {len(v)} fields, expected {len(cols)}")
         r = dict(zip(cols, v))
-        if not r["workload"] or r["mode"] not in MODES:
-            raise ValueError(f"line {i}: workload {r['workload']!r}, mode {r['mode']!r}")
+        r.setdefault("fs_mode", "ttl0")
+        if not r["workload"] or r["mode"] not in MODES or r["fs_mode"] not in FS_MODES:
+            raise ValueError(f"line {i}: workload {r['workload']!r}, mode {r['mode']!r}, fs_mode {r['fs_mode']!r}")
         try:
             for c in INTS:
                 r[c] = int(r[c])
@@ -46,7 +58,7 @@ def load(path):
             raise ValueError(f"line {i}: wall times not min <= median <= max, > 0")
         if abs(r["mds_requests_per_node"] - r["mds_requests"] / r["nodes"]) > 0.06:
             raise ValueError(f"line {i}: mds_requests_per_node is not mds_requests / nodes")
-        key = tuple(r[c] for c in ("workload", "mode", "procs", "nodes", "latency_us"))
+        key = tuple(r[c] for c in KEY)
         if key in seen:
             raise ValueError(f"line {i}: duplicate row {key}")
         seen.add(key)
@@ -55,21 +67,44 @@ def load(path):
 
 
 def check(path):
-    """The quick mode's CI check: shape, and every cell has all four modes."""
+    """The quick mode's CI check: shape; every cell has all four modes in
+    both slowfs modes; the client cache saves native requests."""
     rows = load(path)
     if not rows:
         raise ValueError("no rows")
     cells = {}
     for r in rows:
-        cells.setdefault((r["workload"], r["procs"], r["nodes"], r["latency_us"]), set()).add(r["mode"])
-    for k, modes in sorted(cells.items()):
-        if modes != set(MODES):
-            raise ValueError(f"cell {k} has modes {sorted(modes)}")
+        cells.setdefault((r["workload"], r["procs"], r["nodes"], r["latency_us"]), {}).setdefault(
+            r["fs_mode"], {})[r["mode"]] = r
+    for k, by_fs in sorted(cells.items()):
+        if set(by_fs) != set(FS_MODES):
+            raise ValueError(f"cell {k} has slowfs modes {sorted(by_fs)}")
+        for fs_mode, modes in by_fs.items():
+            if set(modes) != set(MODES):
+                raise ValueError(f"cell {k} {fs_mode} has modes {sorted(modes)}")
+        ttl0, client = by_fs["ttl0"]["native"], by_fs["client"]["native"]
+        # Each node's kernel answers a process's repeated probes (and all
+        # but the first process's) itself: strictly fewer, whatever N.
+        if not client["mds_requests"] < ttl0["mds_requests"]:
+            raise ValueError(f"cell {k}: native requests with a client cache ({client['mds_requests']}) "
+                             f"not below TTL 0's ({ttl0['mds_requests']})")
+    # Client-cache srun rows: one mount per node, each counted.
+    extra_path = os.path.join(os.path.dirname(path), "startup-extra.json")
+    extra = {key_of(x): x for x in json.load(open(extra_path))} if os.path.exists(extra_path) else {}
     for r in rows:
+        if r["fs_mode"] == "client" and r["nodes"] > 1 and r["mode"] == "native":
+            x = extra.get(key_of(r), {})
+            by_node, launcher = x.get("requests_by_node") or [], x.get("requests_launcher") or 0
+            if len(by_node) != r["nodes"] or min(by_node) <= 0 or sum(by_node) + launcher != r["mds_requests"]:
+                raise ValueError(f"native client {r['workload']} N={r['procs']}: requests by node {by_node} "
+                                 f"(launcher {launcher}) are not one positive count per node summing to "
+                                 f"{r['mds_requests']}")
+    for r in rows:
+        what = f"{r['mode']} {r['fs_mode']} {r['workload']} N={r['procs']} nodes={r['nodes']}"
         if r["mode"] == "native" and r["mds_requests"] == 0:
-            raise ValueError(f"native {r['workload']} N={r['procs']}: no request reached slowfs")
+            raise ValueError(f"{what}: no request reached slowfs")
         if r["mode"] == "tmpfs-floor" and r["mds_requests"] != 0:
-            raise ValueError(f"tmpfs-floor {r['workload']} N={r['procs']}: requests reached slowfs")
+            raise ValueError(f"{what}: requests reached slowfs")
     return rows
 
 
@@ -96,7 +131,18 @@ def table(rows):
 
 
 def targets(rows):
-    """The issue's targets; a target whose run is missing says so."""
+    """The issue's targets, per slowfs mode; a target whose run is missing
+    says so."""
+    out = []
+    for fs_mode in FS_MODES:
+        out += [f"In slowfs mode {FS_MODE_TEXT[fs_mode]}:", ""]
+        out += targets_of([r for r in rows if r["fs_mode"] == fs_mode])
+        out.append("")
+    return out
+
+
+def targets_of(rows):
+    """The targets in the rows of one slowfs mode."""
     out = []
     def row(w, m, n, lat, nodes):
         return next((r for r in rows if (r["workload"], r["mode"], r["procs"], r["latency_us"], r["nodes"]) ==
@@ -137,15 +183,23 @@ def fetch(r):
     return num(r["fetch_requests"] / r["nodes"]) if "fetch_requests" in r else "-"
 
 
+def plot_tag(w, lat, srun, fs_mode):
+    """The plots' file-name part (bench/plot.py): TTL 0's names predate the
+    client-cache mode and stay as they were."""
+    return f"{w}-{lat}us-{'srun' if srun else 'plain'}{'' if fs_mode == 'ttl0' else '-' + fs_mode}"
+
+
 def render(out_dir):
     rows = load(os.path.join(out_dir, "startup.csv"))
     extra_path = os.path.join(out_dir, "startup-extra.json")
     if os.path.exists(extra_path):
-        extra = {tuple(x[k] for k in KEY): x for x in json.load(open(extra_path))}
+        extra = {key_of(x): x for x in json.load(open(extra_path))}
         for r in rows:
-            x = extra.get(tuple(r[k] for k in KEY))
+            x = extra.get(key_of(r))
             if x:
                 r["fetch_requests"] = x["fetch_requests"]
+                r["requests_by_node"] = x.get("requests_by_node")
+                r["requests_launcher"] = x.get("requests_launcher")
     runs_path = os.path.join(out_dir, "startup-runs.json")
     metas = json.load(open(runs_path)) if os.path.exists(runs_path) else []
     md = ["# Start-up lab: native, tmpfs copy, tmpfs floor and fmcache on slowfs", ""]
@@ -169,12 +223,21 @@ def render(out_dir):
     notes = os.path.join(out_dir, "startup-notes.md")
     if os.path.exists(notes):
         md += [open(notes).read().rstrip(), ""]
-    groups = sorted({(r["latency_us"], r["workload"], r["nodes"] > 1) for r in rows})
-    for lat, w, srun in groups:
-        g = [r for r in rows if (r["latency_us"], r["workload"], r["nodes"] > 1) == (lat, w, srun)]
-        md += [f"## {w}, slowfs {lat} us, {'srun over 4 nodes' if srun else 'one node, plain'}", ""]
+    groups = sorted({(r["latency_us"], r["workload"], r["nodes"] > 1, FS_MODES.index(r["fs_mode"])) for r in rows})
+    for lat, w, srun, fs_i in groups:
+        fs_mode = FS_MODES[fs_i]
+        g = [r for r in rows if (r["latency_us"], r["workload"], r["nodes"] > 1, r["fs_mode"]) == (lat, w, srun, fs_mode)]
+        md += [f"## {w}, slowfs {lat} us, {FS_MODE_TEXT[fs_mode]}, {'srun over 4 nodes' if srun else 'one node, plain'}",
+               ""]
         md += table(g)
-        tag = f"{w}-{lat}us-{'srun' if srun else 'plain'}"
+        if g[0].get("requests_by_node"):
+            md += ["", "Requests per node (each node's own mount; then the launching host's, where srun "
+                   "itself looks for the cache): " + "; ".join(
+                f"{r['mode']} N={r['procs']}: {' / '.join(str(x) for x in r['requests_by_node'])}"
+                f" + {r.get('requests_launcher') or 0}"
+                for r in sorted(g, key=lambda r: (r["procs"], MODES.index(r["mode"])))
+                if r.get("requests_by_node"))]
+        tag = plot_tag(w, lat, srun, fs_mode)
         md += ["", f"![start-up](startup-{tag}-wall.svg) ![requests](startup-{tag}-requests.svg)", ""]
     with open(os.path.join(out_dir, "startup.md"), "w") as f:
         f.write("\n".join(md) + "\n")

@@ -2,13 +2,15 @@
 
     $FMCACHE_VENV_PYTHON bench/plot.py CSV OUTDIR
 
-For every (workload, latency_us, launch) group of the CSV it writes two
-charts into OUTDIR and prints each path written:
+For every (workload, latency_us, launch, fs_mode) group of the CSV it
+writes two charts into OUTDIR and prints each path written:
 
-    startup-<workload>-<latency>us-<plain|srun>-wall.svg
+    startup-<workload>-<latency>us-<plain|srun>[-client]-wall.svg
         median start-up wall time with a min-max bar, against N
-    startup-<workload>-<latency>us-<plain|srun>-requests.svg
+    startup-<workload>-<latency>us-<plain|srun>[-client]-requests.svg
         shared-file-system requests per node, against N
+
+(-client: slowfs with a client cache per node; none: TTL 0.)
 
 Rows with nodes == 1 are the "plain" launch, rows with nodes > 1 "srun".
 Both charts have a log2 x axis at the N values present and a log10 y axis
@@ -33,11 +35,13 @@ import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 matplotlib.rcParams["svg.fonttype"] = "none"
 
 HEADER = [
-    "workload", "mode", "procs", "nodes", "latency_us",
+    "workload", "mode", "fs_mode", "procs", "nodes", "latency_us",
     "wall_s_median", "wall_s_min", "wall_s_max", "runs",
     "mds_requests", "mds_requests_per_node", "bytes_from_shared",
     "node_mem_mib",
 ]
+# Results written before slowfs had a client-cache mode: all TTL 0.
+HEADER_TTL0_ONLY = [h for h in HEADER if h != "fs_mode"]
 MODE_COLOURS = {
     "native": "#d62728",
     "tmpfs-copy": "#ff7f0e",
@@ -73,19 +77,20 @@ def read_rows(path):
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
         header = next(reader, None)
-        if header != HEADER:
-            raise InputError(f"{path}: header is not {','.join(HEADER)}")
+        if header not in (HEADER, HEADER_TTL0_ONLY):
+            raise InputError(f"{path}: header is not {','.join(HEADER)} (or that without fs_mode)")
         rows = []
         for line, fields in enumerate(reader, start=2):
             if not fields:
                 continue
             where = f"{path}:{line}"
-            if len(fields) != len(HEADER):
-                raise InputError(f"{where}: {len(fields)} fields, expected {len(HEADER)}")
-            raw = dict(zip(HEADER, fields))
+            if len(fields) != len(header):
+                raise InputError(f"{where}: {len(fields)} fields, expected {len(header)}")
+            raw = dict(zip(header, fields))
             row = {
                 "workload": raw["workload"].strip(),
                 "mode": raw["mode"].strip(),
+                "fs_mode": raw.get("fs_mode", "ttl0").strip(),
                 "procs": required(number(raw["procs"], int, where), f"{where}: procs"),
                 "nodes": required(number(raw["nodes"], int, where), f"{where}: nodes"),
                 "latency_us": required(number(raw["latency_us"], int, where), f"{where}: latency_us"),
@@ -103,11 +108,11 @@ def read_rows(path):
 
 
 def groups(rows):
-    """{(workload, latency_us, launch): rows}, launch 'plain' or 'srun'."""
+    """{(workload, latency_us, launch, fs_mode): rows}, launch 'plain' or 'srun'."""
     out = {}
     for row in rows:
         launch = "plain" if row["nodes"] == 1 else "srun"
-        out.setdefault((row["workload"], row["latency_us"], launch), []).append(row)
+        out.setdefault((row["workload"], row["latency_us"], launch, row["fs_mode"]), []).append(row)
     return out
 
 
@@ -199,14 +204,18 @@ def main(argv):
     if found:
         os.makedirs(outdir, exist_ok=True)
     order = {"plain": 0, "srun": 1}
-    for key in sorted(found, key=lambda k: (k[0], k[1], order[k[2]])):
-        workload, latency, launch = key
+    for key in sorted(found, key=lambda k: (k[0], k[1], order[k[2]], k[3] != "ttl0", k[3])):
+        workload, latency, launch, fs_mode = key
         series, repeats = by_mode(found[key])
         if repeats:
-            print(f"plot.py: {workload} {latency} us {launch}: {repeats} repeated "
+            print(f"plot.py: {workload} {latency} us {launch} {fs_mode}: {repeats} repeated "
                   f"(mode, N) rows, kept the first of each", file=sys.stderr)
-        base = os.path.join(outdir, f"startup-{safe(workload)}-{latency}us-{launch}")
-        title = f"{workload} start-up, slowfs {latency} us, {launch_label(found[key], launch)}"
+        # TTL 0's names predate the slowfs modes and stay as they were.
+        suffix = "" if fs_mode == "ttl0" else f"-{safe(fs_mode)}"
+        base = os.path.join(outdir, f"startup-{safe(workload)}-{latency}us-{launch}{suffix}")
+        title = (f"{workload} start-up, slowfs {latency} us "
+                 f"{'TTL 0' if fs_mode == 'ttl0' else 'with a client cache per node'}, "
+                 f"{launch_label(found[key], launch)}")
         chart(base + "-wall.svg", series, title, "wall time, s (median, min-max)",
               lambda r: r["median"], lambda r: (r["min"], r["max"]))
         chart(base + "-requests.svg", series, title + "\nshared-file-system requests per node",

@@ -49,7 +49,7 @@ pub unsafe extern "C" fn la_objopen(
         crate::libsearch::note_object(map);
         if !map.is_null() {
             // SAFETY: ld.so passes the new object's link map.
-            crate::trust::note_peer(unsafe { &*map }, lmid);
+            crate::trust::note_peer(unsafe { &*map }, lmid, crate::hooks::process::own_hooks());
         }
         if let (Mode::Serve(srv), false) = (mode(), map.is_null()) {
             // SAFETY: ld.so passes the new object's link map.

@@ -146,7 +146,8 @@ impl Patched {
 
     /// `envp`, or the patched copy when it loads the library (LD_PRELOAD
     /// names it) and lacks something: LD_AUDIT naming the library (when
-    /// DLFM_OP is on), our absolute paths, the warnings already printed.
+    /// DLFM_OP is on), our absolute paths, the warnings already printed, the stage we
+    /// attached.
     ///
     /// # Safety
     /// `envp` is NULL or a NULL-terminated array of C strings.
@@ -156,8 +157,8 @@ impl Patched {
             return envp;
         }
         let (mut op, mut preload, mut audit, mut audit_at) = (None, None, None, usize::MAX);
-        let mut vals: [Option<&[u8]>; 4] = [None; 4];
-        let mut at = [usize::MAX; 4];
+        let mut vals: [Option<&[u8]>; 5] = [None; 5];
+        let mut at = [usize::MAX; 5];
         let mut n = 0;
         loop {
             // SAFETY: NULL-terminated, per the contract.
@@ -187,7 +188,7 @@ impl Patched {
         let on = matches!(op, Some(b"write-cache") | Some(b"read-cache"));
         let wanted = settings::wanted(&vals, on);
         // (position in envp or usize::MAX to add, the entry)
-        let mut put: [(usize, *const c_char); 5] = [(usize::MAX, core::ptr::null()); 5];
+        let mut put: [(usize, *const c_char); 6] = [(usize::MAX, core::ptr::null()); 6];
         let mut k = 0;
         if carry::audit_missing(op, preload, audit, lib) {
             let Some(len) = carry::audit_assignment(audit, lib, &mut self.entry[..ENTRY - 1])

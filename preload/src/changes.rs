@@ -126,7 +126,7 @@ pub fn fd_changed(srv: &Server, fd: c_int, created: bool) {
 /// getcwd then fails as natively). Only the owner of our memory (not a
 /// vfork child) moves it.
 pub fn cwd_may_have_moved() {
-    if crate::hooks::process::is_owner() {
+    if crate::owner::is_owner() {
         let saved = crate::errno::get();
         crate::cwd::refresh();
         crate::errno::set(saved);

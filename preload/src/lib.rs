@@ -8,6 +8,7 @@
 mod real;
 #[macro_use]
 mod log;
+mod attachment;
 mod audit;
 mod carry;
 mod cell;
@@ -25,6 +26,7 @@ mod libnames;
 mod libsearch;
 mod loaders;
 mod missed;
+mod owner;
 mod recorder;
 mod server;
 mod settings;
@@ -57,14 +59,15 @@ extern "C" fn fini() {
 }
 
 fn start(argv: *const *const c_char) {
-    hooks::process::set_owner();
+    state::quiet_panics();
+    owner::set_owner();
     cwd::refresh();
     carry::identify();
     hooks::exec::resolve();
     // SAFETY: argv is what ld.so passed to the constructor.
     unsafe { direct::reexec_audited(argv) };
     hooks::dl::resolve();
-    hooks::process::resolve_all();
+    hooks::process::resolve();
     for resolve in [
         hooks::stat::resolve,
         hooks::access::resolve,
@@ -117,9 +120,12 @@ fn start(argv: *const *const c_char) {
     }
     // SAFETY: registering a plain function.
     unsafe { libc::pthread_atfork(None, None, Some(hooks::process::after_fork_child)) };
+    if cfg.op == Op::Record && !carry::is_auditor() {
+        settings::drop_attached();
+    }
     match cfg.op {
         Op::Off => {}
-        Op::Record => match recorder::Recorder::start(cfg.clone()).inspect(|_| libsearch::init()) {
+        Op::Record => match recorder::Recorder::start(cfg.clone()).inspect(|_| init_libsearch()) {
             Ok(r) => state::set_recorder(Box::leak(Box::new(r))),
             Err(e) => settings::warn_once(
                 &mut inherited,
@@ -131,7 +137,7 @@ fn start(argv: *const *const c_char) {
         },
         Op::Serve => match serve_check()
             .inspect(|()| {
-                libsearch::init();
+                init_libsearch();
                 state::init_debug();
             })
             .and_then(|()| server::Server::attach(&cfg))
@@ -151,6 +157,14 @@ fn start(argv: *const *const c_char) {
                 ),
             ),
         },
+    }
+}
+
+/// Library searches are the auditor copy's alone (`la_objsearch`): the
+/// preload copy maps no /etc/ld.so.cache and reads no /proc/self/exe.
+fn init_libsearch() {
+    if carry::is_auditor() {
+        libsearch::init();
     }
 }
 

@@ -324,7 +324,7 @@ impl Recorder {
             }
             // A vfork child shares our memory but not our descriptors: it
             // must not publish a journal only it holds.
-            if !crate::hooks::process::is_owner() {
+            if !crate::owner::is_owner() {
                 return false;
             }
             self.reopen(cur);

@@ -26,9 +26,17 @@ pub struct Server {
 }
 
 impl Server {
-    /// Maps (staging first if needed) the cache `cfg` names.
+    /// Maps (staging first if needed) the cache `cfg` names: the stage
+    /// the other copy of the library or the parent process attached, when
+    /// there is one and it still holds (no request for the cache), else
+    /// through the cache (`stage::attach`). Tells `attachment` what it
+    /// attached.
     pub fn attach(cfg: &Config) -> Result<Server, String> {
-        let a = stage::attach(cfg)?;
+        let a = match crate::attachment::known(cfg) {
+            Some(checksum) => stage::attach_known(cfg, checksum).or_else(|_| stage::attach(cfg))?,
+            None => stage::attach(cfg)?,
+        };
+        crate::attachment::attached(cfg, a.checksum);
         let index = a.index.leak();
         let view = CacheView::open(index, Verify::Header).map_err(|e| e.to_string())?;
         let own = Box::leak(Box::new(TrustState::new(&view)));

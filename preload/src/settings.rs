@@ -6,6 +6,9 @@
 //!   otherwise record (or look for) a second cache there.
 //! - `FMCACHE_WARNED` carries the hashes of the warnings already printed,
 //!   so a warning every process of a tree would print is printed once.
+//! - `FMCACHE_ATTACHED` names the stage a serving process attached, so
+//!   the processes it starts map it without a request for the cache
+//!   (attachment.rs).
 //!
 //! Both go into `environ` in the constructor (what `execv`, `system`,
 //! `popen`, srun and mpirun hand on), and `Patched` (carry.rs) puts them
@@ -48,6 +51,10 @@ const WARNED_LEN: usize = 16 + (16 + 1) * config::WARNED_MAX;
 static VARS: Static<[Var; 3]> = Static::new([EMPTY; 3]);
 static WARNED: Static<[u8; WARNED_LEN]> = Static::new([0; WARNED_LEN]);
 static WARNED_AT: Static<usize> = Static::new(0);
+/// `FMCACHE_ATTACHED=<checksum>:<key>\0`, once this process attached.
+const ATTACHED_LEN: usize = 64;
+static ATTACHED: Static<[u8; ATTACHED_LEN]> = Static::new([0; ATTACHED_LEN]);
+static ATTACHED_AT: Static<usize> = Static::new(0);
 static READY: AtomicBool = AtomicBool::new(false);
 
 /// The values this process started with, read before anything is set:
@@ -151,28 +158,54 @@ pub fn warn_once(inh: &mut Inherited, args: core::fmt::Arguments<'_>) {
     READY.store(true, Release);
 }
 
+/// This process serves the stage `value` (`stage::attachment_value`)
+/// names: into `environ`, and remembered for the exec hooks. Constructor
+/// only (it allocates); preload copy only.
+pub fn export_attached(value: &str) {
+    std::env::set_var(config::ATTACHED_VAR, value);
+    let assign = [config::ATTACHED_VAR.as_bytes(), b"=", value.as_bytes()].concat();
+    if assign.len() < ATTACHED_LEN {
+        // SAFETY: constructor only, single-threaded, before main: no exec
+        // hook reads ATTACHED yet; READY (stored below) publishes it.
+        unsafe {
+            (&mut *ATTACHED.get())[..assign.len()].copy_from_slice(&assign);
+            (&mut *ATTACHED.get())[assign.len()] = 0;
+            *ATTACHED_AT.get() = assign.len();
+        }
+    }
+    READY.store(true, Release);
+}
+
+/// A recording process (a pilot) starts a tree that reads the cache anew:
+/// what it inherited is not handed on through `environ`. Constructor only.
+pub fn drop_attached() {
+    std::env::remove_var(config::ATTACHED_VAR);
+}
+
 /// What a child's `envp` needs from us: for each variable we hand on, the
 /// entry to put in (replacing the child's, or added).
 pub struct Wanted {
-    /// Per variable (the path variables, then FMCACHE_WARNED): our
-    /// `NAME=value` entry, when the child's must be replaced or added.
-    pub entries: [Option<*const c_char>; 4],
+    /// Per variable (the path variables, then FMCACHE_WARNED and
+    /// FMCACHE_ATTACHED): our `NAME=value` entry, when the child's must be
+    /// replaced or added.
+    pub entries: [Option<*const c_char>; 5],
 }
 
 /// The names `wanted` looks at, in its order.
-pub const NAMES: [&[u8]; 4] = [
+pub const NAMES: [&[u8]; 5] = [
     b"FMCACHE_FILE=",
     b"FMCACHE_STATS=",
     b"FMCACHE_STAGE_DIR=",
     b"FMCACHE_WARNED=",
+    b"FMCACHE_ATTACHED=",
 ];
 
 /// Decides, from the child's values of `NAMES` (None: unset), which of
 /// ours it gets. `on`: the child's `DLFM_OP` records or serves (paths are
-/// handed on only then; the warnings marker whenever the library loads).
-/// No allocation: runs in exec hooks.
-pub fn wanted(child: &[Option<&[u8]>; 4], on: bool) -> Wanted {
-    let mut w = Wanted { entries: [None; 4] };
+/// handed on only then, and so is the attachment; the warnings marker
+/// whenever the library loads). No allocation: runs in exec hooks.
+pub fn wanted(child: &[Option<&[u8]>; 5], on: bool) -> Wanted {
+    let mut w = Wanted { entries: [None; 5] };
     if !READY.load(Acquire) {
         return w;
     }
@@ -203,6 +236,15 @@ pub fn wanted(child: &[Option<&[u8]>; 4], on: bool) -> Wanted {
         let warned = unsafe { &(&*WARNED.get())[..n] };
         if child[3] != Some(&warned[NAMES[3].len()..]) {
             w.entries[3] = Some(warned.as_ptr().cast());
+        }
+    }
+    // SAFETY: as above.
+    let n = unsafe { *ATTACHED_AT.get() };
+    if n > 0 && on {
+        // SAFETY: the first n bytes were written with ATTACHED_AT.
+        let ours = unsafe { &(&*ATTACHED.get())[..n] };
+        if child[4] != Some(&ours[NAMES[4].len()..]) {
+            w.entries[4] = Some(ours.as_ptr().cast());
         }
     }
     w

@@ -109,12 +109,35 @@ impl<T> From<Answer<T>> for Outcome<T> {
 
 /// FMCACHE_DEBUG=pass: one line per call served by the real function.
 static DEBUG_PASS: AtomicBool = AtomicBool::new(false);
+/// FMCACHE_DEBUG=panic: every call the cache would answer panics inside
+/// the library instead, to show that a bug of ours costs the program
+/// nothing (each such call passes through; one line on stderr).
+static DEBUG_PANIC: AtomicBool = AtomicBool::new(false);
 
 /// Reads FMCACHE_DEBUG (constructor only).
 pub fn init_debug() {
-    let on = std::env::var_os("FMCACHE_DEBUG")
-        .is_some_and(|v| v.to_string_lossy().split(',').any(|w| w == "pass"));
-    DEBUG_PASS.store(on, Relaxed);
+    let words = std::env::var_os("FMCACHE_DEBUG").unwrap_or_default();
+    let has = |word: &str| words.to_string_lossy().split(',').any(|w| w == word);
+    DEBUG_PASS.store(has("pass"), Relaxed);
+    DEBUG_PANIC.store(has("panic"), Relaxed);
+}
+
+/// A panic of ours is one line on stderr, once per process, through
+/// log.rs (std's default hook allocates, takes a lock and, with
+/// RUST_BACKTRACE, reads files through the hooks it is panicking in).
+/// The call it happened in passes through (`dispatch`).
+pub fn quiet_panics() {
+    static SAID: AtomicBool = AtomicBool::new(false);
+    std::panic::set_hook(Box::new(|info| {
+        if !SAID.swap(true, Relaxed) {
+            let at = info.location();
+            crate::log::warn(format_args!(
+                "internal error at {}:{}; the call passed through (reported once per process)",
+                at.map_or("?", |l| l.file()),
+                at.map_or(0, |l| l.line()),
+            ));
+        }
+    }));
 }
 
 /// Why a call went to the real function, with FMCACHE_DEBUG=pass: the
@@ -155,8 +178,13 @@ pub fn dispatch<T>(
             out
         }
         Mode::Serve(server) => {
-            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(server)))
-                .unwrap_or(Outcome::Pass("panic"));
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if DEBUG_PANIC.load(Relaxed) {
+                    panic!("FMCACHE_DEBUG=panic");
+                }
+                serve(server)
+            }))
+            .unwrap_or(Outcome::Pass("panic"));
             match out {
                 Outcome::Served(v) => {
                     counters().served.fetch_add(1, Relaxed);

@@ -426,7 +426,7 @@ pub fn publish(t: &'static TrustState) {
 /// Auditor copy, from la_objopen: if `map` is the preload copy of this
 /// very file (same inode, same layout), remembers where its `PUBLISHED`
 /// lives: our own address of it, moved by the difference of load bases.
-pub fn note_peer(map: &crate::carry::LinkMap, lmid: libc::c_long) {
+pub fn note_peer(map: &crate::carry::LinkMap, lmid: libc::c_long, own_hooks: [usize; 2]) {
     if lmid != 0 || PEER.load(Relaxed) != 0 || map.l_name.is_null() {
         return;
     }
@@ -462,12 +462,15 @@ pub fn note_peer(map: &crate::carry::LinkMap, lmid: libc::c_long) {
         return;
     }
     PEER.store(moved(core::ptr::addr_of!(PUBLISHED) as usize), Release);
-    let hooks = moved(core::ptr::addr_of!(crate::hooks::process::AUDITOR_HOOKS) as usize)
+    crate::attachment::note_peer(moved(
+        core::ptr::addr_of!(crate::attachment::HANDED) as usize
+    ));
+    let hooks = moved(core::ptr::addr_of!(crate::owner::AUDITOR_HOOKS) as usize)
         as *const [core::sync::atomic::AtomicUsize; 2];
     // SAFETY: the preload copy's AUDITOR_HOOKS, at the same offset in the
     // same file (checked above), a static of atomics.
     let hooks = unsafe { &*hooks };
-    for (slot, f) in hooks.iter().zip(crate::hooks::process::own_hooks()) {
+    for (slot, f) in hooks.iter().zip(own_hooks) {
         slot.store(f, Release);
     }
 }

@@ -41,6 +41,8 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "errname.h"
+
 /* Old glibc stat entry points.  On glibc 2.36 / x86-64 these are still
  * exported with version GLIBC_2.2.5 (GLIBC_2.4 for __fxstatat*) as normal
  * (non-hidden) symbols, so plain extern declarations link fine. */
@@ -120,32 +122,13 @@ static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
 	return h;
 }
 
-static const struct {
-	int num;
-	const char *name;
-} errnames[] = {
-	{ENOENT, "ENOENT"}, {ENOTDIR, "ENOTDIR"}, {EACCES, "EACCES"},
-	{ELOOP, "ELOOP"}, {ENAMETOOLONG, "ENAMETOOLONG"}, {EFAULT, "EFAULT"},
-	{EISDIR, "EISDIR"}, {EEXIST, "EEXIST"}, {EINVAL, "EINVAL"},
-	{EBADF, "EBADF"}, {EPERM, "EPERM"}, {EROFS, "EROFS"},
-	{ERANGE, "ERANGE"}, {ENXIO, "ENXIO"}, {ENODEV, "ENODEV"},
-	{ETXTBSY, "ETXTBSY"}, {EOVERFLOW, "EOVERFLOW"}, {ENOTEMPTY, "ENOTEMPTY"},
-	{EMFILE, "EMFILE"}, {ENFILE, "ENFILE"}, {ENOMEM, "ENOMEM"},
-	{ENOSPC, "ENOSPC"}, {ESPIPE, "ESPIPE"}, {EXDEV, "EXDEV"},
-	{EBUSY, "EBUSY"}, {ENOSYS, "ENOSYS"}, {EAGAIN, "EAGAIN"},
-	{EOPNOTSUPP, "EOPNOTSUPP"}, {EIO, "EIO"}, {EINTR, "EINTR"},
-	{ESTALE, "ESTALE"}, {ENODATA, "ENODATA"},
-};
-
 static void put_err(int e)
 {
-	for (size_t i = 0; i < sizeof errnames / sizeof errnames[0]; i++) {
-		if (errnames[i].num == e) {
-			out("ERR %s", errnames[i].name);
-			return;
-		}
-	}
-	out("ERR %d", e);
+	const char *name = errname(e);
+	if (name)
+		out("ERR %s", name);
+	else
+		out("ERR %d", e);
 }
 
 static void put_ts(const char *name, struct timespec ts)

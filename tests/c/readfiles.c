@@ -22,15 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static const struct {
-	int num;
-	const char *name;
-} errnames[] = {
-	{ENOENT, "ENOENT"}, {ENOTDIR, "ENOTDIR"}, {EACCES, "EACCES"},
-	{ELOOP, "ELOOP"}, {ENAMETOOLONG, "ENAMETOOLONG"}, {EFAULT, "EFAULT"},
-	{EISDIR, "EISDIR"}, {EEXIST, "EEXIST"}, {EINVAL, "EINVAL"},
-	{EBADF, "EBADF"}, {EPERM, "EPERM"}, {EROFS, "EROFS"},
-};
+#include "errname.h"
 
 static void put_path(const char *s)
 {
@@ -45,13 +37,11 @@ static void put_path(const char *s)
 
 static void put_err(int e)
 {
-	for (size_t i = 0; i < sizeof errnames / sizeof errnames[0]; i++) {
-		if (errnames[i].num == e) {
-			printf("ERR %s", errnames[i].name);
-			return;
-		}
-	}
-	printf("ERR %d", e);
+	const char *name = errname(e);
+	if (name)
+		printf("ERR %s", name);
+	else
+		printf("ERR %d", e);
 }
 
 static char buf[65536];

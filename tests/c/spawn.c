@@ -37,28 +37,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-extern char **environ;
+#include "errname.h"
 
-static const struct {
-	int num;
-	const char *name;
-} errnames[] = {
-	{ENOENT, "ENOENT"}, {ENOTDIR, "ENOTDIR"}, {EACCES, "EACCES"},
-	{ELOOP, "ELOOP"}, {ENAMETOOLONG, "ENAMETOOLONG"}, {EFAULT, "EFAULT"},
-	{EISDIR, "EISDIR"}, {ENOEXEC, "ENOEXEC"}, {EINVAL, "EINVAL"},
-	{EPERM, "EPERM"}, {ETXTBSY, "ETXTBSY"}, {E2BIG, "E2BIG"},
-	{ENOMEM, "ENOMEM"}, {ENOSYS, "ENOSYS"},
-};
+extern char **environ;
 
 static void put_err(int e)
 {
-	for (size_t i = 0; i < sizeof errnames / sizeof errnames[0]; i++) {
-		if (errnames[i].num == e) {
-			printf("ERR %s", errnames[i].name);
-			return;
-		}
-	}
-	printf("ERR %d", e);
+	const char *name = errname(e);
+	if (name)
+		printf("ERR %s", name);
+	else
+		printf("ERR %d", e);
 }
 
 static uint64_t fnv1a(uint64_t h, const void *p, size_t n)

@@ -49,6 +49,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "errname.h"
+
 /* ---- growable string ---- */
 struct sb {
 	char *p;
@@ -92,26 +94,13 @@ static void sb_esc(struct sb *b, const char *s)
 	}
 }
 
-static const struct {
-	int num;
-	const char *name;
-} errnames[] = {
-	{ENOENT, "ENOENT"}, {ENOTDIR, "ENOTDIR"}, {EACCES, "EACCES"},
-	{ELOOP, "ELOOP"}, {ENAMETOOLONG, "ENAMETOOLONG"}, {EFAULT, "EFAULT"},
-	{EISDIR, "EISDIR"}, {EEXIST, "EEXIST"}, {EINVAL, "EINVAL"},
-	{EBADF, "EBADF"}, {EPERM, "EPERM"}, {EROFS, "EROFS"},
-	{EMFILE, "EMFILE"}, {ENFILE, "ENFILE"}, {ENOMEM, "ENOMEM"},
-};
-
 static void sb_err(struct sb *b, int e)
 {
-	for (size_t i = 0; i < sizeof errnames / sizeof errnames[0]; i++) {
-		if (errnames[i].num == e) {
-			sb_printf(b, "ERR %s", errnames[i].name);
-			return;
-		}
-	}
-	sb_printf(b, "ERR %d", e);
+	const char *name = errname(e);
+	if (name)
+		sb_printf(b, "ERR %s", name);
+	else
+		sb_printf(b, "ERR %d", e);
 }
 
 static uint64_t fnv1a(uint64_t h, const void *p, size_t n)

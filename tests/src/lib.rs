@@ -254,8 +254,9 @@ pub fn spawn_when_not_busy(cmd: &mut Command) -> std::io::Result<std::process::C
     }
 }
 
-/// Compiles `tests/c/<name>.c` into `<tmp>/cbin/<name>-<hash of source and
-/// flags>`, once: later calls (and later test binaries) reuse it.
+/// Compiles `tests/c/<name>.c` into `<tmp>/cbin/<name>-<hash of source,
+/// the shared headers and flags>`, once: later calls (and later test
+/// binaries) reuse it.
 pub fn c_program(tmp: &Path, name: &str) -> PathBuf {
     static LOCK: Mutex<()> = Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -263,6 +264,17 @@ pub fn c_program(tmp: &Path, name: &str) -> PathBuf {
     let code = fs::read(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
     let mut h = DefaultHasher::new();
     code.hash(&mut h);
+    // The probes' shared headers (errname.h): a change recompiles them all.
+    let mut headers: Vec<PathBuf> = fs::read_dir(workspace().join("tests/c"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "h"))
+        .collect();
+    headers.sort();
+    for p in headers {
+        fs::read(&p).unwrap().hash(&mut h);
+    }
     CFLAGS.hash(&mut h);
     let dir = tmp.join("cbin");
     let exe = dir.join(format!("{name}-{:016x}", h.finish()));
@@ -286,6 +298,28 @@ pub fn c_program(tmp: &Path, name: &str) -> PathBuf {
     );
     fs::rename(&part, &exe).unwrap();
     exe
+}
+
+/// `strace -f -qq -y -e trace=<set> -o <trace>` set up for a direct start
+/// under read-cache of `cache` (LD_PRELOAD alone, outside any job, the
+/// library's variables scrubbed): add `-E NAME=VALUE` arguments, then
+/// `--` and the command.
+pub fn strace_served(cache: &Cache, set: &str, trace: &Path) -> Command {
+    let mut c = Command::new("strace");
+    c.args(["-f", "-qq", "-y", "-e", &format!("trace={set}"), "-o"])
+        .arg(trace);
+    for k in scrubbed().chain(fmcache_core::config::JOB_VARS) {
+        c.env_remove(k);
+    }
+    for (k, v) in [
+        ("LD_PRELOAD", lib().display().to_string()),
+        ("DLFM_OP", "read-cache".into()),
+        ("FMCACHE_FILE", cache.file.display().to_string()),
+        ("FMCACHE_STAGE_DIR", cache.stage.display().to_string()),
+    ] {
+        c.arg("-E").arg(format!("{k}={v}"));
+    }
+    c
 }
 
 /// What the library does in a run.

@@ -361,26 +361,27 @@ fn check_ok(o: &Out, what: &str) {
     );
 }
 
-/// (a) Every op on every path: the served run prints exactly what the
-/// native run prints.
-#[test]
-fn served_batch_equals_native() {
-    let (fx, probe, batch) = prepare("diff_full");
-    let all = batch.all();
-    let cache = fx.cache("c");
-    let native = Run::probe(&probe, &all).cwd(&fx.dir).run();
-    check_ok(&native, "native");
-    let pilot = Run::probe(&probe, &all).cwd(&fx.dir).record(&cache).run();
-    check_ok(&pilot, "pilot");
-    assert!(cache.file.is_file(), "the pilot wrote no cache");
+/// What [`native_pilot_served`] ran.
+struct ThreeRuns {
+    native: Out,
+    pilot: Out,
+    stats: fmcache_tests::Stats,
+}
 
+/// The sequence most tests here share, in `fx.dir`: a native warm-up
+/// (first reads move atimes), the native run, the pilot, the served run
+/// with its statistics; the cache is `fx.cache("c")`. Asserts that each
+/// run succeeds, and that the served run prints exactly what the native
+/// run prints and nothing on stderr.
+fn native_pilot_served(fx: &Fixture, probe: &Path, batch: &str) -> ThreeRuns {
+    let run = || Run::probe(probe, batch).cwd(&fx.dir);
+    run().run().ok("native warm-up");
+    let native = run().run().ok("native");
+    let cache = fx.cache("c");
+    let pilot = run().record(&cache).run().ok("pilot");
+    assert!(cache.file.is_file(), "the pilot wrote no cache");
     let stats = fx.out.join("serve.stats");
-    let served = Run::probe(&probe, &all)
-        .cwd(&fx.dir)
-        .serve(&cache)
-        .stats(&stats)
-        .run();
-    check_ok(&served, "served");
+    let served = run().serve(&cache).stats(&stats).run().ok("served");
     assert_same(
         "served vs native",
         "native",
@@ -389,9 +390,26 @@ fn served_batch_equals_native() {
         &served.stdout,
     );
     assert_eq!(served.stderr_str(), "", "the served run wrote to stderr");
-    let s = read_stats(&stats);
-    eprintln!("served run: {s:?}");
-    assert!(s.served > 0, "nothing was served: {s:?}");
+    let stats = read_stats(&stats);
+    ThreeRuns {
+        native,
+        pilot,
+        stats,
+    }
+}
+
+/// (a) Every op on every path: the served run prints exactly what the
+/// native run prints.
+#[test]
+fn served_batch_equals_native() {
+    let (fx, probe, batch) = prepare("diff_full");
+    let runs = native_pilot_served(&fx, &probe, &batch.all());
+    eprintln!("served run: {:?}", runs.stats);
+    assert!(
+        runs.stats.served > 0,
+        "nothing was served: {:?}",
+        runs.stats
+    );
 }
 
 /// Recording must not change what the program sees either: the pilot run
@@ -400,20 +418,14 @@ fn served_batch_equals_native() {
 #[test]
 fn pilot_run_equals_native() {
     let (fx, probe, batch) = prepare("diff_pilot");
-    let all = batch.all();
-    let native = Run::probe(&probe, &all).cwd(&fx.dir).run();
-    check_ok(&native, "native");
-    let cache = fx.cache("c");
-    let pilot = Run::probe(&probe, &all).cwd(&fx.dir).record(&cache).run();
-    check_ok(&pilot, "pilot");
-    assert_eq!(pilot.stderr_str(), "", "pilot stderr");
-    assert!(cache.file.is_file(), "the pilot wrote no cache");
+    let runs = native_pilot_served(&fx, &probe, &batch.all());
+    assert_eq!(runs.pilot.stderr_str(), "", "pilot stderr");
     assert_same(
         "pilot vs native",
         "native",
-        &native.stdout,
+        &runs.native.stdout,
         "pilot",
-        &pilot.stdout,
+        &runs.pilot.stdout,
     );
 }
 
@@ -753,26 +765,7 @@ fn relative_and_dirfd_relative_paths() {
     );
     batch.push_str(&relative);
     let cache = fx.cache("c");
-    Run::probe(&probe, &batch).cwd(&fx.dir).run().ok("warm-up");
-    let native = Run::probe(&probe, &batch).cwd(&fx.dir).run().ok("native");
-    Run::probe(&probe, &batch)
-        .cwd(&fx.dir)
-        .record(&cache)
-        .run()
-        .ok("pilot");
-    let served = Run::probe(&probe, &batch)
-        .cwd(&fx.dir)
-        .serve(&cache)
-        .run()
-        .ok("served");
-    assert_same(
-        "served vs native",
-        "native",
-        &native.stdout,
-        "served",
-        &served.stdout,
-    );
-    assert_eq!(served.stderr_str(), "");
+    native_pilot_served(&fx, &probe, &batch);
 
     // After a chdir, relative probes are served, not passed through.
     let stats = fx.out.join("rel.stats");

@@ -282,3 +282,63 @@ fn corrupt_corpus_files_as_caches_run_native() {
         eprintln!("{name}: {line}");
     }
 }
+
+/// A bug of ours (a panic while answering) costs the program nothing:
+/// with `FMCACHE_DEBUG=panic` every answer panics inside the library; the
+/// program prints exactly its native output, every call passes through,
+/// and stderr holds one line (the panic hook's, once per process), even
+/// with RUST_BACKTRACE set (std's own hook would read files then). This
+/// also checks the statically linked unwinder (preload/build.rs).
+#[test]
+fn a_panic_inside_the_library_passes_the_call_through() {
+    let s = setup("faults_panic");
+    let served_stats = s.fx.out.join("served.stats");
+    let served = Run::probe(&s.probe, &s.batch)
+        .cwd(&s.fx.dir)
+        .serve(&s.good)
+        .stats(&served_stats)
+        .run()
+        .ok("served");
+    assert_same(
+        "served",
+        "native",
+        &s.native.stdout,
+        "served",
+        &served.stdout,
+    );
+    let normal = fmcache_tests::read_stats(&served_stats);
+    assert!(normal.served > 0, "sanity: the cache serves: {normal:?}");
+
+    let stats = s.fx.out.join("panic.stats");
+    let o = Run::probe(&s.probe, &s.batch)
+        .cwd(&s.fx.dir)
+        .serve(&s.good)
+        .stats(&stats)
+        .env("FMCACHE_DEBUG", "panic")
+        .env("RUST_BACKTRACE", "1")
+        .run()
+        .ok("served, panicking");
+    assert_same(
+        "panicking",
+        "native",
+        &s.native.stdout,
+        "panicking",
+        &o.stdout,
+    );
+    let err = o.stderr_str();
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(
+        lines.len() == 1
+            && lines[0].starts_with("fmcache: internal error at ")
+            && lines[0].ends_with("the call passed through (reported once per process)"),
+        "expected one internal-error line, got:\n{err}"
+    );
+    let st = fmcache_tests::read_stats(&stats);
+    // The auditor's library search for the probe's libc is answered
+    // outside `dispatch` (it never panics here); every hooked call of the
+    // batch passes through.
+    assert!(
+        st.served < normal.served && st.passthrough >= s.batch.lines().count() as u64,
+        "the batch's calls pass through instead of being served: {st:?} vs {normal:?}"
+    );
+}

@@ -116,6 +116,23 @@ fn build_tree(t: &Path) {
     fs::write(t.join("scripts/procs.py"), PY).unwrap();
 }
 
+/// `FMCACHE_ATTACHED` of a process serving `cache` (its stage handed on).
+fn attached(cache: &Cache) -> String {
+    let bytes = fs::read(&cache.file).unwrap();
+    let h = fmcache_format::read_header(&bytes).unwrap();
+    let cfg = fmcache_core::config::Config::from_lookup(
+        |k| match k {
+            "FMCACHE_FILE" => Some(cache.file.clone().into_os_string()),
+            "FMCACHE_STAGE_DIR" => Some(cache.stage.clone().into_os_string()),
+            _ => None,
+        },
+        b"/",
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() },
+    );
+    fmcache_core::stage::attachment_value(&cfg, h.checksum)
+}
+
 /// The library's own variables, as a served child must see them.
 fn lib_vars(cache: &Cache, stats: &Path) -> BTreeMap<String, String> {
     let l = lib().to_string_lossy().into_owned();
@@ -129,6 +146,7 @@ fn lib_vars(cache: &Cache, stats: &Path) -> BTreeMap<String, String> {
             cache.stage.to_string_lossy().into_owned(),
         ),
         ("FMCACHE_STATS", stats.to_string_lossy().into_owned()),
+        ("FMCACHE_ATTACHED", attached(cache)),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

@@ -161,6 +161,11 @@ pub fn main(args: Args) -> Result<ExitCode, String> {
         cfg.exclude = launch::path_list(&args.exclude, "exclude")?;
         env.push(("FMCACHE_EXCLUDE", launch::join_colon(&cfg.exclude)));
     }
+    // The version replaced, for the trees outside a job that serve it on
+    // this node (stage::superseded, once the new cache is written).
+    let old = fmcache_core::stage::cache_identity(&cfg)
+        .ok()
+        .map(|(_, checksum, _)| checksum);
     if !args.append {
         start_fresh(&cfg)?;
     }
@@ -177,6 +182,11 @@ pub fn main(args: Args) -> Result<ExitCode, String> {
     // Journals of processes that died without merging (killed, _exit).
     let merged = crate::merge::merge_now(&cfg);
     summary(&cfg, outcome.wall);
+    if let (Some(old), Ok((_, new, _))) = (old, fmcache_core::stage::cache_identity(&cfg)) {
+        if new != old {
+            fmcache_core::stage::superseded(&cfg, old);
+        }
+    }
     match merged {
         Ok(r) if r.journals > 0 => {
             eprintln!(

@@ -320,6 +320,7 @@ fn compute(args: &Args, cache: String, view: &CacheView<'_>) -> Result<Report, S
         fmcache_requests_per_rank: 0.0,
         bytes_per_node: summary.file_size as f64,
         floor_s: 0.0,
+        native_requests_per_node: 0.0,
     };
     let mut projection = Vec::new();
     for exp in 0..=10 {

@@ -128,7 +128,21 @@ pub fn main(args: Args) -> Result<ExitCode, String> {
         }
         _ => false,
     };
-    let stale = t.stale() || older_stage;
+    // Outside a job, a process tree keeps the version its first process
+    // attached (FMCACHE_ATTACHED): run inside such a tree, say so when it
+    // is not the file's.
+    let older_tree = match fmcache_core::stage::tree_checksum(&cfg) {
+        Some(served) if served != view.header().checksum => {
+            t.report(format!(
+                "stage: this process tree serves another version of this cache (checksum {served:016x}, \
+                 the file now {:016x}); processes started outside it read the file",
+                view.header().checksum
+            ));
+            true
+        }
+        _ => false,
+    };
+    let stale = t.stale() || older_stage || older_tree;
     println!(
         "{name}: {} entries checked{}: {} changed, {} appeared, {} vanished, {} listings and {} contents differ{}: {}",
         t.checked,

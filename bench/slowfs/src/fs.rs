@@ -18,9 +18,34 @@ use fuser::{
 };
 
 use super::counts::Counts;
+use super::mds_lock::MdsLock;
 
-/// Nothing may be cached by the kernel: every probe must reach us.
-const TTL: Duration = Duration::ZERO;
+/// What the kernel may cache, and for how long.
+#[derive(Clone, Copy)]
+pub struct Caching {
+    /// Entries, attributes and (if `negative`) failed lookups.
+    ttl: Duration,
+    negative: bool,
+    /// Directory listings kept in the page cache between opens.
+    dirs: bool,
+}
+
+impl Caching {
+    /// TTL 0: nothing is cached, every probe of every process reaches us.
+    pub const NONE: Caching = Caching {
+        ttl: Duration::ZERO,
+        negative: false,
+        dirs: false,
+    };
+    /// A Lustre or GPFS client holding its locks for the whole job: entries,
+    /// attributes, failed lookups and listings cached for an hour (longer
+    /// than any start-up), per mount, i.e. per node.
+    pub const CLIENT: Caching = Caching {
+        ttl: Duration::from_secs(3600),
+        negative: true,
+        dirs: true,
+    };
+}
 
 /// What the one lock guards: the inode -> path map.
 struct Inodes {
@@ -43,7 +68,11 @@ pub struct SlowFs {
     latency: Duration,
     read_bytes_per_s: u64,
     open_flags: FopenFlags,
+    opendir_flags: FopenFlags,
+    caching: Caching,
     counts: Arc<Counts>,
+    /// The metadata server shared with other mounts (simulated nodes), if any.
+    mds_lock: Option<MdsLock>,
     server: Mutex<Inodes>,
     files: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
@@ -57,7 +86,9 @@ impl SlowFs {
         latency: Duration,
         read_mibps: u64,
         cold_reads: bool,
+        caching: Caching,
         counts: Arc<Counts>,
+        mds_lock: Option<MdsLock>,
     ) -> SlowFs {
         let root_ino = std::fs::metadata(&root).map(|m| m.ino()).unwrap_or(0);
         SlowFs {
@@ -71,7 +102,14 @@ impl SlowFs {
             } else {
                 FopenFlags::FOPEN_KEEP_CACHE
             },
+            opendir_flags: if caching.dirs {
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+            } else {
+                FopenFlags::empty()
+            },
+            caching,
             counts,
+            mds_lock,
             server: Mutex::new(Inodes {
                 paths: HashMap::new(),
             }),
@@ -98,6 +136,8 @@ impl SlowFs {
         };
         self.counts.add_top(&top.to_string_lossy());
         if !self.latency.is_zero() {
+            // Other mounts' requests queue here too: one server for all nodes.
+            let _served = self.mds_lock.as_ref().map(MdsLock::hold);
             std::thread::sleep(self.latency);
         }
         guard
@@ -147,6 +187,25 @@ impl SlowFs {
     }
 }
 
+/// The attributes of a negative entry: node id 0, the rest ignored.
+const NO_ENTRY: FileAttr = FileAttr {
+    ino: INodeNo(0),
+    size: 0,
+    blocks: 0,
+    atime: UNIX_EPOCH,
+    mtime: UNIX_EPOCH,
+    ctime: UNIX_EPOCH,
+    crtime: UNIX_EPOCH,
+    kind: FileType::RegularFile,
+    perm: 0,
+    nlink: 0,
+    uid: 0,
+    gid: 0,
+    rdev: 0,
+    flags: 0,
+    blksize: 0,
+};
+
 fn kind(t: std::fs::FileType) -> FileType {
     FileType::from_std(t).unwrap_or(FileType::RegularFile)
 }
@@ -167,7 +226,12 @@ impl Filesystem for SlowFs {
                 if m.ino() != self.root_ino {
                     inodes.paths.insert(m.ino(), path);
                 }
-                reply.entry(&TTL, &self.attr(&m), Generation(0));
+                reply.entry(&self.caching.ttl, &self.attr(&m), Generation(0));
+            }
+            // Node id 0 with a timeout: the kernel keeps a negative dentry,
+            // as a client remembers a failed lookup under its lock.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.caching.negative => {
+                reply.entry_with_ttls(&Duration::ZERO, &self.caching.ttl, &NO_ENTRY, Generation(0));
             }
             Err(e) => reply.error(errno(e)),
         }
@@ -179,7 +243,7 @@ impl Filesystem for SlowFs {
             return reply.error(Errno::ESTALE);
         };
         match std::fs::symlink_metadata(&path) {
-            Ok(m) => reply.attr(&TTL, &self.attr(&m)),
+            Ok(m) => reply.attr(&self.caching.ttl, &self.attr(&m)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -272,7 +336,7 @@ impl Filesystem for SlowFs {
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let inodes = self.meta("opendir", ino, None);
         match self.path_of(&inodes, ino).map(std::fs::read_dir) {
-            Some(Ok(_)) => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Some(Ok(_)) => reply.opened(FileHandle(0), self.opendir_flags),
             Some(Err(e)) => reply.error(errno(e)),
             None => reply.error(Errno::ESTALE),
         }

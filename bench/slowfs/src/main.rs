@@ -1,13 +1,18 @@
 //! `fmcache-slowfs`: a read-only FUSE passthrough that behaves like one busy
 //! metadata server. Every metadata request takes one global lock and sleeps
-//! the configured latency while holding it; entry and attribute TTLs are 0,
-//! so the kernel caches nothing; every request is counted by type. The
-//! counts are the requests that reach "the shared file system".
+//! the configured latency while holding it; every request is counted by
+//! type. The counts are the requests that reach "the shared file system".
+//! By default entry and attribute TTLs are 0, so the kernel caches nothing;
+//! `--client-cache` lets it cache entries, attributes, failed lookups and
+//! listings as a Lustre or GPFS client holding locks does, and
+//! `--mds-lock` makes several mounts (one per simulated node) queue on one
+//! server.
 //!
 //! A benchmark tool, not the interposer: std and a mutex are fine here.
 
 mod counts;
 mod fs;
+mod mds_lock;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -22,7 +27,8 @@ use counts::Counts;
 ///
 /// Stands in for one loaded parallel-file-system metadata server: every
 /// lookup, getattr, readlink, open, opendir, readdir, access, release
-/// takes one lock and sleeps --latency-us while holding it. Counts are
+/// takes one lock and sleeps --latency-us while holding it (with
+/// --mds-lock, one lock across all mounts given the same file). Counts are
 /// rewritten to --counts (JSON) every 50 ms while mounted, and at unmount.
 /// Runs in the foreground; SIGTERM or SIGINT unmounts and exits.
 #[derive(clap::Parser)]
@@ -46,6 +52,16 @@ pub struct Args {
     /// JSON file with the request counts.
     #[arg(long)]
     counts: PathBuf,
+    /// Let the kernel cache entries, attributes, failed lookups (negative
+    /// dentries) and directory listings for an hour, as a parallel file
+    /// system's client holding locks does. Default: TTL 0, nothing cached.
+    #[arg(long)]
+    client_cache: bool,
+    /// Lock file shared by every slowfs standing for the same metadata
+    /// server (one per simulated node): each request's latency is slept
+    /// holding an exclusive flock on it. Default: this mount alone.
+    #[arg(long, value_name = "FILE")]
+    mds_lock: Option<PathBuf>,
     /// FUSE worker threads (requests still serialise on the one lock).
     #[arg(long, default_value_t = 4)]
     threads: usize,
@@ -65,12 +81,22 @@ fn run(args: Args) -> Result<ExitCode, String> {
     let source = std::fs::canonicalize(&args.source)
         .map_err(|e| format!("{}: {e}", args.source.display()))?;
     let counts = Arc::new(Counts::default());
+    let mds_lock = match &args.mds_lock {
+        Some(p) => Some(mds_lock::MdsLock::open(p).map_err(|e| format!("{}: {e}", p.display()))?),
+        None => None,
+    };
     let fs = fs::SlowFs::new(
         source,
         Duration::from_micros(args.latency_us),
         args.read_mibps,
         args.cold_reads,
+        if args.client_cache {
+            fs::Caching::CLIENT
+        } else {
+            fs::Caching::NONE
+        },
         counts.clone(),
+        mds_lock,
     );
     let mut cfg = Config::default();
     cfg.mount_options.extend([
@@ -87,10 +113,15 @@ fn run(args: Args) -> Result<ExitCode, String> {
         .map_err(|e| format!("mount {}: {e}", args.mountpoint.display()))?;
     let writer = counts::spawn_writer(counts.clone(), args.counts.clone());
     eprintln!(
-        "slowfs: {} on {} ({} us per metadata request)",
+        "slowfs: {} on {} ({} us per metadata request, {})",
         args.source.display(),
         args.mountpoint.display(),
-        args.latency_us
+        args.latency_us,
+        if args.client_cache {
+            "client cache"
+        } else {
+            "TTL 0"
+        }
     );
     wait_for(&signals);
     writer.stop();

@@ -153,11 +153,15 @@ pub const LIBRARY_VARS: &[(&str, &str)] = &[
     ),
     (
         "FMCACHE_DEBUG",
-        "search: say on stderr why a library search was left to ld.so",
+        "comma-separated: search (why a library search was left to ld.so), pass (each call passed to the real function, and why), panic (a self-test: every answer panics inside the library; the calls pass through)",
     ),
     (
         "FMCACHE_WARNED",
         "set by the library: warnings already printed in this process tree",
+    ),
+    (
+        "FMCACHE_ATTACHED",
+        "set by the library: the cache version and stage this process tree serves",
     ),
 ];
 
@@ -282,6 +286,11 @@ impl Config {
 /// process tree, inherited through the environment, so a warning every
 /// process would print (a missing cache, a bad setting) is printed once.
 pub const WARNED_VAR: &str = "FMCACHE_WARNED";
+/// `FMCACHE_ATTACHED`: `<checksum>:<key>` (16 hex digits each) of the
+/// stage an attached process serves, inherited through the environment:
+/// a process of the tree with the same cache and stage base maps that
+/// stage without a request for the cache (`stage::attach_inherited`).
+pub const ATTACHED_VAR: &str = "FMCACHE_ATTACHED";
 /// At most this many hashes are carried (a tree rarely has more than one
 /// or two distinct warnings; past this, warnings repeat).
 pub const WARNED_MAX: usize = 8;
@@ -350,7 +359,7 @@ mod tests {
     fn variable_lists_hold_the_named_ones() {
         let own = |k: &str| LIBRARY_VARS.iter().any(|(n, _)| *n == k);
         let context = |k: &str| CONTEXT_VARS.iter().any(|(n, _)| *n == k);
-        for k in PATH_VARS.iter().chain(&[WARNED_VAR]) {
+        for k in PATH_VARS.iter().chain(&[WARNED_VAR, ATTACHED_VAR]) {
             assert!(own(k), "{k}");
         }
         for k in JOB_VARS {

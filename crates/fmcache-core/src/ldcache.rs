@@ -37,14 +37,24 @@ pub fn lookup<'a>(cache: &'a [u8], name: &[u8], flags: u32) -> Option<&'a [u8]> 
     if n > cache.len().saturating_sub(HEADER) / ENTRY {
         return None;
     }
+    // Whether the string at `o` is `name`: decided at the first byte that
+    // differs, so the scan of every entry (about 1,500 here, once per
+    // library search) does not measure each key. An unterminated key is
+    // not the name.
+    let is_name = |o: usize| {
+        cache
+            .get(o..)
+            .and_then(|r| r.strip_prefix(name))
+            .is_some_and(|r| r.first() == Some(&0))
+    };
     let mut found = None;
     for i in 0..n {
         let e = HEADER + i * ENTRY;
-        let (f, key, value, osv) = (u32_at(e)?, u32_at(e + 4)?, u32_at(e + 8)?, u32_at(e + 12)?);
-        let hwcap = u32_at(e + 16)? as u64 | (u32_at(e + 20)? as u64) << 32;
-        if cstr_at(key as usize)? != name {
+        if !is_name(u32_at(e + 4)? as usize) {
             continue;
         }
+        let (f, value, osv) = (u32_at(e)?, u32_at(e + 8)?, u32_at(e + 12)?);
+        let hwcap = u32_at(e + 16)? as u64 | (u32_at(e + 20)? as u64) << 32;
         if hwcap != 0 || osv != 0 {
             return None;
         }

@@ -873,6 +873,12 @@ pub fn merge_with(
         // Running jobs on this node read the new cache from their next
         // process on (stage.rs, forget_jobs).
         crate::stage::forget_jobs(cfg);
+        // And trees outside a job that inherited the old version's stage.
+        if let Some(v) = &old {
+            if v.header().checksum != written.checksum {
+                crate::stage::superseded(cfg, v.header().checksum);
+            }
+        }
         report.entries = written.entries;
         report.blobs = written.blobs;
         report.data_bytes = written.content_bytes;

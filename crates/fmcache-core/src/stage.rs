@@ -161,6 +161,71 @@ pub fn attach(cfg: &Config) -> Result<Attached, String> {
     Ok(a)
 }
 
+/// What identifies the cache and the stage base an attachment is for:
+/// XXH3-64 of the cache's absolute path and the stage base. A process
+/// handed an attachment (by the other copy of the library, or inherited)
+/// uses it only when its own cache and stage base give the same key.
+pub fn attachment_key(cfg: &Config) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(&[&cfg.cache[..], b"\0", &cfg.stage_base].concat())
+}
+
+/// `FMCACHE_ATTACHED`'s value for a process serving stage `checksum`:
+/// `<checksum>:<key>`, 16 hex digits each. Names no path: the stage is
+/// always `<stage_base>/<checksum>` under the reader's own private base.
+pub fn attachment_value(cfg: &Config, checksum: u64) -> String {
+    format!("{checksum:016x}:{:016x}", attachment_key(cfg))
+}
+
+/// The checksum an inherited `FMCACHE_ATTACHED` value names, when it is
+/// well formed and for this cache and stage base; `None` otherwise (the
+/// process then reads the cache itself).
+pub fn inherited_checksum(cfg: &Config, value: &[u8]) -> Option<u64> {
+    let hex = |b: &[u8]| -> Option<u64> {
+        if b.len() != 16 || !b.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        u64::from_str_radix(std::str::from_utf8(b).ok()?, 16).ok()
+    };
+    if value.len() != 33 || value[16] != b':' {
+        return None;
+    }
+    let (checksum, key) = (hex(&value[..16])?, hex(&value[17..])?);
+    (key == attachment_key(cfg)).then_some(checksum)
+}
+
+/// Maps the stage of cache version `checksum`, which another attachment
+/// already read from the cache (the other copy of the library in this
+/// process, or the process that started this one), with no request for
+/// the cache itself: the same private stage base, a complete stage whose
+/// index carries that checksum and this build (`map_stage`), recorded by
+/// this very uid and gid (what `cache_identity` checks), and with
+/// `FMCACHE_VERIFY=stat` the stage's verdict. An error sends the caller
+/// to `attach` (the stage pruned, replaced, or not ours).
+pub fn attach_known(cfg: &Config, checksum: u64) -> Result<Attached, String> {
+    private_dir(&cfg.stage_base)?;
+    let dir = join(&cfg.stage_base, format!("/{checksum:016x}").as_bytes());
+    let a = map_stage(&dir, checksum)?;
+    // Re-recorded on this node since (`superseded`): the tree's later
+    // processes read the new cache.
+    let replaced = sys::cstr(&join(&dir, b"/replaced")).map_err(strerror)?;
+    if rustix::fs::statat(CWD, &*replaced, AtFlags::SYMLINK_NOFOLLOW).is_ok() {
+        return Err("the cache was re-recorded on this node since".into());
+    }
+    let view = CacheView::open(a.index.bytes(), Verify::Header).map_err(|e| e.to_string())?;
+    let h = view.header();
+    let (euid, egid) = (
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    );
+    if (h.recorder_uid, h.recorder_gid) != (euid, egid) {
+        return Err("stage recorded by another identity: refused".into());
+    }
+    if cfg.verify == config::Verify::Stat {
+        verified(&a, &dir)?;
+    }
+    Ok(a)
+}
+
 /// `<stage_base>/<id>` of an attached stage (its root is `<id>/root`).
 fn parent_of_root(root: &[u8]) -> &[u8] {
     crate::path::parent(root).unwrap_or(root)
@@ -189,6 +254,25 @@ pub fn job_checksum(cfg: &Config) -> Option<(Vec<u8>, u64)> {
     let job = cfg.job.as_ref()?;
     let (checksum, _) = read_pointer(&job_pointer(cfg, job))?;
     Some((job.clone(), checksum))
+}
+
+/// The checksum this process tree serves for `cfg.cache` outside a job,
+/// when it inherited an attachment (`FMCACHE_ATTACHED` in the environment,
+/// for this cache and stage base) whose stage is here and not marked
+/// replaced: what `fmcache verify` run inside the tree compares with the
+/// cache itself.
+pub fn tree_checksum(cfg: &Config) -> Option<u64> {
+    if cfg.job.is_some() {
+        return None;
+    }
+    let v = std::env::var_os(config::ATTACHED_VAR)?;
+    let checksum = inherited_checksum(cfg, std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()))?;
+    let dir = join(&cfg.stage_base, format!("/{checksum:016x}").as_bytes());
+    let here = |name: &[u8]| {
+        sys::cstr(&join(&dir, name))
+            .is_ok_and(|c| rustix::fs::statat(CWD, &*c, AtFlags::SYMLINK_NOFOLLOW).is_ok())
+    };
+    (here(b"/index") && !here(b"/replaced")).then_some(checksum)
 }
 
 /// After a merge replaced `cfg.cache`: drops the job pointers on this
@@ -237,6 +321,34 @@ pub fn forget_jobs(cfg: &Config) -> usize {
         }
     }
     dropped
+}
+
+/// After a merge replaced `cfg.cache` (version `old`, now another): marks
+/// this node's stage of `old` `replaced`, so process trees outside a job
+/// that inherited it (`attach_known`) read the new cache from their next
+/// process on, as a job's do once its pointer is dropped (`forget_jobs`).
+/// Processes already running keep the stage they map; nodes other than
+/// this one keep serving `old` to the trees that inherited it. The stage
+/// itself stays usable for whoever reads a cache of that version.
+pub fn superseded(cfg: &Config, old: u64) {
+    let base = &cfg.stage_base;
+    let Ok(c) = sys::cstr(base) else { return };
+    let Ok(st) = rustix::fs::statat(CWD, &*c, AtFlags::SYMLINK_NOFOLLOW) else {
+        return;
+    };
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR
+        || st.st_uid != rustix::process::geteuid().as_raw()
+        || st.st_mode & 0o077 != 0
+    {
+        return;
+    }
+    let dir = join(base, format!("/{old:016x}").as_bytes());
+    let Ok(d) = sys::cstr(&dir) else { return };
+    if rustix::fs::statat(CWD, &*d, AtFlags::SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+    {
+        let _ = write_new(&join(&dir, b"/replaced"), b"", 0o400);
+    }
 }
 
 fn attach_in_job(cfg: &Config, job: &[u8]) -> Result<Attached, String> {
@@ -757,6 +869,45 @@ fn is_plain_absolute(p: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::is_plain_absolute;
+
+    #[test]
+    fn an_inherited_attachment_is_for_one_cache_and_stage_base() {
+        use super::{attachment_value, inherited_checksum};
+        let cfg = |cache: &str, stage: &str| {
+            let (cache, stage) = (cache.to_string(), stage.to_string());
+            crate::config::Config::from_lookup(
+                move |k| match k {
+                    "FMCACHE_FILE" => Some(cache.clone().into()),
+                    "FMCACHE_STAGE_DIR" => Some(stage.clone().into()),
+                    _ => None,
+                },
+                b"/",
+                1000,
+            )
+        };
+        let a = cfg("/sw/app.fmcache", "/dev/shm/fmcache-1000");
+        let v = attachment_value(&a, 0xdead_beef);
+        assert_eq!(v.len(), 33);
+        assert_eq!(inherited_checksum(&a, v.as_bytes()), Some(0xdead_beef));
+        for other in [
+            cfg("/sw/other.fmcache", "/dev/shm/fmcache-1000"),
+            cfg("/sw/app.fmcache", "/tmp/elsewhere"),
+        ] {
+            assert_eq!(inherited_checksum(&other, v.as_bytes()), None);
+        }
+        let key = &v[17..];
+        for bad in [
+            format!("/tmp/x/00000000deadbeef:{key}"),
+            format!("../../../../etc:{key}"),
+            format!("00000000deadbeeg:{key}"),
+            format!("00000000deadbeef;{key}"),
+            format!("+0000000deadbeef:{key}"),
+            format!("{v}0"),
+            String::new(),
+        ] {
+            assert_eq!(inherited_checksum(&a, bad.as_bytes()), None, "{bad}");
+        }
+    }
 
     #[test]
     fn mirrors_cannot_climb_out_of_the_stage() {

@@ -14,61 +14,40 @@ use crate::carry::Patched;
 
 type Argv = *const *const c_char;
 
-macro_rules! exec_hooks {
-    ($(fn $name:ident($($a:ident: $t:ty),*) -> $r:ty, env = $env:ident;)*) => {
-        $(
-            #[no_mangle]
-            pub unsafe extern "C" fn $name($($a: $t),*) -> $r {
-                let mut patched = Patched::new();
-                // SAFETY: the caller's envp is what libc would receive.
-                let $env = unsafe { patched.apply($env) };
-                match $name::real() {
-                    // SAFETY: the caller's arguments, envp possibly patched.
-                    Some(f) => unsafe { f($($a),*) },
-                    None => {
-                        crate::errno::set(libc::ENOSYS);
-                        -1
-                    }
-                }
-            }
-
-            /// The real function: one resolution shared by the hook and
-            /// `resolve` (a module beside the function of the same name).
-            mod $name {
-                #[allow(unused_imports)]
-                use super::*;
-                pub fn real() -> Option<unsafe extern "C" fn($($t),*) -> $r> {
-                    real!($name: fn($($t),*) -> $r)
-                }
-            }
-        )*
-
-        /// Resolves the real functions while allocation is still safe.
-        pub fn resolve() {
-            $( let _ = $name::real(); )*
-        }
-    };
+/// The real call with the caller's envp, given LD_AUDIT when it asks for
+/// the library (built on this frame's stack: a vfork child may run it).
+fn with_audit(envp: Argv, call: impl FnOnce(Argv) -> c_int) -> c_int {
+    let mut patched = Patched::new();
+    // SAFETY: the caller's envp is what libc would receive.
+    let envp = unsafe { patched.apply(envp) };
+    call(envp)
 }
 
-exec_hooks! {
-    fn execve(path: *const c_char, argv: Argv, envp: Argv) -> c_int, env = envp;
-    fn execvpe(file: *const c_char, argv: Argv, envp: Argv) -> c_int, env = envp;
-    fn fexecve(fd: c_int, argv: Argv, envp: Argv) -> c_int, env = envp;
-    fn execveat(dirfd: c_int, path: *const c_char, argv: Argv, envp: Argv, flags: c_int) -> c_int, env = envp;
+hook! {
+    fn execve(path: *const c_char, argv: Argv, envp: Argv) -> c_int, _real =>
+        with_audit(envp, |envp| call_hooked_real!(execve(path, argv, envp)));
+    fn execvpe(file: *const c_char, argv: Argv, envp: Argv) -> c_int, _real =>
+        with_audit(envp, |envp| call_hooked_real!(execvpe(file, argv, envp)));
+    fn fexecve(fd: c_int, argv: Argv, envp: Argv) -> c_int, _real =>
+        with_audit(envp, |envp| call_hooked_real!(fexecve(fd, argv, envp)));
+    fn execveat(dirfd: c_int, path: *const c_char, argv: Argv, envp: Argv, flags: c_int) -> c_int, _real =>
+        with_audit(envp, |envp| call_hooked_real!(execveat(dirfd, path, argv, envp, flags)));
     fn posix_spawn(
         pid: *mut libc::pid_t,
         path: *const c_char,
         actions: *const libc::posix_spawn_file_actions_t,
         attr: *const libc::posix_spawnattr_t,
         argv: Argv,
-        envp: Argv
-    ) -> c_int, env = envp;
+        envp: Argv,
+    ) -> c_int, _real =>
+        with_audit(envp, |envp| call_hooked_real!(posix_spawn(pid, path, actions, attr, argv, envp)));
     fn posix_spawnp(
         pid: *mut libc::pid_t,
         file: *const c_char,
         actions: *const libc::posix_spawn_file_actions_t,
         attr: *const libc::posix_spawnattr_t,
         argv: Argv,
-        envp: Argv
-    ) -> c_int, env = envp;
+        envp: Argv,
+    ) -> c_int, _real =>
+        with_audit(envp, |envp| call_hooked_real!(posix_spawnp(pid, file, actions, attr, argv, envp)));
 }

@@ -203,7 +203,7 @@ fn chdir_common(p: *const c_char, real: impl FnOnce() -> c_int) -> c_int {
     // using the tracked one; only the owner moves that.
     if r == 0 {
         let saved = crate::errno::get();
-        if super::process::is_owner() {
+        if crate::owner::is_owner() {
             crate::cwd::refresh();
         } else {
             crate::cwd::own_fs();

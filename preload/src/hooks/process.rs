@@ -5,22 +5,13 @@
 //! cwd, and a new root or mount namespace stops serving.
 
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering::*};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
 
 use libc::c_int;
 
-/// The process that owns the state. A vfork child shares our memory but
-/// has another pid, and must not touch anything before it execs or exits.
-static OWNER: AtomicI32 = AtomicI32::new(0);
+use crate::owner::{is_owner, run_auditor_hook, set_owner, PEER_AFTER_FORK, PEER_FINISH};
+
 static FINISHED: AtomicBool = AtomicBool::new(false);
-
-pub fn set_owner() {
-    OWNER.store(rustix::process::getpid().as_raw_nonzero().get(), Relaxed);
-}
-
-pub fn is_owner() -> bool {
-    OWNER.load(Relaxed) == rustix::process::getpid().as_raw_nonzero().get()
-}
 
 /// Merges the journal and writes the counters, once per process.
 pub fn finish() {
@@ -53,17 +44,6 @@ pub extern "C" fn after_fork_child() {
     }
 }
 
-/// Preload copy: the auditor copy's `finish` and `after_fork_child`,
-/// written by the auditor in `la_objopen` (`trust::note_peer`). The
-/// auditor copy lives in a namespace with its own libc: the program's
-/// `fork` runs only the handlers registered with the program's libc, and
-/// `_exit` resolves to this copy's hook, so this copy runs the auditor's
-/// too (else a shell ending in `_exit` left the auditor's journal
-/// unmerged, and a forked child's auditor wrote to its parent's).
-pub static AUDITOR_HOOKS: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
-const PEER_FINISH: usize = 0;
-const PEER_AFTER_FORK: usize = 1;
-
 /// Auditor copy: what it publishes into the preload copy's AUDITOR_HOOKS.
 pub fn own_hooks() -> [usize; 2] {
     [
@@ -74,17 +54,6 @@ pub fn own_hooks() -> [usize; 2] {
 
 extern "C" fn peer_finish() {
     finish();
-}
-
-fn run_auditor_hook(which: usize) {
-    let f = AUDITOR_HOOKS[which].load(Acquire);
-    if f != 0 {
-        // SAFETY: written by the auditor copy of this same file as one of
-        // its `extern "C" fn()` (own_hooks); that copy stays mapped for
-        // the process's life (ld.so never unloads an auditor).
-        let f: extern "C" fn() = unsafe { core::mem::transmute(f) };
-        f();
-    }
 }
 
 #[no_mangle]
@@ -258,80 +227,35 @@ fn pthread_create_common(
     r
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn clone(
-    f: Option<CloneFn>,
-    stack: *mut c_void,
-    flags: c_int,
-    arg: *mut c_void,
-    ptid: *mut libc::pid_t,
-    tls: *mut c_void,
-    ctid: *mut libc::pid_t,
-) -> c_int {
-    // The variadic tail (ptid, tls, ctid) is forwarded as received: the
-    // x86-64 and aarch64 ABIs pass it in the same registers.
-    clone_common(f, flags, arg, |f, arg| {
-        match real_clone() {
-            // SAFETY: the caller's arguments, the function possibly ours.
-            Some(real) => unsafe { real(f, stack, flags, arg, ptid, tls, ctid) },
-            None => {
-                crate::errno::set(libc::ENOSYS);
-                -1
-            }
-        }
-    })
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn pthread_create(
-    t: *mut libc::pthread_t,
-    attr: *const libc::pthread_attr_t,
-    f: Option<StartFn>,
-    arg: *mut c_void,
-) -> c_int {
-    pthread_create_common(f, arg, |f, arg| {
-        // pthread functions return the error number, not -1 and errno.
-        match real_pthread_create() {
-            // SAFETY: the caller's arguments, start routine possibly ours.
-            Some(real) => unsafe { real(t, attr, f, arg) },
-            None => libc::ENOSYS,
-        }
-    })
-}
-
 hook! {
     fn unshare(flags: c_int) -> c_int, real => unshare_common(flags, real);
     fn setns(fd: c_int, nstype: c_int) -> c_int, real => { let _ = fd; setns_common(nstype, real) };
     fn chroot(p: *const libc::c_char) -> c_int, real => { let _ = p; chroot_common(real) };
-}
-
-type RealClone = unsafe extern "C" fn(
-    Option<CloneFn>,
-    *mut c_void,
-    c_int,
-    *mut c_void,
-    *mut libc::pid_t,
-    *mut c_void,
-    *mut libc::pid_t,
-) -> c_int;
-type RealPthreadCreate = unsafe extern "C" fn(
-    *mut libc::pthread_t,
-    *const libc::pthread_attr_t,
-    Option<StartFn>,
-    *mut c_void,
-) -> c_int;
-
-fn real_clone() -> Option<RealClone> {
-    real!(clone: fn(Option<CloneFn>, *mut c_void, c_int, *mut c_void, *mut libc::pid_t, *mut c_void, *mut libc::pid_t) -> c_int)
-}
-
-fn real_pthread_create() -> Option<RealPthreadCreate> {
-    real!(pthread_create: fn(*mut libc::pthread_t, *const libc::pthread_attr_t, Option<StartFn>, *mut c_void) -> c_int)
-}
-
-/// Resolves the real functions of this module (in the constructor).
-pub fn resolve_all() {
-    resolve();
-    let _ = real_clone();
-    let _ = real_pthread_create();
+    // The variadic tail (ptid, tls, ctid) is forwarded as received: the
+    // x86-64 and aarch64 ABIs pass it in the same registers.
+    fn clone(
+        f: Option<CloneFn>,
+        stack: *mut c_void,
+        flags: c_int,
+        arg: *mut c_void,
+        ptid: *mut libc::pid_t,
+        tls: *mut c_void,
+        ctid: *mut libc::pid_t,
+    ) -> c_int, _real => clone_common(f, flags, arg, |f, arg| {
+        // The caller's arguments, the function possibly ours.
+        call_hooked_real!(clone(f, stack, flags, arg, ptid, tls, ctid))
+    });
+    fn pthread_create(
+        t: *mut libc::pthread_t,
+        attr: *const libc::pthread_attr_t,
+        f: Option<StartFn>,
+        arg: *mut c_void,
+    ) -> c_int, _real => pthread_create_common(f, arg, |f, arg| {
+        // pthread functions return the error number, not -1 and errno.
+        match pthread_create::real() {
+            // SAFETY: the caller's arguments, start routine possibly ours.
+            Some(real) => unsafe { real(t, attr, f, arg) },
+            None => libc::ENOSYS,
+        }
+    });
 }

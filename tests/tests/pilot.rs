@@ -2,9 +2,8 @@
 //! ranks, SIGKILL at random moments, determinism, compiled bytecode,
 //! exclusion and scope.
 //!
-//! Needs the release build of libfmcache.so and `fmcache` ($FMCACHE_LIB,
-//! $FMCACHE_BIN, else `<workspace>/target/release/`), coreutils, strace,
-//! and for the Python cases the test venv (`bash tests/env/setup.sh`).
+//! Needs what the harness (`fmcache_tests`) finds: the release library and
+//! tool, the test venv for the Python cases; and coreutils, strace.
 //! Every test works in its own directory under CARGO_TARGET_TMPDIR.
 
 use std::collections::BTreeSet;
@@ -22,54 +21,17 @@ use fmcache_format::{CacheView, Verify};
 
 // ------------------------------------------------------------ locations
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+fn lib() -> &'static Path {
+    fmcache_tests::lib()
 }
 
-fn artifact(var: &str, name: &str) -> PathBuf {
-    let p = std::env::var_os(var)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/release").join(name));
-    assert!(
-        p.is_file(),
-        "{} not found (set {var}, or run `cargo build --release -p fmcache-preload -p fmcache-tools`)",
-        p.display()
-    );
-    p
+fn bin() -> &'static Path {
+    fmcache_tests::tool()
 }
 
-fn lib() -> PathBuf {
-    artifact("FMCACHE_LIB", "libfmcache.so")
-}
-
-fn bin() -> PathBuf {
-    artifact("FMCACHE_BIN", "fmcache")
-}
-
-/// The test venv's python: $FMCACHE_VENV_PYTHON, else what
-/// target/env/env.sh names, else target/env/venv/bin/python.
+/// The test venv's python (target/env/env.sh, written by setup.sh).
 fn python() -> PathBuf {
-    let from_env = std::env::var_os("FMCACHE_VENV_PYTHON").filter(|v| !v.is_empty());
-    let from_file = || {
-        let text = std::fs::read_to_string(workspace().join("target/env/env.sh")).ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix("export FMCACHE_VENV_PYTHON="))
-            .map(|v| OsString::from(v.trim_matches(['\'', '"'])))
-    };
-    let p = from_env
-        .or_else(from_file)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/env/venv/bin/python"));
-    assert!(
-        p.exists(),
-        "venv python {} not found: run `bash tests/env/setup.sh`",
-        p.display()
-    );
-    p
+    fmcache_tests::py_env().python.clone()
 }
 
 /// Each test's directory. All are created at once, before any test runs
@@ -144,8 +106,7 @@ fn bytes(p: &Path) -> &[u8] {
 /// The environment a test controls, without the caller's fmcache settings.
 fn scrubbed(prog: impl AsRef<OsStr>) -> Command {
     let mut c = Command::new(prog);
-    let library = fmcache_core::config::LIBRARY_VARS.iter().map(|(n, _)| *n);
-    for v in library.chain(["PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX"]) {
+    for v in fmcache_tests::scrubbed().chain(["PYTHONPYCACHEPREFIX"]) {
         c.env_remove(v);
     }
     c.env("FMCACHE_LIB", lib());
