@@ -127,3 +127,25 @@ fn open_mpi_stages_once_and_the_job_never_asks() {
 fn mpich_stages_once_and_the_job_never_asks() {
     one_node(Mpi::Mpich, "bcast_mpich");
 }
+
+/// `fmcache` without `fmcache-bcast` beside it (a machine without MPI)
+/// says so in one line and how to get it, exit 1.
+#[test]
+fn without_fmcache_bcast_one_line_says_how_to_get_it() {
+    let fx = fixture!("bcast_absent");
+    let alone = fx.out.join("fmcache");
+    fs::copy(tool(), &alone).unwrap();
+    let o = Command::new(&alone)
+        .arg("bcast")
+        .arg(fx.out.join("c.dat"))
+        .env_remove("FMCACHE_BCAST")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("fmcache-bcast not found") && err.contains("make install MPICC="),
+        "{err}"
+    );
+}
