@@ -5,6 +5,10 @@
 # Builds release with cargo (CARGO_TARGET_DIR honoured: the artefacts are
 # found through `cargo metadata`), then installs
 #   bin/fmcache, lib/libfmcache.so,
+#   bin/fmcache-bcast (`fmcache bcast`) when an MPI compiler wrapper is found
+#   ($(MPICC), default mpicc: it names the MPI built against, as rsmpi's
+#   build probes it; one build per MPI, e.g. for MPICH beside Open MPI:
+#   make install PREFIX=/opt/fmcache-mpich MPICC=mpicc.mpich CARGO_TARGET_DIR=target/mpich),
 #   share/man/man1/fmcache.1 and fmcache-<subcommand>.1 (clap_mangen),
 #   share/bash-completion/completions/fmcache, share/zsh/site-functions/_fmcache,
 #   share/fish/vendor_completions.d/fmcache.fish (clap_complete),
@@ -14,6 +18,11 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 CARGO ?= cargo
 INSTALL ?= install
+MPICC ?= mpicc
+export MPICC
+# fmcache-bcast is built (and installed) only where that MPI is installed:
+# fmcache itself needs none.
+WITH_MPI := $(shell command -v $(MPICC) >/dev/null 2>&1 && echo yes)
 
 # The modulefile names the final location: an absolute PREFIX.
 override PREFIX := $(abspath $(PREFIX))
@@ -26,6 +35,7 @@ TARGET_DIR = $(eval TARGET_DIR := $(shell $(CARGO) metadata --format-version 1 -
 VERSION = $(eval VERSION := $(shell $(CARGO) pkgid -p fmcache-tools | sed 's/.*[@\#]//'))$(VERSION)
 BIN = $(TARGET_DIR)/release/fmcache
 LIB = $(TARGET_DIR)/release/libfmcache.so
+BCAST = $(TARGET_DIR)/release/fmcache-bcast
 
 MANDIR = $(ROOT)/share/man/man1
 MODDIR = $(ROOT)/share/modulefiles/fmcache
@@ -38,7 +48,7 @@ COMPLETIONS = share/bash-completion/completions/fmcache \
 all: build
 
 build:
-	$(CARGO) build --release -p fmcache-preload -p fmcache-tools
+	$(CARGO) build --release -p fmcache-preload -p fmcache-tools $(if $(WITH_MPI),-p fmcache-bcast)
 
 # NOBUILD=1 installs the artefacts already built, without running cargo:
 # the tests do (a `cargo build -p ...` after the workspace's `cargo test`,
@@ -49,6 +59,7 @@ install: $(if $(NOBUILD),,build)
 	$(INSTALL) -d '$(ROOT)/bin' '$(ROOT)/lib' '$(MANDIR)' '$(MODDIR)'
 	$(INSTALL) -m 755 '$(BIN)' '$(ROOT)/bin/fmcache'
 	$(INSTALL) -m 755 '$(LIB)' '$(ROOT)/lib/libfmcache.so'
+	if [ -f '$(BCAST)' ]; then $(INSTALL) -m 755 '$(BCAST)' '$(ROOT)/bin/fmcache-bcast'; fi
 	'$(BIN)' install-docs --out '$(ROOT)/share'
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' tools/fmcache.lua.in >'$(MODDIR)/$(VERSION).lua.tmp'
 	mv '$(MODDIR)/$(VERSION).lua.tmp' '$(MODDIR)/$(VERSION).lua'
@@ -68,7 +79,7 @@ DIRS = share/man/man1 share/man share/modulefiles/fmcache share/modulefiles \
        share bin lib
 
 uninstall:
-	rm -f '$(ROOT)/bin/fmcache' '$(ROOT)/lib/libfmcache.so' \
+	rm -f '$(ROOT)/bin/fmcache' '$(ROOT)/bin/fmcache-bcast' '$(ROOT)/lib/libfmcache.so' \
 	      '$(MANDIR)/fmcache.1' '$(MANDIR)'/fmcache-*.1 \
 	      '$(MODDIR)/$(VERSION).lua' $(addprefix '$(ROOT)'/,$(COMPLETIONS))
 	for d in $(DIRS); do [ ! -d '$(ROOT)'/$$d ] || rmdir --ignore-fail-on-non-empty '$(ROOT)'/$$d; done

@@ -1,8 +1,8 @@
 # Sourced by bench/startup.sh and bench/startup-diag.sh: release build of the
 # library and the tool, then target/env/env.sh (created by tests/env/setup.sh
 # when missing). Expects $repo.
-echo "+ cargo build --release -p fmcache-preload -p fmcache-tools -p fmcache-slowfs"
-(cd "$repo" && cargo build --release -p fmcache-preload -p fmcache-tools -p fmcache-slowfs)
+echo "+ cargo build --release -p fmcache-preload -p fmcache-tools -p fmcache-slowfs -p fmcache-bcast"
+(cd "$repo" && cargo build --release -p fmcache-preload -p fmcache-tools -p fmcache-slowfs -p fmcache-bcast)
 
 if [[ ! -f $repo/target/env/env.sh ]]; then
   echo "+ tests/env/setup.sh (target/env/env.sh missing)"

@@ -13,7 +13,13 @@ four modes side by side:
   tmpfs-copy   the tree packed in one tar on slowfs (prepared once, like the
                cache), unpacked to node-local tmpfs first, unpacking included;
   tmpfs-floor  the same copy made beforehand: the physical floor;
-  fmcache      read-cache, cache file on slowfs, staging included.
+  fmcache      read-cache, cache file on slowfs, staging included;
+and, for srun rows, the cache fetched once per job before the step, inside
+one allocation (the fetch timed with the step):
+  fmcache-sbcast  Slurm's sbcast of the cache file to each node's /dev/shm,
+                  served from there;
+  fmcache-bcast   `fmcache bcast` (one rank reads it, MPI_Bcast to one rank
+                  per node, which stages it and leaves the job pointer).
 
 Every process's output is compared with a native run's; anything else on
 stderr aborts. Writes startup.csv (one row per cell and mode), startup.md
@@ -36,7 +42,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lab_report  # noqa: E402
 from benchlib import fail, loadavg, log, machine, sh  # noqa: E402
 
-HEADER, MODES, FS_MODES = lab_report.HEADER, lab_report.MODES, lab_report.FS_MODES
+HEADER, MODES, FS_MODES, SRUN_ONLY = (lab_report.HEADER, lab_report.MODES, lab_report.FS_MODES,
+                                   lab_report.SRUN_ONLY)
 # Parts of the interpreter's prefix a Python program never needs; left out
 # so that copying the tree (tmpfs-copy) is what a careful user would copy.
 STDLIB_SKIP = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "site-packages", "lib2to3"}
@@ -197,6 +204,7 @@ class Lab:
         self.fm = os.path.join(self.repo, "target/release/fmcache")
         self.slowfs = os.path.join(self.repo, "target/release/fmcache-slowfs")
         self.lib = os.path.join(self.repo, "target/release/libfmcache.so")
+        self.bcast = os.path.join(self.repo, "target/release/fmcache-bcast")
         self.work = os.path.abspath(a.work)
         # Node-local directories, one pair per --work, so concurrent runs
         # on one host never remove each other's copy or stage.
@@ -208,6 +216,7 @@ class Lab:
         self.mnt = (os.path.join(shared, "fmcache-" + os.path.basename(self.work)) if shared
                     else os.path.join(self.work, "mnt"))
         self.srun = os.environ.get("FMCACHE_SRUN", "srun")
+        self.salloc = os.environ.get("FMCACHE_SALLOC", "salloc")
         self.base_env = {k: v for k, v in os.environ.items()
                          if not k.startswith(("FMCACHE_", "DLFM_", "LD_", "PYTHON", "SLURM_")) or k == "SLURM_CONF"}
         self.base_env["PYTHONDONTWRITEBYTECODE"] = "1"  # no mode may write .pyc files into its tree
@@ -294,9 +303,13 @@ class Lab:
 
     # ---- launching N processes at once ----
 
-    def launch(self, w, root, n, launch, extra_env=None, tag=""):
+    def launch(self, w, root, n, launch, extra_env=None, tag="", fetch=None):
         """Starts n copies of w from tree root; returns (wall, outputs). Each
-        output is (stdout, stderr) of one process (plain) or task (srun)."""
+        output is (stdout, stderr) of one process (plain) or task (srun).
+        fetch (srun only): (a shell step run first in the same allocation,
+        the tasks' own environment): the step's tasks alone get that
+        environment (srun --export), so that neither salloc, srun nor the
+        fetch is served."""
         env = dict(self.base_env, **w.env(root), **(extra_env or {}))
         argv = w.argv(root)
         outdir = os.path.join(self.work, "out")
@@ -327,6 +340,11 @@ class Lab:
         # would read as unlabelled task output; its errors still print.
         cmd = [self.srun, f"-N{nodes}", f"-n{n}", f"--ntasks-per-node={-(-n // nodes)}", "-l",
                "--quiet", "--kill-on-bad-exit=1", "--oversubscribe", *argv]
+        if fetch:
+            step, task_env = fetch
+            cmd[1:1] = ["--export=" + ",".join(["ALL"] + [f"{k}={v}" for k, v in task_env.items()])]
+            cmd = [self.salloc, f"-N{nodes}", f"--ntasks-per-node={-(-n // nodes)}", "--quiet", "--oversubscribe",
+                   "sh", "-c", step + ' && exec "$@"', "sh", *cmd]
         for attempt in (1, 2):
             t0 = time.perf_counter()
             p = subprocess.run(cmd, env=env, cwd=outdir, capture_output=True, text=True,
@@ -390,7 +408,7 @@ class Lab:
         marker = f"{self.copy}/.lab-{w.name}"
         copy_cmd = (f"rm -rf {self.copy} && mkdir -p {self.copy} && tar -xf {self.mnt}/packed/{w.name}.tar -C {self.copy}"
                     f" && touch {marker}")
-        env, root, pre = None, self.mnt, None
+        env, root, pre, step = None, self.mnt, None, None
         if mode == "tmpfs-copy":
             self.on_nodes(f"rm -rf {self.copy}", launch, nodes)
             root, pre = self.copy, copy_cmd
@@ -403,11 +421,13 @@ class Lab:
                    "FMCACHE_FILE": f"{self.mnt}/caches/{w.name}.dat"}
             if launch == "plain":
                 env["LD_AUDIT"] = self.lib  # what `fmcache run` sets; srun hands it on itself
+        elif mode in SRUN_ONLY:
+            env, step = self.fetch_once(w, mode, launch, nodes)
         r0, b0, t0_top, m0 = fs.read()
         t0 = time.perf_counter()
         if pre:
             self.on_nodes(pre, launch, nodes)
-        wall, outs = self.launch(w, root, n, launch, env, tag)
+        wall, outs = self.launch(w, root, n, launch, None if step else env, tag, step and (step, env))
         if pre:
             wall = time.perf_counter() - t0  # the copy is part of this mode's start-up
         r1, b1, t1_top, m1 = fs.read()
@@ -418,7 +438,7 @@ class Lab:
         mem = 0.0
         if mode in ("tmpfs-copy", "tmpfs-floor"):
             mem = self.node_mib(self.copy, launch)
-        elif mode == "fmcache":
+        elif mode.startswith("fmcache"):
             mem = self.node_mib(self.stage, launch)
         # The host's mount first, then one per node (client mode, srun).
         by_mount = [b - a for a, b in zip(m0, m1)]
@@ -427,13 +447,35 @@ class Lab:
             (f"  launcher {by_mount[0]}, nodes {by_mount[1:]}" if len(by_mount) > 1 else ""))
         return dict(wall=wall, req=r1 - r0, bytes=b1 - b0, mem=mem, nodes=nodes, fetch=fetch, by_mount=by_mount)
 
+    def fetch_once(self, w, mode, launch, nodes):
+        """The srun-only modes: (the tasks' environment, the step fetching
+        the cache once per node before them, in the same allocation).
+        fmcache-sbcast serves the node-local copy (each process reads its
+        header there); fmcache-bcast the shared path, whose job pointer
+        `fmcache bcast` left on each node."""
+        if launch != "srun":
+            die(f"{mode} is for srun rows only")
+        shared, local = f"{self.mnt}/caches/{w.name}.dat", f"{self.stage}.dat"
+        self.on_nodes(f"rm -rf {self.stage} {local}", launch, nodes)
+        env = {"DLFM_OP": "read-cache", "LD_PRELOAD": self.lib, "LD_AUDIT": self.lib,
+               "FMCACHE_STAGE_DIR": self.stage}
+        if mode == "fmcache-sbcast":
+            env["FMCACHE_FILE"] = local
+            step = f"{os.environ.get('FMCACHE_SBCAST', 'sbcast')} -f {shared} {local}"
+        else:
+            env["FMCACHE_FILE"] = shared
+            # One rank per node (Open MPI under srun: PMIx); its line to stderr.
+            step = (f"FMCACHE_STAGE_DIR={self.stage} FMCACHE_BCAST={self.bcast} {self.srun} --mpi=pmix "
+                    f"-n {nodes} --ntasks-per-node=1 --quiet {self.fm} bcast {shared} >/dev/null")
+        return env, step
+
     def pilot(self, w):
         """One recorded run through slowfs (untimed), written into the source
         so production reads it through slowfs; also gives the reference
         output. With srun rows to measure, the pilot is the issue's command
         line, `DLFM_OP=write-cache LD_PRELOAD=libfmcache.so srun -n 4 app`
         (srun itself then hands LD_AUDIT on); else one plain process."""
-        if "fmcache" not in self.a.modes:
+        if not any(m.startswith("fmcache") for m in self.a.modes):
             _, outs = self.launch(w, self.mnt, 1, "plain", None, "reference")
             self.check(w, outs, outs[0][0], "reference")
             return outs[0][0]
@@ -455,15 +497,17 @@ class Lab:
         return outs[0][0]
 
     def cell(self, fs, w, n, launch, ref):
-        runs = {m: (self.a.runs if m in ("tmpfs-floor", "fmcache") else min(self.a.runs, self.a.slow_runs))
-                for m in self.a.modes}
-        got = {m: [] for m in self.a.modes}
+        modes = [m for m in self.a.modes if launch == "srun" or m not in SRUN_ONLY]
+        runs = {m: (self.a.runs if m in ("tmpfs-floor", "fmcache") or m in SRUN_ONLY
+                    else min(self.a.runs, self.a.slow_runs))
+                for m in modes}
+        got = {m: [] for m in modes}
         for r in range(self.a.runs):
-            order = [m for m in self.a.modes if r < runs[m]]
+            order = [m for m in modes if r < runs[m]]
             self.rng.shuffle(order)
             for m in order:
                 got[m].append(self.run_mode(fs, w, m, n, launch, ref))
-        for m in self.a.modes:
+        for m in modes:
             s = got[m]
             walls = [x["wall"] for x in s]
             req = int(statistics.median([x["req"] for x in s]))
@@ -618,6 +662,8 @@ def main(argv):
                     fs.stop()
                     shutil.rmtree(lab.copy, ignore_errors=True)
                     shutil.rmtree(lab.stage, ignore_errors=True)
+                    if "srun" in launches and any(m in SRUN_ONLY for m in a.modes):
+                        lab.on_nodes(f"rm -rf {lab.stage} {lab.stage}.dat", "srun", a.nodes)
     lab.write_csv()
     meta = dict(invoked=a.invoked, started=started.isoformat(timespec="seconds"),
                 finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

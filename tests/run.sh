@@ -25,7 +25,8 @@ source target/env/env.sh
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
-cargo build --release -p fmcache-preload -p fmcache-tools
+# fmcache-bcast beside fmcache: `fmcache bcast` (Open MPI, the default mpicc).
+cargo build --release -p fmcache-preload -p fmcache-tools -p fmcache-bcast
 export FMCACHE_LIB="$PWD/target/release/libfmcache.so"
 export FMCACHE_BIN="$PWD/target/release/fmcache"
 # Integration tests start many processes each; two at a time fit 2 cores.

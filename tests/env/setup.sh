@@ -7,6 +7,10 @@ set -euo pipefail
 # needs none: slowfs mounts /dev/fuse itself, as root).
 # lmod and man-db: tests/tests/install.rs (module load, man fmcache-record).
 DEB_PACKAGES="strace gcc g++ make libc6-dev procps util-linux coreutils patchelf lmod man-db"
+# fmcache-bcast (a workspace member: built and linted with the rest) links
+# rsmpi, whose build runs bindgen (libclang) on an MPI's headers: Open MPI
+# (mpicc, the Debian default) and MPICH (mpicc.mpich, the tests' second build).
+DEB_PACKAGES+=" libclang-dev openmpi-bin libopenmpi-dev mpich libmpich-dev"
 # fmcache report's page is rendered in a real browser (tests/tests/report.rs).
 DEB_PACKAGES+=" chromium fonts-dejavu-core"
 # Exact pins keep the probe counts the tests measure reproducible; both ship

@@ -762,6 +762,54 @@ pub fn names(dir: &Path) -> Vec<String> {
     v
 }
 
+/// Calls naming the cache file (by path, or by a descriptor on it, with
+/// `strace -y`) in one run, split into metadata requests and reads.
+pub fn cache_calls(cache: &Cache, trace: &Path) -> (Vec<String>, usize) {
+    let text = fs::read_to_string(trace).unwrap();
+    let name = cache.file.display().to_string();
+    let mut meta = Vec::new();
+    let mut reads = 0;
+    for line in text
+        .lines()
+        .filter(|l| l.contains(&name) && !l.contains(".rec"))
+    {
+        let call = line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("")
+            .split('(')
+            .next()
+            .unwrap_or("");
+        if matches!(call, "read" | "pread64" | "mmap") {
+            reads += 1;
+        } else {
+            meta.push(line.to_string());
+        }
+    }
+    (meta, reads)
+}
+
+/// `cat FILE` under read-cache with `env`, traced with `strace -f -y`.
+pub fn served_cat(cache: &Cache, file: &Path, env: &[(&str, &str)], trace: &Path) -> String {
+    let mut c = strace_served(cache, "%file,fstat,read,pread64,mmap", trace);
+    for (k, v) in env {
+        c.arg("-E").arg(format!("{k}={v}"));
+    }
+    let o = c.arg("--").arg("/bin/cat").arg(file).output().unwrap();
+    assert!(
+        o.status.success(),
+        "cat: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+pub mod bcast;
 pub mod install;
 pub mod procs;
 pub mod user;

@@ -20,6 +20,9 @@
 //! `LD_PRELOAD=libfmcache.so`, and the `examples/` scripts as written
 //! (`sbatch --wait examples/slurm.sh`, `examples/slurm-sbcast.sh`, `salloc
 //! ... bash examples/mpirun.sh`), each compared with native.
+//!
+//! `fmcache bcast` with Open MPI and with MPICH (two ranks per node) before
+//! a traced step: served, and no request for the cache on any node.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -27,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
+use fmcache_tests::bcast::{bcast_exe, Mpi};
 use fmcache_tests::install::{make_install, module_shell, sh_quote};
 use fmcache_tests::{assert_same, fixture, lib, parse_exports, py_env, strace_count, workspace};
 
@@ -129,6 +133,59 @@ impl Job {
         let mut lines: Vec<&str> = std::str::from_utf8(&o.stdout).unwrap().lines().collect();
         lines.sort_by_key(|l| l.split(' ').next().and_then(|r| r.parse::<u32>().ok()));
         (lines.iter().map(|l| format!("{l}\n")).collect(), err)
+    }
+}
+
+/// The steps of a batch script run by `salloc -N4 --ntasks-per-node=6`
+/// from the job's directory, after a pilot wrote ./fmcache.dat; `traced`
+/// is the step that runs the ranks each under strace, into `traces/`, so
+/// `per_node` counts their requests.
+struct Script {
+    cache: PathBuf,
+    traces: PathBuf,
+    l: String,
+    tool: String,
+    py: String,
+    app: String,
+}
+
+impl Script {
+    fn new(job: &Job) -> Script {
+        let traces = job.dir.join("traces");
+        fs::create_dir_all(&traces).unwrap();
+        Script {
+            cache: job.dir.join("fmcache.dat"),
+            traces,
+            l: lib().display().to_string(),
+            tool: fmcache_tests::tool().display().to_string(),
+            py: py_env().python.display().to_string(),
+            app: job.app.display().to_string(),
+        }
+    }
+
+    /// 24 ranks (srun `args` first), each served under strace, into
+    /// `out`; srun itself and the shell unpreloaded.
+    fn traced(&self, args: &str, out: &str) -> String {
+        format!(
+            "env -u LD_PRELOAD srun {args} -N4 -n 24 sh -c 'exec strace --seccomp-bpf -f -qq -y \
+             -e trace=%file,fstat -E DLFM_OP=read-cache -E LD_PRELOAD={l} -E LD_AUDIT={l} \
+             -E FMCACHE_FILE={cache} -E SHIFT=1 -o {traces}/t.$SLURMD_NODENAME.$SLURM_PROCID \
+             \"$0\" \"$@\"' {py} {app} > {out}\n",
+            l = self.l,
+            cache = self.cache.display(),
+            traces = self.traces.display(),
+            py = self.py,
+            app = self.app,
+        )
+    }
+
+    /// `script` in an allocation of the four nodes, from the job's
+    /// directory.
+    fn run(&self, job: &Job, script: &str) -> std::process::Output {
+        let _one = JOBS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = in_cluster(&var("FMCACHE_SALLOC"), &job.dir);
+        c.args(["-N4", "--ntasks-per-node=6", "-Q", "bash", "-c", script]);
+        c.output().unwrap()
     }
 }
 
@@ -376,30 +433,25 @@ fn prestaged_by_srun_stage_or_sbcast() {
     let native = job.run(&[("SHIFT", "1".into())], &srun(24)).0;
     let (_, err) = job.run(&write_cache("0"), &srun(24));
     quiet("pilot", &err);
-    let cache = job.dir.join("fmcache.dat");
-    let l = lib().display().to_string();
-    let tool = fmcache_tests::tool().display().to_string();
-    let py = py_env().python.display().to_string();
-    let app = job.app.display().to_string();
-    let traces = job.dir.join("traces");
-    fs::create_dir_all(&traces).unwrap();
+    let sc = Script::new(&job);
+    let (cache, traces) = (&sc.cache, &sc.traces);
     // Each alternative as a batch script would run it; rank 0 prints.
     let script = format!(
         r#"set -e
 export LD_PRELOAD={l} FMCACHE_FILE={cache} SHIFT=1
 srun -n "$SLURM_NNODES" --ntasks-per-node=1 {tool} stage >&2
 DLFM_OP=read-cache srun -N4 -n 24 {py} {app} > staged.out
-env -u LD_PRELOAD srun -N4 -n 24 sh -c 'exec strace --seccomp-bpf -f -qq -y -e trace=%file,fstat -E DLFM_OP=read-cache -E LD_PRELOAD={l} -E LD_AUDIT={l} -E FMCACHE_FILE={cache} -E SHIFT=1 -o {traces}/t.$SLURMD_NODENAME.$SLURM_PROCID "$0" "$@"' {py} {app} > traced.out
-sbcast -f {cache} /dev/shm/app.fmcache
+{traced}sbcast -f {cache} /dev/shm/app.fmcache
 DLFM_OP=read-cache FMCACHE_FILE=/dev/shm/app.fmcache srun -N4 -n 24 {py} {app} > sbcast.out
 "#,
+        l = sc.l,
+        tool = sc.tool,
+        py = sc.py,
+        app = sc.app,
         cache = cache.display(),
-        traces = traces.display(),
+        traced = sc.traced("", "traced.out"),
     );
-    let _one = JOBS.lock().unwrap_or_else(|e| e.into_inner());
-    let mut c = in_cluster(&var("FMCACHE_SALLOC"), &job.dir);
-    c.args(["-N4", "--ntasks-per-node=6", "-Q", "bash", "-c", &script]);
-    let o = c.output().unwrap();
+    let o = sc.run(&job, &script);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "batch script failed: {err}");
     let staged: Vec<&str> = err
@@ -412,7 +464,7 @@ DLFM_OP=read-cache FMCACHE_FILE=/dev/shm/app.fmcache srun -N4 -n 24 {py} {app} >
         assert_same(out, "native", native.as_bytes(), out, text.as_bytes());
     }
     // `fmcache stage` made the requests; the ranks made none.
-    let nodes = per_node(&traces, &cache);
+    let nodes = per_node(traces, cache);
     eprintln!("pre-staged, per node: {nodes:?}; fmcache stage said:\n{err}");
     assert_eq!(nodes.len(), 4, "{nodes:?}");
     for (node, (requests, calls)) in &nodes {
@@ -552,4 +604,100 @@ fn installed_module_srun_lines_and_examples() {
         "examples/mpirun.sh against native"
     );
     served_ranks("examples/mpirun.sh", &mp.join("stats"), 24);
+}
+
+/// `fmcache bcast` before the step, inside one allocation, with each MPI:
+/// two ranks per node (only one of them stages), the cache read once and
+/// fanned out by MPI_Bcast; then the job's ranks on all four nodes are
+/// served (output equal to native) and make no request for the shared
+/// cache file (traced), as the bcast left each node's stage and pointer.
+fn bcast_then_served(mpi: Mpi, name: &str) {
+    let job = Job::new(name);
+    // Open MPI's ranks start under srun through PMIx (the default); MPICH's
+    // through PMI2, mpi4py pointed at libmpich.
+    let (mpi_env, srun_mpi, bcast_launcher) = match mpi {
+        Mpi::OpenMpi => (
+            vec![],
+            "--mpi=pmix",
+            format!(
+                "{} --map-by ppr:2:node --oversubscribe --allow-run-as-root",
+                var("FMCACHE_MPIRUN_OPENMPI")
+            ),
+        ),
+        Mpi::Mpich => (
+            vec![
+                ("MPI4PY_LIBMPI", var("FMCACHE_LIBMPI_MPICH")),
+                ("LD_LIBRARY_PATH", var("FMCACHE_MPICH_LIBDIR")),
+            ],
+            "--mpi=pmi2",
+            format!("{} -n 8 -ppn 2", var("FMCACHE_MPIEXEC_MPICH")),
+        ),
+    };
+    let launcher = {
+        let mut v = srun(24);
+        v.insert(1, srun_mpi.into());
+        v
+    };
+    let with = |mut e: Vec<(&'static str, String)>| {
+        e.extend(mpi_env.iter().cloned());
+        e
+    };
+    let native = job.run(&with(vec![("SHIFT", "1".into())]), &launcher).0;
+    assert_eq!(lines_of(&native), 24, "{native}");
+    let (_, err) = job.run(&with(write_cache("0")), &launcher);
+    quiet("pilot", &err);
+    let sc = Script::new(&job);
+    let exports: String = mpi_env
+        .iter()
+        .map(|(k, v)| format!("export {k}={}\n", sh_quote(v)))
+        .collect();
+    let script = format!(
+        "set -e\n{exports}export SHIFT=1\n\
+         FMCACHE_BCAST={bcast} {bcast_launcher} {tool} bcast {cache} > bcast.out 2> bcast.err\n\
+         {traced}",
+        bcast = bcast_exe(mpi).display(),
+        tool = sc.tool,
+        cache = sc.cache.display(),
+        traced = sc.traced(srun_mpi, "traced.out"),
+    );
+    let o = sc.run(&job, &script);
+    let read = |f: &str| fs::read_to_string(job.dir.join(f)).unwrap_or_default();
+    assert!(
+        o.status.success(),
+        "{mpi:?}: batch script failed: {}\nbcast said: {}{}",
+        String::from_utf8_lossy(&o.stderr),
+        read("bcast.out"),
+        read("bcast.err")
+    );
+    let said = read("bcast.out");
+    assert!(
+        said.contains(" read once, staged on 4 nodes ") && said.contains("for job SLURM_JOB_ID="),
+        "{mpi:?}: fmcache bcast said: {said}{}",
+        read("bcast.err")
+    );
+    let traced = read("traced.out");
+    assert_same(
+        &format!("{mpi:?} after bcast"),
+        "native",
+        native.as_bytes(),
+        "traced",
+        traced.as_bytes(),
+    );
+    let nodes = per_node(&sc.traces, &sc.cache);
+    eprintln!("{mpi:?}: after fmcache bcast, per node: {nodes:?}; it said: {said}");
+    assert_eq!(nodes.len(), 4, "{nodes:?}");
+    for (node, (requests, calls)) in &nodes {
+        assert_eq!(*requests, 0, "{node}: ranks asked for the broadcast cache");
+        assert_eq!(*calls, 0, "{node}: calls on the cached trees");
+    }
+}
+
+#[test]
+fn bcast_by_open_mpi_then_no_request_for_the_cache() {
+    bcast_then_served(Mpi::OpenMpi, "cluster_bcast_openmpi");
+}
+
+#[test]
+fn bcast_by_mpich_then_no_request_for_the_cache() {
+    bcast_then_served(Mpi::Mpich, "cluster_bcast_mpich");
 }

@@ -8,54 +8,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use fmcache_tests::{fixture, Cache, Run};
-
-/// Calls naming the cache file (by path, or by a descriptor on it, with
-/// `strace -y`) in one run, split into metadata requests and reads.
-fn cache_calls(cache: &Cache, trace: &Path) -> (Vec<String>, usize) {
-    let text = fs::read_to_string(trace).unwrap();
-    let name = cache.file.display().to_string();
-    let mut meta = Vec::new();
-    let mut reads = 0;
-    for line in text
-        .lines()
-        .filter(|l| l.contains(&name) && !l.contains(".rec"))
-    {
-        let call = line
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or("")
-            .split('(')
-            .next()
-            .unwrap_or("");
-        if matches!(call, "read" | "pread64" | "mmap") {
-            reads += 1;
-        } else {
-            meta.push(line.to_string());
-        }
-    }
-    (meta, reads)
-}
-
-/// `cat FILE` under read-cache with `env`, traced with `strace -f -y`.
-fn served_cat(cache: &Cache, file: &Path, env: &[(&str, &str)], trace: &Path) -> String {
-    let mut c = fmcache_tests::strace_served(cache, "%file,fstat,read,pread64,mmap", trace);
-    for (k, v) in env {
-        c.arg("-E").arg(format!("{k}={v}"));
-    }
-    let o = c.arg("--").arg("/bin/cat").arg(file).output().unwrap();
-    assert!(
-        o.status.success(),
-        "cat: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(
-        o.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
+use fmcache_tests::{cache_calls, fixture, served_cat, Cache, Run};
 
 #[test]
 fn a_job_asks_the_shared_cache_once_per_node() {

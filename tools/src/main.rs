@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+mod bcast;
 mod env;
 mod estimate;
 mod inspect;
@@ -37,6 +38,7 @@ enum Cmd {
     Inspect(inspect::Args),
     Stats(stats::Args),
     Stage(stage::Args),
+    Bcast(bcast::Args),
     Merge(merge::Args),
     Estimate(estimate::Args),
     Verify(verify::Args),
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
         Cmd::Inspect(a) => inspect::main(a),
         Cmd::Stats(a) => stats::main(a),
         Cmd::Stage(a) => stage::main(a),
+        Cmd::Bcast(a) => bcast::main(a),
         Cmd::Merge(a) => merge::main(a),
         Cmd::Estimate(a) => estimate::main(a),
         Cmd::Verify(a) => verify::main(a),

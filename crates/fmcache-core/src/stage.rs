@@ -105,8 +105,16 @@ pub fn cache_identity(cfg: &Config) -> Result<(std::os::fd::OwnedFd, u64, u64), 
             st.st_mode as u32 & 0o7777
         ));
     }
+    let (checksum, size) = header_identity(&fd, st.st_size as u64)?;
+    Ok((fd, checksum, size))
+}
+
+/// The header checks every staged copy passes, whoever read it: this
+/// build's format, the size it names, and the reader as its recorder.
+/// Returns the checksum and size.
+fn header_identity(fd: &std::os::fd::OwnedFd, size: u64) -> Result<(u64, u64), String> {
     let mut head = [0u8; fmcache_format::layout::HEADER_SIZE];
-    let n = rustix::io::pread(&fd, &mut head, 0).map_err(|e| e.to_string())?;
+    let n = rustix::io::pread(fd, &mut head, 0).map_err(|e| e.to_string())?;
     let h =
         read_header(&head[..n]).ok_or_else(|| fmcache_format::OpenError::TooSmall.to_string())?;
     // Cheap header checks before any staging work.
@@ -119,11 +127,12 @@ pub fn cache_identity(cfg: &Config) -> Result<(std::os::fd::OwnedFd, u64, u64), 
     if h.build_id != fmcache_format::build_id() {
         return Err(fmcache_format::OpenError::ForeignBuild.to_string());
     }
-    if h.file_size != st.st_size as u64 {
+    if h.file_size != size {
         return Err(fmcache_format::OpenError::Truncated.to_string());
     }
     // Its answers (EACCES, contents only the pilot could read) are the
     // pilot's: refused before anything is staged where we could read it.
+    let euid = rustix::process::geteuid().as_raw();
     let egid = rustix::process::getegid().as_raw();
     if (h.recorder_uid, h.recorder_gid) != (euid, egid) {
         return Err(format!(
@@ -131,7 +140,38 @@ pub fn cache_identity(cfg: &Config) -> Result<(std::os::fd::OwnedFd, u64, u64), 
             h.recorder_uid, h.recorder_gid
         ));
     }
-    Ok((fd, h.checksum, st.st_size as u64))
+    Ok((h.checksum, size))
+}
+
+/// Stages a copy of `cfg.cache` held in `copy` (a private file or memfd:
+/// what `fmcache-bcast` received from the one rank that read the shared
+/// cache) as the first process of the job on this node would, and, within
+/// a job, leaves the job's pointer naming it: the job's processes on this
+/// node then make no request for the cache. The copy passes the same
+/// header checks (recorder = this user) and, when staged, the full
+/// checksum; the ownership rule is the shared file's, checked by its
+/// reader with `cache_identity`. Returns the checksum and entry count.
+pub fn install_copy(cfg: &Config, copy: &std::os::fd::OwnedFd) -> Result<(u64, usize), String> {
+    private_dir(&cfg.stage_base)?;
+    let size = rustix::fs::fstat(copy).map_err(|e| e.to_string())?.st_size as u64;
+    let (checksum, size) = header_identity(copy, size)?;
+    let dir = join(&cfg.stage_base, format!("/{checksum:016x}").as_bytes());
+    let a = match &cfg.job {
+        Some(job) => {
+            let ptr = job_pointer(cfg, job);
+            let _lock = sys::lock_file(&join(&ptr, b".lock"))
+                .map_err(|e| format!("stage lock: {}", strerror(e)))?;
+            let a = stage(cfg, copy, checksum, size, &dir)?;
+            write_pointer(cfg, &ptr, checksum)
+                .map_err(|e| format!("job pointer {}: {e}", show(&ptr)))?;
+            a
+        }
+        None => stage(cfg, copy, checksum, size, &dir)?,
+    };
+    let entries = CacheView::open(a.index.bytes(), Verify::Header)
+        .map_err(|e| format!("stage index: {e}"))?
+        .entry_count();
+    Ok((checksum, entries))
 }
 
 fn join(a: &[u8], b: &[u8]) -> Vec<u8> {
@@ -370,32 +410,35 @@ fn attach_in_job(cfg: &Config, job: &[u8]) -> Result<Attached, String> {
         return Ok(a);
     }
     let a = attach_shared(cfg)?;
-    // Written whole, then renamed: a reader sees no pointer or all of it.
+    // Served all the same if this fails; the next process asks the cache
+    // again.
+    let _ = write_pointer(cfg, &ptr, a.checksum);
+    Ok(a)
+}
+
+/// Writes the job pointer `ptr` naming the stage `checksum` of
+/// `cfg.cache` (call under `<ptr>.lock`). Written whole, then renamed: a
+/// reader sees no pointer or all of it.
+fn write_pointer(cfg: &Config, ptr: &[u8], checksum: u64) -> Result<(), String> {
     let tmp = join(
-        &ptr,
+        ptr,
         format!(".tmp.{}", rustix::process::getpid().as_raw_nonzero()).as_bytes(),
     );
     let _ = rustix::fs::unlink(&*sys::cstr(&tmp).map_err(strerror)?);
-    let text = [
-        format!("{:016x}\n", a.checksum).as_bytes(),
-        &cfg.cache,
-        b"\n",
-    ]
-    .concat();
+    let text = [format!("{checksum:016x}\n").as_bytes(), &cfg.cache, b"\n"].concat();
     let written = write_new(&tmp, &text, 0o600)
         .map_err(strerror)
         .and_then(|_| {
             let (t, p) = (
                 sys::cstr(&tmp).map_err(strerror)?,
-                sys::cstr(&ptr).map_err(strerror)?,
+                sys::cstr(ptr).map_err(strerror)?,
             );
             rustix::fs::renameat(CWD, &*t, CWD, &*p).map_err(|e| e.to_string())
         });
     if written.is_err() {
-        // Served all the same; the next process asks the cache again.
         let _ = rustix::fs::unlink(&*sys::cstr(&tmp).map_err(strerror)?);
     }
-    Ok(a)
+    written
 }
 
 /// Reads the shared cache's identity, then finds or builds its stage.
