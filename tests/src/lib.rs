@@ -789,24 +789,38 @@ pub fn cache_calls(cache: &Cache, trace: &Path) -> (Vec<String>, usize) {
     (meta, reads)
 }
 
-/// `cat FILE` under read-cache with `env`, traced with `strace -f -y`.
-pub fn served_cat(cache: &Cache, file: &Path, env: &[(&str, &str)], trace: &Path) -> String {
-    let mut c = strace_served(cache, "%file,fstat,read,pread64,mmap", trace);
+/// `argv` under read-cache (LD_PRELOAD alone, outside any job) with `env`
+/// added, traced with `strace -f -y` for the calls in `set`: its stdout;
+/// it must succeed with nothing on stderr.
+pub fn served_output(
+    cache: &Cache,
+    set: &str,
+    argv: &[&OsStr],
+    env: &[(&str, &str)],
+    trace: &Path,
+) -> String {
+    let mut c = strace_served(cache, set, trace);
     for (k, v) in env {
         c.arg("-E").arg(format!("{k}={v}"));
     }
-    let o = c.arg("--").arg("/bin/cat").arg(file).output().unwrap();
+    let o = c.arg("--").args(argv).output().unwrap();
     assert!(
         o.status.success(),
-        "cat: {}",
+        "{argv:?}: {}",
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(
         o.stderr.is_empty(),
-        "{}",
+        "{argv:?}: {}",
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8(o.stdout).unwrap()
+}
+
+/// `cat FILE` under read-cache with `env`, traced with `strace -f -y`.
+pub fn served_cat(cache: &Cache, file: &Path, env: &[(&str, &str)], trace: &Path) -> String {
+    let argv = [OsStr::new("/bin/cat"), file.as_os_str()];
+    served_output(cache, "%file,fstat,read,pread64,mmap", &argv, env, trace)
 }
 
 pub mod bcast;

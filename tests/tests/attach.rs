@@ -8,7 +8,7 @@
 //! inherited value for another cache or stage base is not used.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -62,25 +62,9 @@ fn cache_calls(cache: &Cache, trace: &Path) -> Calls {
 /// any job, with `env` added, traced with `strace -f -y`: its stdout and
 /// the calls naming the cache.
 fn served(cache: &Cache, argv: &[&str], env: &[(&str, &str)], trace: &Path) -> (String, Calls) {
-    let mut c = fmcache_tests::strace_served(cache, "%file,%desc,mmap", trace);
-    for (k, v) in env {
-        c.arg("-E").arg(format!("{k}={v}"));
-    }
-    let o = c.arg("--").args(argv).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{argv:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(
-        o.stderr.is_empty(),
-        "{argv:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    (
-        String::from_utf8(o.stdout).unwrap(),
-        cache_calls(cache, trace),
-    )
+    let argv: Vec<&OsStr> = argv.iter().map(OsStr::new).collect();
+    let out = fmcache_tests::served_output(cache, "%file,%desc,mmap", &argv, env, trace);
+    (out, cache_calls(cache, trace))
 }
 
 /// The value a served process hands its children.
