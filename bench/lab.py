@@ -42,8 +42,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lab_report  # noqa: E402
 from benchlib import fail, loadavg, log, machine, sh  # noqa: E402
 
-HEADER, MODES, FS_MODES, SRUN_ONLY = (lab_report.HEADER, lab_report.MODES, lab_report.FS_MODES,
-                                   lab_report.SRUN_ONLY)
+HEADER, MODES, FS_MODES, SRUN_ONLY, EXTRA = (lab_report.HEADER, lab_report.MODES, lab_report.FS_MODES,
+                                          lab_report.SRUN_ONLY, lab_report.EXTRA)
+# Top-level entries of slowfs's source holding the one file each node
+# fetches (the cache, the packed tree); everything else is software tree.
+FETCHED = ("caches", "packed")
 # Parts of the interpreter's prefix a Python program never needs; left out
 # so that copying the tree (tmpfs-copy) is what a careful user would copy.
 STDLIB_SKIP = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "site-packages", "lib2to3"}
@@ -158,8 +161,8 @@ class Slowfs:
         return subprocess.run(["nsenter", "-t", str(pid), "-m", "--", "mountpoint", "-q", self.lab.mnt]).returncode == 0
 
     def read(self):
-        """(requests, bytes, requests by top-level entry, requests by mount)
-        summed over the mounts, once the counts stop changing: the kernel
+        """(requests, bytes, requests by top-level entry, requests by mount,
+        requests by top-level entry by mount) summed over the mounts, once the counts stop changing: the kernel
         sends the releases of an exited process's files after it is gone
         (thousands for W4's libraries), and they belong to the run that
         opened them."""
@@ -178,7 +181,8 @@ class Slowfs:
             for k, v in x.get("by_top", {}).items():
                 by_top[k] = by_top.get(k, 0) + v
         per_mount = [x["metadata_requests"] for x in c]
-        return sum(per_mount), sum(x["bytes_read"] for x in c), by_top, per_mount
+        tops = [x.get("by_top", {}) for x in c]
+        return sum(per_mount), sum(x["bytes_read"] for x in c), by_top, per_mount, tops
 
     def stop(self, close=True):
         for _, _, proc in self.mounts:
@@ -423,17 +427,18 @@ class Lab:
                 env["LD_AUDIT"] = self.lib  # what `fmcache run` sets; srun hands it on itself
         elif mode in SRUN_ONLY:
             env, step = self.fetch_once(w, mode, launch, nodes)
-        r0, b0, t0_top, m0 = fs.read()
+        r0, b0, t0_top, m0, tops0 = fs.read()
         t0 = time.perf_counter()
         if pre:
             self.on_nodes(pre, launch, nodes)
         wall, outs = self.launch(w, root, n, launch, None if step else env, tag, step and (step, env))
         if pre:
             wall = time.perf_counter() - t0  # the copy is part of this mode's start-up
-        r1, b1, t1_top, m1 = fs.read()
+        r1, b1, t1_top, m1, tops1 = fs.read()
         # Requests for the one file fetched per node (cache or packed tree)
-        # against requests on the software trees themselves.
-        fetch = sum(t1_top.get(k, 0) - t0_top.get(k, 0) for k in ("caches", "packed"))
+        # against requests on the software trees themselves; also by mount.
+        fetch = sum(t1_top.get(k, 0) - t0_top.get(k, 0) for k in FETCHED)
+        fetch_by_mount = [sum(b.get(k, 0) - a.get(k, 0) for k in FETCHED) for a, b in zip(tops0, tops1)]
         self.check(w, outs, ref, tag)
         mem = 0.0
         if mode in ("tmpfs-copy", "tmpfs-floor"):
@@ -445,7 +450,8 @@ class Lab:
         log(f"  {w.name} {tag:35s} {wall:8.2f} s  {r1 - r0:8d} requests  {b1 - b0:11d} bytes  "
             f"{mem:7.1f} MiB/node  load {loadavg()}" +
             (f"  launcher {by_mount[0]}, nodes {by_mount[1:]}" if len(by_mount) > 1 else ""))
-        return dict(wall=wall, req=r1 - r0, bytes=b1 - b0, mem=mem, nodes=nodes, fetch=fetch, by_mount=by_mount)
+        return dict(wall=wall, req=r1 - r0, bytes=b1 - b0, mem=mem, nodes=nodes, fetch=fetch, by_mount=by_mount,
+                    fetch_by_mount=fetch_by_mount)
 
     def fetch_once(self, w, mode, launch, nodes):
         """The srun-only modes: (the tasks' environment, the step fetching
@@ -469,6 +475,22 @@ class Lab:
                     f"-n {nodes} --ntasks-per-node=1 --quiet {self.fm} bcast {shared} >/dev/null")
         return env, step
 
+    def cells(self, name):
+        """The (N, launch) cells of a workload. srun rows always span all
+        nodes, so a row's node count tells plain (1) from srun (the CSV has
+        no launch column). --quick keeps CI short: the first workload gets
+        every cell, the others only N=1 plain (their shape in both slowfs
+        modes, not their scaling)."""
+        out = []
+        for n in self.a.procs:
+            for launch in self.a.launch:
+                if launch == "srun" and n < self.a.nodes:
+                    continue
+                if self.a.quick and name != self.a.workloads[0] and (n, launch) != (1, "plain"):
+                    continue
+                out.append((n, launch))
+        return out
+
     def pilot(self, w):
         """One recorded run through slowfs (untimed), written into the source
         so production reads it through slowfs; also gives the reference
@@ -487,7 +509,7 @@ class Lab:
                 os.unlink(p)
         shutil.rmtree(self.stage, ignore_errors=True)
         env = {"DLFM_OP": "write-cache", "LD_PRELOAD": self.lib, "FMCACHE_FILE": dat, "FMCACHE_STAGE_DIR": self.stage}
-        srun = "srun" in self.a.launch
+        srun = any(launch == "srun" for _, launch in self.cells(w.name))
         if not srun:
             env["LD_AUDIT"] = self.lib
         t = time.perf_counter()
@@ -514,11 +536,14 @@ class Lab:
             nodes = s[0]["nodes"]
             # Per node only where each node has its own mount; the run with
             # the median total.
-            by_mount = sorted(s, key=lambda x: x["req"])[(len(s) - 1) // 2]["by_mount"]
+            mid = sorted(s, key=lambda x: x["req"])[(len(s) - 1) // 2]
+            by_mount, fetch_by_mount = mid["by_mount"], mid["fetch_by_mount"]
             self.add_row(dict(
                 workload=w.name, mode=m, fs_mode=fs.fs_mode, procs=n, nodes=nodes, latency_us=fs.latency,
                 requests_by_node=by_mount[1:] if len(by_mount) > 1 else None,
                 requests_launcher=by_mount[0] if len(by_mount) > 1 else None,
+                fetch_by_node=fetch_by_mount[1:] if len(by_mount) > 1 else None,
+                fetch_launcher=fetch_by_mount[0] if len(by_mount) > 1 else None,
                 wall_s_median=round(statistics.median(walls), 3), wall_s_min=round(min(walls), 3),
                 wall_s_max=round(max(walls), 3), runs=len(s), mds_requests=req,
                 mds_requests_per_node=round(req / nodes, 1),
@@ -538,6 +563,8 @@ class Lab:
             r["fetch_requests"] = x.get("fetch_requests", 0)
             r["requests_by_node"] = x.get("requests_by_node")
             r["requests_launcher"] = x.get("requests_launcher")
+            r["fetch_by_node"] = x.get("fetch_by_node")
+            r["fetch_launcher"] = x.get("fetch_launcher")
             self.add_row(r)
 
     def add_row(self, row):
@@ -552,7 +579,7 @@ class Lab:
             for r in self.rows:
                 f.write(",".join(str(r[c]) for c in cols) + "\n")
         # What the CSV's fixed columns have no room for, by the same key.
-        extra = [{c: r[c] for c in lab_report.KEY + ("fetch_requests", "requests_by_node", "requests_launcher")}
+        extra = [{c: r[c] for c in lab_report.KEY + EXTRA}
                  for r in self.rows]
         with open(os.path.join(self.a.out, "startup-extra.json"), "w") as f:
             json.dump(extra, f, indent=0)
@@ -582,7 +609,7 @@ def parse(argv):
     ap.add_argument("--repo", required=True)
     ap.add_argument("--invoked", default="bench/run")
     g = ap.add_mutually_exclusive_group()
-    g.add_argument("--quick", action="store_true", help="CI: small trees, short latency, N=1,4")
+    g.add_argument("--quick", action="store_true", help="CI: small trees, short latency; the first workload at N=1,4 plain and srun, the others N=1 plain")
     g.add_argument("--full", action="store_true", help="the published run (default)")
     ap.add_argument("--workloads", help="comma list of W1..W4")
     ap.add_argument("--modes", default=",".join(MODES))
@@ -651,13 +678,13 @@ def main(argv):
                 try:
                     for name in a.workloads:
                         w = WORKLOADS[name]
+                        todo = [(n, l) for n, l in lab.cells(name) if l in launches]
+                        if not todo:
+                            continue
                         if name not in refs:
                             refs[name] = lab.pilot(w)
-                        for n in a.procs:
-                            # srun rows always span all nodes, so a row's node count
-                            # tells plain (1) from srun (the CSV has no launch column).
-                            for launch in [l for l in launches if l == "plain" or n >= a.nodes]:
-                                lab.cell(fs, w, n, launch, refs[name])
+                        for n, launch in todo:
+                            lab.cell(fs, w, n, launch, refs[name])
                 finally:
                     fs.stop()
                     shutil.rmtree(lab.copy, ignore_errors=True)
