@@ -447,6 +447,14 @@ def render(a, b, m, commit, seed, started, loads, sc, names, tot, sys_ms, fixed,
           f"{1e3 * f['audit']:.3f} ms | {1e3 * (f['off'] - f['native']):+.3f} ms | "
           f"{1e3 * (f['read'] - f['native']):+.3f} ms | {1e3 * (f['audit'] - f['native']):+.3f} ms |")
     p("")
+    # Issue 16's targets for the fixed cost (`/bin/true`).
+    f = fixed["/bin/true"]
+    for what, mode, limit in (("preload serving (read)", "read", 0.15e-3),
+                              ("with the auditor too (audit)", "audit", 0.30e-3)):
+        d = f[mode] - f["native"]
+        p(f"- Target, fixed cost {what}, `/bin/true`: at most +{1e3 * limit:.2f} ms: {1e3 * d:+.3f} ms, "
+          f"**{'PASS' if d <= limit else 'FAIL'}**")
+    p("")
     p(f"## 3. The workload, {a.rounds} interleaved rounds (medians)")
     p("")
     p("| mode | wall (s) | user (s) | sys (s) | user+sys (s) |")
