@@ -86,6 +86,13 @@ pub fn private_dir(base: &[u8]) -> Result<(), String> {
 /// Opens the cache file, applies the ownership rule (owned by the user or
 /// root, writable by its owner alone) and returns its checksum.
 pub fn cache_identity(cfg: &Config) -> Result<(std::os::fd::OwnedFd, u64, u64), String> {
+    cache_identity_stat(cfg).map(|(fd, checksum, size, _)| (fd, checksum, size))
+}
+
+/// `cache_identity`, with the file's status as its descriptor showed it.
+fn cache_identity_stat(
+    cfg: &Config,
+) -> Result<(std::os::fd::OwnedFd, u64, u64, rustix::fs::Stat), String> {
     let c = sys::cstr(&cfg.cache).map_err(strerror)?;
     let fd = sys::open(&c, OFlags::RDONLY, 0).map_err(|e| match e {
         libc::ENOENT => "not found".to_string(),
@@ -106,7 +113,7 @@ pub fn cache_identity(cfg: &Config) -> Result<(std::os::fd::OwnedFd, u64, u64), 
         ));
     }
     let (checksum, size) = header_identity(&fd, st.st_size as u64)?;
-    Ok((fd, checksum, size))
+    Ok((fd, checksum, size, st))
 }
 
 /// The header checks every staged copy passes, whoever read it: this
@@ -192,7 +199,10 @@ pub fn attach(cfg: &Config) -> Result<Attached, String> {
     private_dir(&cfg.stage_base)?;
     let a = match &cfg.job {
         Some(job) => attach_in_job(cfg, job)?,
-        None => attach_shared(cfg)?,
+        None => match seen_before(cfg) {
+            Some(a) => a,
+            None => attach_outside_job(cfg)?,
+        },
     };
     if cfg.verify == config::Verify::Stat {
         let dir = parent_of_root(&a.root);
@@ -242,6 +252,16 @@ pub fn inherited_checksum(cfg: &Config, value: &[u8]) -> Option<u64> {
 /// `FMCACHE_VERIFY=stat` the stage's verdict. An error sends the caller
 /// to `attach` (the stage pruned, replaced, or not ours).
 pub fn attach_known(cfg: &Config, checksum: u64) -> Result<Attached, String> {
+    let (a, dir) = known_stage(cfg, checksum)?;
+    if cfg.verify == config::Verify::Stat {
+        verified(&a, &dir)?;
+    }
+    Ok(a)
+}
+
+/// `attach_known` but for `FMCACHE_VERIFY=stat`'s verdict; also returns
+/// the stage's directory.
+fn known_stage(cfg: &Config, checksum: u64) -> Result<(Attached, Vec<u8>), String> {
     private_dir(&cfg.stage_base)?;
     let dir = join(&cfg.stage_base, format!("/{checksum:016x}").as_bytes());
     let a = map_stage(&dir, checksum)?;
@@ -260,9 +280,71 @@ pub fn attach_known(cfg: &Config, checksum: u64) -> Result<Attached, String> {
     if (h.recorder_uid, h.recorder_gid) != (euid, egid) {
         return Err("stage recorded by another identity: refused".into());
     }
-    if cfg.verify == config::Verify::Stat {
-        verified(&a, &dir)?;
+    Ok((a, dir))
+}
+
+/// Outside a job, what a process that read the cache leaves on the node
+/// for later process trees: the stage it found, and the cache file's
+/// status as its open descriptor showed it. `<stage_base>/seen.<key>`,
+/// keyed as attachments are (cache path and stage base).
+fn seen_pointer(cfg: &Config) -> Vec<u8> {
+    join(
+        &cfg.stage_base,
+        format!("/seen.{:016x}", attachment_key(cfg)).as_bytes(),
+    )
+}
+
+/// The status fields that tell one version of the cache file from
+/// another: device and inode (replaced by a rename), size, modification
+/// and change times (rewritten in place, chmod, chown: the ctime, which no
+/// user can set), owner and mode (the ownership rule's inputs).
+fn identity_line(st: &rustix::fs::Stat) -> String {
+    format!(
+        "{} {} {} {}.{} {}.{} {} {:o}",
+        st.st_dev,
+        st.st_ino,
+        st.st_size,
+        st.st_mtime,
+        st.st_mtime_nsec,
+        st.st_ctime,
+        st.st_ctime_nsec,
+        st.st_uid,
+        st.st_mode
+    )
+}
+
+/// A later process tree outside a job: when a `stat` of the cache path
+/// shows the very file an earlier reader opened (`seen_pointer`), its
+/// stage is mapped without opening the cache. A client answers a stat
+/// from its attribute cache, while every open is a request to the
+/// metadata server (and its close another); any change to the file sends
+/// the process back to the cache, as `cache_identity` would see it. None
+/// when there is no pointer, the file differs, or the stage does not map.
+fn seen_before(cfg: &Config) -> Option<Attached> {
+    let ptr = sys::cstr(&seen_pointer(cfg)).ok()?;
+    let (text, _) = sys::read_file(&ptr, 256).ok()?;
+    let mut lines = text.split(|&b| b == b'\n');
+    let checksum = u64::from_str_radix(std::str::from_utf8(lines.next()?).ok()?, 16).ok()?;
+    let seen = lines.next()?;
+    let cache = sys::cstr(&cfg.cache).ok()?;
+    let st = rustix::fs::stat(&*cache).ok()?;
+    if identity_line(&st).as_bytes() != seen {
+        return None;
     }
+    let (a, dir) = known_stage(cfg, checksum).ok()?;
+    used_now(&dir);
+    Some(a)
+}
+
+/// Reads the shared cache's identity, finds or builds its stage, and
+/// leaves the pointer `seen_before` follows.
+fn attach_outside_job(cfg: &Config) -> Result<Attached, String> {
+    let (fd, checksum, size, st) = cache_identity_stat(cfg)?;
+    let dir = join(&cfg.stage_base, format!("/{checksum:016x}").as_bytes());
+    let a = stage(cfg, &fd, checksum, size, &dir)?;
+    let text = format!("{checksum:016x}\n{}\n", identity_line(&st));
+    // Served all the same if this fails; the next tree opens the cache.
+    let _ = replace_file(&seen_pointer(cfg), text.as_bytes());
     Ok(a)
 }
 
@@ -420,13 +502,19 @@ fn attach_in_job(cfg: &Config, job: &[u8]) -> Result<Attached, String> {
 /// `cfg.cache` (call under `<ptr>.lock`). Written whole, then renamed: a
 /// reader sees no pointer or all of it.
 fn write_pointer(cfg: &Config, ptr: &[u8], checksum: u64) -> Result<(), String> {
+    let text = [format!("{checksum:016x}\n").as_bytes(), &cfg.cache, b"\n"].concat();
+    replace_file(ptr, &text)
+}
+
+/// Writes `text` to a private file `path`: whole, then renamed into
+/// place, so a reader sees the old file or all of the new one.
+fn replace_file(ptr: &[u8], text: &[u8]) -> Result<(), String> {
     let tmp = join(
         ptr,
         format!(".tmp.{}", rustix::process::getpid().as_raw_nonzero()).as_bytes(),
     );
     let _ = rustix::fs::unlink(&*sys::cstr(&tmp).map_err(strerror)?);
-    let text = [format!("{checksum:016x}\n").as_bytes(), &cfg.cache, b"\n"].concat();
-    let written = write_new(&tmp, &text, 0o600)
+    let written = write_new(&tmp, text, 0o600)
         .map_err(strerror)
         .and_then(|_| {
             let (t, p) = (
@@ -860,7 +948,9 @@ pub fn prune(cfg: &Config, keep: Option<u64>, all: bool) -> Result<usize, String
     }
     for n in names.iter().filter(|n| !is_stage(n)) {
         let p = join(&join(base, b"/"), n);
-        let pointer = n.len() == 20 && n.starts_with(b"job.") && is_stage(&n[4..]);
+        // Job pointers and `seen_pointer`s: the first line names a stage.
+        let pointer = (n.len() == 20 && n.starts_with(b"job.") && is_stage(&n[4..]))
+            || (n.len() == 21 && n.starts_with(b"seen.") && is_stage(&n[5..]));
         let stale_pointer = pointer && {
             let target = read_pointer(&p).map(|(k, _)| format!("{k:016x}").into_bytes());
             !target.is_some_and(|t| left.contains(&t.as_slice()))
