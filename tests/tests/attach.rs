@@ -461,3 +461,39 @@ fn a_merge_that_rewrites_the_cache_marks_the_old_stage() {
     assert_eq!(calls.opens(), 1, "{:#?}", calls.meta);
     assert_ne!(handed_value(&s.cache, &s.fx.out.join("v2")), v1);
 }
+
+/// Process trees started together outside a job (a workflow engine's
+/// burst, the lab's N at once): one of them reads the cache, the others
+/// wait for it on the node (`seen.<key>.lock`) and follow its pointer.
+#[test]
+fn trees_started_together_read_the_cache_once() {
+    let s = setup("attach_together");
+    let f = s.file.display().to_string();
+    for round in 0..2 {
+        // A fresh stage base each round: nobody has read the cache yet.
+        for d in fs::read_dir(&s.cache.stage).into_iter().flatten().flatten() {
+            let _ = fs::remove_dir_all(d.path()).or_else(|_| fs::remove_file(d.path()));
+        }
+        let calls: Vec<Calls> = std::thread::scope(|sc| {
+            let handles: Vec<_> = (0..4)
+                .map(|i| {
+                    let (cache, f, out) = (&s.cache, &f, &s.fx.out);
+                    sc.spawn(move || {
+                        let (o, c) = served(
+                            cache,
+                            &["/bin/cat", f],
+                            &[],
+                            &out.join(format!("together-{round}-{i}")),
+                        );
+                        assert_eq!(o, "version 1\n");
+                        c
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let opens: usize = calls.iter().map(Calls::opens).sum();
+        eprintln!("round {round}: {calls:#?}");
+        assert_eq!(opens, 1, "one reader among four trees: {calls:#?}");
+    }
+}

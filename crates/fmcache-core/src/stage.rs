@@ -199,10 +199,7 @@ pub fn attach(cfg: &Config) -> Result<Attached, String> {
     private_dir(&cfg.stage_base)?;
     let a = match &cfg.job {
         Some(job) => attach_in_job(cfg, job)?,
-        None => match seen_before(cfg) {
-            Some(a) => a,
-            None => attach_outside_job(cfg)?,
-        },
+        None => attach_outside_job(cfg)?,
     };
     if cfg.verify == config::Verify::Stat {
         let dir = parent_of_root(&a.root);
@@ -336,9 +333,20 @@ fn seen_before(cfg: &Config) -> Option<Attached> {
     Some(a)
 }
 
-/// Reads the shared cache's identity, finds or builds its stage, and
-/// leaves the pointer `seen_before` follows.
+/// Outside a job: the stage a `seen_pointer` names when the cache is still
+/// that file; else, as the one reader on the node at a time (under
+/// `seen.<key>.lock`, so processes started together wait for the first
+/// and then follow its pointer, as a job's do), reads the shared cache's
+/// identity, finds or builds its stage, and leaves the pointer.
 fn attach_outside_job(cfg: &Config) -> Result<Attached, String> {
+    if let Some(a) = seen_before(cfg) {
+        return Ok(a);
+    }
+    let _lock = sys::lock_file(&join(&seen_pointer(cfg), b".lock"))
+        .map_err(|e| format!("stage lock: {}", strerror(e)))?;
+    if let Some(a) = seen_before(cfg) {
+        return Ok(a);
+    }
     let (fd, checksum, size, st) = cache_identity_stat(cfg)?;
     let dir = join(&cfg.stage_base, format!("/{checksum:016x}").as_bytes());
     let a = stage(cfg, &fd, checksum, size, &dir)?;
