@@ -436,8 +436,8 @@ def render(a, b, m, commit, seed, started, loads, sc, names, tot, sys_ms, fixed,
     p("")
     p(f"{a.fixed} interleaved samples per mode. `off` = `LD_PRELOAD=libfmcache.so` with `DLFM_OP` unset "
       "(load and init of the library, every hook passing through); `read` = read-cache with `LD_PRELOAD` "
-      "alone, a direct start: the library executes the program once more with the auditor (`direct.rs`), "
-      "then attaches to the staged cache (these programs probe little or nothing the cache holds); `audit` = read-cache with the "
+      "alone (a direct start), attached to the staged cache (these programs probe little or nothing the "
+      "cache holds); `audit` = read-cache with the "
       "library in `LD_AUDIT` too, as the processes a preloaded launcher starts get it (a second copy "
       "in the auditor's own namespace, with its own libc).")
     p("")
@@ -450,7 +450,7 @@ def render(a, b, m, commit, seed, started, loads, sc, names, tot, sys_ms, fixed,
     p("")
     # Issue 16's targets for the fixed cost (`/bin/true`).
     f = fixed["/bin/true"]
-    for what, mode, limit in (("preload serving (read: a direct start, two execs)", "read", 0.15e-3),
+    for what, mode, limit in (("preload serving (read: LD_PRELOAD alone)", "read", 0.15e-3),
                               ("with the auditor too (audit)", "audit", 0.30e-3)):
         d = f[mode] - f["native"]
         p(f"- Target, fixed cost {what}, `/bin/true`: at most +{1e3 * limit:.2f} ms: {1e3 * d:+.3f} ms, "
@@ -551,8 +551,8 @@ def render(a, b, m, commit, seed, started, loads, sc, names, tot, sys_ms, fixed,
       f"the {1e3 * w_nat:.0f} ms median wall time), plus the getdents/getcwd calls it also removes.")
     f = fixed["/bin/true"]
     p(f"- Fixed cost of the library per process: {1e3 * (f['off'] - f['native']):+.3f} ms to load and "
-      f"initialise it, {1e3 * (f['read'] - f['native']):+.3f} ms as a direct start under read-cache (it "
-      f"executes itself once more with the auditor, then attaches), "
+      f"initialise it, {1e3 * (f['read'] - f['native']):+.3f} ms with the read-cache attach (`LD_PRELOAD` "
+      f"alone), "
       f"{1e3 * (f['audit'] - f['native']):+.3f} ms with the auditor too (`/bin/true`).")
     if prof and re.match(r"__mem(move|cpy)_", open_prof[0][0]):
         p(f"- In a loop of served opens the top symbol is `{open_prof[0][0].split()[0]}` "
