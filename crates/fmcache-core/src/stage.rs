@@ -347,10 +347,8 @@ fn attach_outside_job(cfg: &Config) -> Result<Attached, String> {
     if let Some(a) = seen_before(cfg) {
         return Ok(a);
     }
-    let (fd, checksum, size, st) = cache_identity_stat(cfg)?;
-    let dir = join(&cfg.stage_base, format!("/{checksum:016x}").as_bytes());
-    let a = stage(cfg, &fd, checksum, size, &dir)?;
-    let text = format!("{checksum:016x}\n{}\n", identity_line(&st));
+    let (a, st) = attach_shared(cfg)?;
+    let text = format!("{:016x}\n{}\n", a.checksum, identity_line(&st));
     // Served all the same if this fails; the next tree opens the cache.
     let _ = replace_file(&seen_pointer(cfg), text.as_bytes());
     Ok(a)
@@ -499,7 +497,7 @@ fn attach_in_job(cfg: &Config, job: &[u8]) -> Result<Attached, String> {
     if let Some(a) = known() {
         return Ok(a);
     }
-    let a = attach_shared(cfg)?;
+    let (a, _) = attach_shared(cfg)?;
     // Served all the same if this fails; the next process asks the cache
     // again.
     let _ = write_pointer(cfg, &ptr, a.checksum);
@@ -537,12 +535,14 @@ fn replace_file(ptr: &[u8], text: &[u8]) -> Result<(), String> {
     written
 }
 
-/// Reads the shared cache's identity, then finds or builds its stage.
-fn attach_shared(cfg: &Config) -> Result<Attached, String> {
-    let (fd, checksum, size) = cache_identity(cfg)?;
+/// Reads the shared cache's identity, then finds or builds its stage;
+/// also returns the cache file's status as the open descriptor showed it
+/// (what `seen_pointer` records).
+fn attach_shared(cfg: &Config) -> Result<(Attached, rustix::fs::Stat), String> {
+    let (fd, checksum, size, st) = cache_identity_stat(cfg)?;
     let id = format!("/{checksum:016x}");
     let dir = join(&cfg.stage_base, id.as_bytes());
-    stage(cfg, &fd, checksum, size, &dir)
+    Ok((stage(cfg, &fd, checksum, size, &dir)?, st))
 }
 
 /// The verdict of `FMCACHE_VERIFY=stat` for a stage: taken once, under the
