@@ -161,8 +161,8 @@ class Slowfs:
         return subprocess.run(["nsenter", "-t", str(pid), "-m", "--", "mountpoint", "-q", self.lab.mnt]).returncode == 0
 
     def read(self):
-        """(requests, bytes, requests by top-level entry, requests by mount,
-        requests by top-level entry by mount) summed over the mounts, once the counts stop changing: the kernel
+        """(requests and bytes summed over the mounts, requests by mount,
+        requests by top-level entry by mount), once the counts stop changing: the kernel
         sends the releases of an exited process's files after it is gone
         (thousands for W4's libraries), and they belong to the run that
         opened them."""
@@ -176,13 +176,9 @@ class Slowfs:
             if c == last or time.perf_counter() - t > 60:
                 break
             last = c
-        by_top = {}
-        for x in c:
-            for k, v in x.get("by_top", {}).items():
-                by_top[k] = by_top.get(k, 0) + v
         per_mount = [x["metadata_requests"] for x in c]
         tops = [x.get("by_top", {}) for x in c]
-        return sum(per_mount), sum(x["bytes_read"] for x in c), by_top, per_mount, tops
+        return sum(per_mount), sum(x["bytes_read"] for x in c), per_mount, tops
 
     def stop(self, close=True):
         for _, _, proc in self.mounts:
@@ -427,18 +423,18 @@ class Lab:
                 env["LD_AUDIT"] = self.lib  # what `fmcache run` sets; srun hands it on itself
         elif mode in SRUN_ONLY:
             env, step = self.fetch_once(w, mode, launch, nodes)
-        r0, b0, t0_top, m0, tops0 = fs.read()
+        r0, b0, m0, tops0 = fs.read()
         t0 = time.perf_counter()
         if pre:
             self.on_nodes(pre, launch, nodes)
         wall, outs = self.launch(w, root, n, launch, None if step else env, tag, step and (step, env))
         if pre:
             wall = time.perf_counter() - t0  # the copy is part of this mode's start-up
-        r1, b1, t1_top, m1, tops1 = fs.read()
+        r1, b1, m1, tops1 = fs.read()
         # Requests for the one file fetched per node (cache or packed tree)
         # against requests on the software trees themselves; also by mount.
-        fetch = sum(t1_top.get(k, 0) - t0_top.get(k, 0) for k in FETCHED)
         fetch_by_mount = [sum(b.get(k, 0) - a.get(k, 0) for k in FETCHED) for a, b in zip(tops0, tops1)]
+        fetch = sum(fetch_by_mount)
         self.check(w, outs, ref, tag)
         mem = 0.0
         if mode in ("tmpfs-copy", "tmpfs-floor"):
@@ -579,7 +575,7 @@ class Lab:
             for r in self.rows:
                 f.write(",".join(str(r[c]) for c in cols) + "\n")
         # What the CSV's fixed columns have no room for, by the same key.
-        extra = [{c: r[c] for c in lab_report.KEY + EXTRA}
+        extra = [{c: r[c] for c in EXTRA}
                  for r in self.rows]
         with open(os.path.join(self.a.out, "startup-extra.json"), "w") as f:
             json.dump(extra, f, indent=0)
