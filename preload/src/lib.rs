@@ -140,7 +140,7 @@ fn start(argv: *const *const c_char) {
                 init_libsearch();
                 state::init_debug();
             })
-            .and_then(|()| server::Server::attach(&cfg))
+            .and_then(|()| server::Server::attach(&cfg).map_err(|e| e.to_string()))
         {
             Ok(s) => {
                 let s: &'static server::Server = Box::leak(Box::new(s));

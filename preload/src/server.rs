@@ -31,14 +31,14 @@ impl Server {
     /// there is one and it still holds (no request for the cache), else
     /// through the cache (`stage::attach`). Tells `attachment` what it
     /// attached.
-    pub fn attach(cfg: &Config) -> Result<Server, String> {
+    pub fn attach(cfg: &Config) -> Result<Server, fmcache_core::error::StageError> {
         let a = match crate::attachment::known(cfg) {
             Some(checksum) => stage::attach_known(cfg, checksum).or_else(|_| stage::attach(cfg))?,
             None => stage::attach(cfg)?,
         };
         crate::attachment::attached(cfg, a.checksum);
         let index = a.index.leak();
-        let view = CacheView::open(index, Verify::Header).map_err(|e| e.to_string())?;
+        let view = CacheView::open(index, Verify::Header)?;
         let own = Box::leak(Box::new(TrustState::new(&view)));
         Ok(Server {
             view,

@@ -42,7 +42,7 @@ pub fn merge_now(cfg: &Config) -> Result<MergeReport, String> {
     });
     drop(bar);
     tidy_record_dir(&rec);
-    report
+    report.map_err(|e| e.to_string())
 }
 
 /// Removes `<cache>.rec/` if it holds nothing but `lock`; errors ignored

@@ -57,7 +57,7 @@ pub fn main(args: Args) -> Result<ExitCode, String> {
     let host = hostname();
     if args.clean {
         let stages = count_stages(&cfg.stage_base);
-        let removed = stage::clean(&cfg)?;
+        let removed = stage::clean(&cfg).map_err(|e| e.to_string())?;
         // `clean` counts every name it removed (locks, half-built stages
         // too); report whole stages when they can be told apart.
         let n = if removed >= stages { stages } else { removed };

@@ -5,6 +5,7 @@
 pub mod answer;
 pub mod carry;
 pub mod config;
+pub mod error;
 pub mod journal;
 pub mod ldcache;
 pub mod ldsearch;

@@ -21,13 +21,14 @@ use fmcache_format::{CacheView, EntryRef, Verify};
 use rustix::fs::{Access, OFlags};
 
 use crate::config::Config;
+use crate::error::{MergeError, WriteStep};
 use crate::journal::{self, Kind};
 use crate::path;
 use crate::path::show;
 use crate::privacy;
 use crate::recdir::RecDir;
 use crate::scope::{self, Hints, Scope};
-use crate::sys::{self, strerror, SysResult};
+use crate::sys::{self, SysResult};
 
 /// Listings longer than this are not recorded (their names pass through).
 pub const MAX_LISTING: usize = 100_000;
@@ -515,14 +516,19 @@ pub const TMP_PREFIX: &[u8] = b"cache.tmp.";
 
 /// The record directory of `cfg`, created if missing and checked (see
 /// `recdir`); the error is one line naming it.
-pub fn record_dir(cfg: &Config) -> Result<RecDir, String> {
-    let rec_dir = cfg.record_dir();
-    RecDir::open_creating(&rec_dir).map_err(|e| format!("{}: {e}", show(&rec_dir)))
+pub fn record_dir(cfg: &Config) -> Result<RecDir, MergeError> {
+    let path = cfg.record_dir();
+    RecDir::open_creating(&path).map_err(|why| MergeError::RecordDir { path, why })
 }
 
 /// Merges `own` (this process's journal path, if any: a name in the
 /// record directory) and every orphaned journal into the cache.
-pub fn merge(cfg: &Config, own: Option<&[u8]>, uid: u32, gid: u32) -> Result<MergeReport, String> {
+pub fn merge(
+    cfg: &Config,
+    own: Option<&[u8]>,
+    uid: u32,
+    gid: u32,
+) -> Result<MergeReport, MergeError> {
     merge_with(cfg, own, uid, gid, &mut |_, _| {})
 }
 
@@ -535,11 +541,12 @@ pub fn merge_with(
     uid: u32,
     gid: u32,
     progress: &mut dyn FnMut(u64, u64),
-) -> Result<MergeReport, String> {
+) -> Result<MergeReport, MergeError> {
     let rec = record_dir(cfg)?;
-    let _lock = rec
-        .lock()
-        .map_err(|e| format!("lock {}/lock: {e}", show(&cfg.record_dir())))?;
+    let _lock = rec.lock().map_err(|why| MergeError::Lock {
+        dir: cfg.record_dir(),
+        why,
+    })?;
 
     // Journals: our own, and those whose owner is gone (flock is free);
     // only regular files of ours, read through the descriptor checked.
@@ -582,7 +589,10 @@ pub fn merge_with(
     wants.probe_hints();
     wants.count_repeats();
 
-    let cache_c = sys::cstr(&cfg.cache).map_err(strerror)?;
+    let cache_c = sys::cstr(&cfg.cache).map_err(|errno| MergeError::Sys {
+        what: show(&cfg.cache),
+        errno,
+    })?;
     let old_map = current_cache(&cache_c);
     let old: Option<CacheView<'_>> = old_map
         .as_ref()
@@ -903,34 +913,44 @@ fn write_cache(
     cfg: &Config,
     rec: &RecDir,
     builder: Builder<'_>,
-) -> Result<fmcache_format::Written, String> {
+) -> Result<fmcache_format::Written, MergeError> {
     let name = format!(
         "{}{}",
         String::from_utf8_lossy(TMP_PREFIX),
         rustix::process::getpid().as_raw_nonzero()
     );
-    let shown = format!("{}/{name}", show(&cfg.record_dir()));
-    let name = CString::new(name).map_err(|_| strerror(libc::EINVAL))?;
+    let tmp_path = [&cfg.record_dir()[..], b"/", name.as_bytes()].concat();
+    let failed = |step, path: &[u8], err| MergeError::Write {
+        step,
+        path: path.to_vec(),
+        err,
+    };
+    let io = |e: rustix::io::Errno| std::io::Error::from_raw_os_error(e.raw_os_error());
+    let name = CString::new(name).map_err(|_| MergeError::Sys {
+        what: show(&tmp_path),
+        errno: libc::EINVAL,
+    })?;
+    let cache_c = sys::cstr(&cfg.cache).map_err(|errno| MergeError::Sys {
+        what: show(&cfg.cache),
+        errno,
+    })?;
     let fd = rec
         .create(&name, OFlags::WRONLY, 0o600)
-        .map_err(|e| format!("create {shown}: {e}"))?;
+        .map_err(|e| failed(WriteStep::Create, &tmp_path, io(e)))?;
     let mode = privacy::cache_mode(builder.records(), privacy::umask().unwrap_or(0o077));
-    let result = builder.write(&mut sys::FdWriter(fd.as_fd()));
-    let cache_c = sys::cstr(&cfg.cache).map_err(strerror)?;
-    let result = result.map_err(|e| e.to_string()).and_then(|w| {
-        rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(mode))
-            .map_err(|e| format!("chmod: {e}"))?;
-        drop(fd);
-        rustix::fs::renameat(rec.fd(), &*name, rustix::fs::CWD, &*cache_c)
-            .map_err(|e| format!("rename to {}: {e}", show(&cfg.cache)))?;
-        Ok(w)
-    });
-    result.map_err(|e| {
+    let result = builder
+        .write(&mut sys::FdWriter(fd.as_fd()))
+        .map_err(|e| failed(WriteStep::Write, &tmp_path, e))
+        .and_then(|w| {
+            rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(mode))
+                .map_err(|e| failed(WriteStep::Chmod, &tmp_path, io(e)))?;
+            drop(fd);
+            rustix::fs::renameat(rec.fd(), &*name, rustix::fs::CWD, &*cache_c)
+                .map_err(|e| failed(WriteStep::Rename, &cfg.cache, io(e)))?;
+            Ok(w)
+        });
+    if result.is_err() {
         let _ = rec.unlink(&name);
-        if e.starts_with("rename") {
-            e
-        } else {
-            format!("write {shown}: {e}")
-        }
-    })
+    }
+    result
 }

@@ -28,8 +28,8 @@ use fmcache_format::{read_header, CacheView, Verify};
 use rustix::fs::{AtFlags, Mode, OFlags, CWD};
 
 use crate::config::{self, Config};
+use crate::error::StageError;
 use crate::path::show;
-use crate::sys::strerror;
 use crate::sys::{self, Mapping};
 
 /// A mapped stage: what a serving process keeps for its lifetime.
@@ -47,70 +47,72 @@ pub struct Attached {
 
 /// Checks (or creates) the per-user stage base: a real directory owned by
 /// us with no group or other access. Never follows a planted symlink.
-pub fn private_dir(base: &[u8]) -> Result<(), String> {
-    let c = sys::cstr(base).map_err(strerror)?;
+pub fn private_dir(base: &[u8]) -> Result<(), StageError> {
+    let what = || format!("stage directory {}", show(base));
+    let c = sys::cstr(base).map_err(StageError::sys(what()))?;
     let euid = rustix::process::geteuid().as_raw();
     match rustix::fs::mkdirat(CWD, &*c, Mode::from_raw_mode(0o700)) {
         Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-        Err(rustix::io::Errno::NOENT) => sys::mkdir_p(base, 0o700)
-            .map_err(|e| format!("stage directory {}: {}", show(base), strerror(e)))?,
-        Err(e) => return Err(format!("stage directory {}: {}", show(base), e)),
+        Err(rustix::io::Errno::NOENT) => {
+            sys::mkdir_p(base, 0o700).map_err(StageError::sys(what()))?
+        }
+        Err(e) => return Err(StageError::rustix(what())(e)),
     }
     let st = rustix::fs::statat(CWD, &*c, AtFlags::SYMLINK_NOFOLLOW)
-        .map_err(|e| format!("stage directory {}: {}", show(base), e))?;
+        .map_err(StageError::rustix(what()))?;
     let mode = st.st_mode as u32;
     if mode & libc::S_IFMT != libc::S_IFDIR {
-        return Err(format!(
+        return Err(StageError::Refused(format!(
             "stage directory {} is not a directory (a symlink?): refused",
             show(base)
-        ));
+        )));
     }
     if st.st_uid != euid {
-        return Err(format!(
+        return Err(StageError::Refused(format!(
             "stage directory {} is owned by uid {}, not {}: refused",
             show(base),
             st.st_uid,
             euid
-        ));
+        )));
     }
     if mode & 0o077 != 0 {
-        return Err(format!(
+        return Err(StageError::Refused(format!(
             "stage directory {} has mode {:o}, not private: refused",
             show(base),
             mode & 0o7777
-        ));
+        )));
     }
     Ok(())
 }
 
 /// Opens the cache file, applies the ownership rule (owned by the user or
 /// root, writable by its owner alone) and returns its checksum.
-pub fn cache_identity(cfg: &Config) -> Result<(std::os::fd::OwnedFd, u64, u64), String> {
+pub fn cache_identity(cfg: &Config) -> Result<(std::os::fd::OwnedFd, u64, u64), StageError> {
     cache_identity_stat(cfg).map(|(fd, checksum, size, _)| (fd, checksum, size))
 }
 
 /// `cache_identity`, with the file's status as its descriptor showed it.
 fn cache_identity_stat(
     cfg: &Config,
-) -> Result<(std::os::fd::OwnedFd, u64, u64, rustix::fs::Stat), String> {
-    let c = sys::cstr(&cfg.cache).map_err(strerror)?;
+) -> Result<(std::os::fd::OwnedFd, u64, u64, rustix::fs::Stat), StageError> {
+    let c = sys::cstr(&cfg.cache).map_err(StageError::sys(""))?;
     let fd = sys::open(&c, OFlags::RDONLY, 0).map_err(|e| match e {
-        libc::ENOENT => "not found".to_string(),
-        e => strerror(e),
+        libc::ENOENT => StageError::NotFound,
+        e => StageError::sys("")(e),
     })?;
-    let st = rustix::fs::fstat(&fd).map_err(|e| e.to_string())?;
+    let st = rustix::fs::fstat(&fd).map_err(StageError::rustix(""))?;
     let euid = rustix::process::geteuid().as_raw();
     if st.st_uid != euid && st.st_uid != 0 {
-        return Err(format!(
+        return Err(StageError::Refused(format!(
             "owned by uid {}, not by you or root: refused",
             st.st_uid
-        ));
+        )));
     }
     if st.st_mode as u32 & 0o022 != 0 {
-        return Err(format!(
+        return Err(StageError::Refused(format!(
             "writable by group or others (mode {:o}): refused",
             st.st_mode as u32 & 0o7777
-        ));
+        )));
     }
     let (checksum, size) = header_identity(&fd, st.st_size as u64)?;
     Ok((fd, checksum, size, st))
@@ -119,33 +121,33 @@ fn cache_identity_stat(
 /// The header checks every staged copy passes, whoever read it: this
 /// build's format, the size it names, and the reader as its recorder.
 /// Returns the checksum and size.
-fn header_identity(fd: &std::os::fd::OwnedFd, size: u64) -> Result<(u64, u64), String> {
+fn header_identity(fd: &std::os::fd::OwnedFd, size: u64) -> Result<(u64, u64), StageError> {
+    use fmcache_format::OpenError;
     let mut head = [0u8; fmcache_format::layout::HEADER_SIZE];
-    let n = rustix::io::pread(fd, &mut head, 0).map_err(|e| e.to_string())?;
-    let h =
-        read_header(&head[..n]).ok_or_else(|| fmcache_format::OpenError::TooSmall.to_string())?;
+    let n = rustix::io::pread(fd, &mut head, 0).map_err(StageError::rustix(""))?;
+    let h = read_header(&head[..n]).ok_or(OpenError::TooSmall)?;
     // Cheap header checks before any staging work.
     if h.magic != fmcache_format::layout::MAGIC {
-        return Err(fmcache_format::OpenError::BadMagic.to_string());
+        return Err(OpenError::BadMagic.into());
     }
     if h.version != fmcache_format::layout::FORMAT_VERSION {
-        return Err(fmcache_format::OpenError::Version(h.version).to_string());
+        return Err(OpenError::Version(h.version).into());
     }
     if h.build_id != fmcache_format::build_id() {
-        return Err(fmcache_format::OpenError::ForeignBuild.to_string());
+        return Err(OpenError::ForeignBuild.into());
     }
     if h.file_size != size {
-        return Err(fmcache_format::OpenError::Truncated.to_string());
+        return Err(OpenError::Truncated.into());
     }
     // Its answers (EACCES, contents only the pilot could read) are the
     // pilot's: refused before anything is staged where we could read it.
     let euid = rustix::process::geteuid().as_raw();
     let egid = rustix::process::getegid().as_raw();
     if (h.recorder_uid, h.recorder_gid) != (euid, egid) {
-        return Err(format!(
+        return Err(StageError::Refused(format!(
             "recorded by uid {} gid {}, not by you (uid {euid} gid {egid}): refused",
             h.recorder_uid, h.recorder_gid
-        ));
+        )));
     }
     Ok((h.checksum, size))
 }
@@ -158,26 +160,26 @@ fn header_identity(fd: &std::os::fd::OwnedFd, size: u64) -> Result<(u64, u64), S
 /// header checks (recorder = this user) and, when staged, the full
 /// checksum; the ownership rule is the shared file's, checked by its
 /// reader with `cache_identity`. Returns the checksum and entry count.
-pub fn install_copy(cfg: &Config, copy: &std::os::fd::OwnedFd) -> Result<(u64, usize), String> {
+pub fn install_copy(cfg: &Config, copy: &std::os::fd::OwnedFd) -> Result<(u64, usize), StageError> {
     private_dir(&cfg.stage_base)?;
-    let size = rustix::fs::fstat(copy).map_err(|e| e.to_string())?.st_size as u64;
+    let size = rustix::fs::fstat(copy)
+        .map_err(StageError::rustix(""))?
+        .st_size as u64;
     let (checksum, size) = header_identity(copy, size)?;
     let dir = join(&cfg.stage_base, format!("/{checksum:016x}").as_bytes());
     let a = match &cfg.job {
         Some(job) => {
             let ptr = job_pointer(cfg, job);
-            let _lock = sys::lock_file(&join(&ptr, b".lock"))
-                .map_err(|e| format!("stage lock: {}", strerror(e)))?;
+            let _lock =
+                sys::lock_file(&join(&ptr, b".lock")).map_err(StageError::sys("stage lock"))?;
             let a = stage(cfg, copy, checksum, size, &dir)?;
             write_pointer(cfg, &ptr, checksum)
-                .map_err(|e| format!("job pointer {}: {e}", show(&ptr)))?;
+                .map_err(StageError::sys(format!("job pointer {}", show(&ptr))))?;
             a
         }
         None => stage(cfg, copy, checksum, size, &dir)?,
     };
-    let entries = CacheView::open(a.index.bytes(), Verify::Header)
-        .map_err(|e| format!("stage index: {e}"))?
-        .entry_count();
+    let entries = CacheView::open(a.index.bytes(), Verify::Header)?.entry_count();
     Ok((checksum, entries))
 }
 
@@ -195,7 +197,7 @@ fn join(a: &[u8], b: &[u8]) -> Vec<u8> {
 /// job; the others find the stage through it without any request to the
 /// shared file system. A cache replaced between jobs is read anew by the
 /// next job, and staged anew when its checksum changed.
-pub fn attach(cfg: &Config) -> Result<Attached, String> {
+pub fn attach(cfg: &Config) -> Result<Attached, StageError> {
     private_dir(&cfg.stage_base)?;
     let a = match &cfg.job {
         Some(job) => attach_in_job(cfg, job)?,
@@ -248,7 +250,7 @@ pub fn inherited_checksum(cfg: &Config, value: &[u8]) -> Option<u64> {
 /// this very uid and gid (what `cache_identity` checks), and with
 /// `FMCACHE_VERIFY=stat` the stage's verdict. An error sends the caller
 /// to `attach` (the stage pruned, replaced, or not ours).
-pub fn attach_known(cfg: &Config, checksum: u64) -> Result<Attached, String> {
+pub fn attach_known(cfg: &Config, checksum: u64) -> Result<Attached, StageError> {
     let (a, dir) = known_stage(cfg, checksum)?;
     if cfg.verify == config::Verify::Stat {
         verified(&a, &dir)?;
@@ -258,24 +260,28 @@ pub fn attach_known(cfg: &Config, checksum: u64) -> Result<Attached, String> {
 
 /// `attach_known` but for `FMCACHE_VERIFY=stat`'s verdict; also returns
 /// the stage's directory.
-fn known_stage(cfg: &Config, checksum: u64) -> Result<(Attached, Vec<u8>), String> {
+fn known_stage(cfg: &Config, checksum: u64) -> Result<(Attached, Vec<u8>), StageError> {
     private_dir(&cfg.stage_base)?;
     let dir = join(&cfg.stage_base, format!("/{checksum:016x}").as_bytes());
     let a = map_stage(&dir, checksum)?;
     // Re-recorded on this node since (`superseded`): the tree's later
     // processes read the new cache.
-    let replaced = sys::cstr(&join(&dir, b"/replaced")).map_err(strerror)?;
+    let replaced = sys::cstr(&join(&dir, b"/replaced")).map_err(StageError::sys(""))?;
     if rustix::fs::statat(CWD, &*replaced, AtFlags::SYMLINK_NOFOLLOW).is_ok() {
-        return Err("the cache was re-recorded on this node since".into());
+        return Err(StageError::Changed(
+            "the cache was re-recorded on this node since".into(),
+        ));
     }
-    let view = CacheView::open(a.index.bytes(), Verify::Header).map_err(|e| e.to_string())?;
+    let view = CacheView::open(a.index.bytes(), Verify::Header)?;
     let h = view.header();
     let (euid, egid) = (
         rustix::process::geteuid().as_raw(),
         rustix::process::getegid().as_raw(),
     );
     if (h.recorder_uid, h.recorder_gid) != (euid, egid) {
-        return Err("stage recorded by another identity: refused".into());
+        return Err(StageError::Refused(
+            "stage recorded by another identity: refused".into(),
+        ));
     }
     Ok((a, dir))
 }
@@ -338,12 +344,12 @@ fn seen_before(cfg: &Config) -> Option<Attached> {
 /// `seen.<key>.lock`, so processes started together wait for the first
 /// and then follow its pointer, as a job's do), reads the shared cache's
 /// identity, finds or builds its stage, and leaves the pointer.
-fn attach_outside_job(cfg: &Config) -> Result<Attached, String> {
+fn attach_outside_job(cfg: &Config) -> Result<Attached, StageError> {
     if let Some(a) = seen_before(cfg) {
         return Ok(a);
     }
     let _lock = sys::lock_file(&join(&seen_pointer(cfg), b".lock"))
-        .map_err(|e| format!("stage lock: {}", strerror(e)))?;
+        .map_err(StageError::sys("stage lock"))?;
     if let Some(a) = seen_before(cfg) {
         return Ok(a);
     }
@@ -479,7 +485,7 @@ pub fn superseded(cfg: &Config, old: u64) {
     }
 }
 
-fn attach_in_job(cfg: &Config, job: &[u8]) -> Result<Attached, String> {
+fn attach_in_job(cfg: &Config, job: &[u8]) -> Result<Attached, StageError> {
     let ptr = job_pointer(cfg, job);
     let known = || -> Option<Attached> {
         let (checksum, _) = read_pointer(&ptr)?;
@@ -492,8 +498,7 @@ fn attach_in_job(cfg: &Config, job: &[u8]) -> Result<Attached, String> {
     if let Some(a) = known() {
         return Ok(a);
     }
-    let _lock = sys::lock_file(&join(&ptr, b".lock"))
-        .map_err(|e| format!("stage lock: {}", strerror(e)))?;
+    let _lock = sys::lock_file(&join(&ptr, b".lock")).map_err(StageError::sys("stage lock"))?;
     if let Some(a) = known() {
         return Ok(a);
     }
@@ -507,30 +512,24 @@ fn attach_in_job(cfg: &Config, job: &[u8]) -> Result<Attached, String> {
 /// Writes the job pointer `ptr` naming the stage `checksum` of
 /// `cfg.cache` (call under `<ptr>.lock`). Written whole, then renamed: a
 /// reader sees no pointer or all of it.
-fn write_pointer(cfg: &Config, ptr: &[u8], checksum: u64) -> Result<(), String> {
+fn write_pointer(cfg: &Config, ptr: &[u8], checksum: u64) -> sys::SysResult<()> {
     let text = [format!("{checksum:016x}\n").as_bytes(), &cfg.cache, b"\n"].concat();
     replace_file(ptr, &text)
 }
 
 /// Writes `text` to a private file `path`: whole, then renamed into
 /// place, so a reader sees the old file or all of the new one.
-fn replace_file(ptr: &[u8], text: &[u8]) -> Result<(), String> {
+fn replace_file(ptr: &[u8], text: &[u8]) -> sys::SysResult<()> {
     let tmp = join(
         ptr,
         format!(".tmp.{}", rustix::process::getpid().as_raw_nonzero()).as_bytes(),
     );
-    let _ = rustix::fs::unlink(&*sys::cstr(&tmp).map_err(strerror)?);
-    let written = write_new(&tmp, text, 0o600)
-        .map_err(strerror)
-        .and_then(|_| {
-            let (t, p) = (
-                sys::cstr(&tmp).map_err(strerror)?,
-                sys::cstr(ptr).map_err(strerror)?,
-            );
-            rustix::fs::renameat(CWD, &*t, CWD, &*p).map_err(|e| e.to_string())
-        });
+    let tmp = sys::cstr(&tmp)?;
+    let _ = rustix::fs::unlink(&*tmp);
+    let written = write_new(tmp.to_bytes(), text, 0o600)
+        .and_then(|_| rustix::fs::renameat(CWD, &*tmp, CWD, &*sys::cstr(ptr)?).map_err(sys::errno));
     if written.is_err() {
-        let _ = rustix::fs::unlink(&*sys::cstr(&tmp).map_err(strerror)?);
+        let _ = rustix::fs::unlink(&*tmp);
     }
     written
 }
@@ -538,7 +537,7 @@ fn replace_file(ptr: &[u8], text: &[u8]) -> Result<(), String> {
 /// Reads the shared cache's identity, then finds or builds its stage;
 /// also returns the cache file's status as the open descriptor showed it
 /// (what `seen_pointer` records).
-fn attach_shared(cfg: &Config) -> Result<(Attached, rustix::fs::Stat), String> {
+fn attach_shared(cfg: &Config) -> Result<(Attached, rustix::fs::Stat), StageError> {
     let (fd, checksum, size, st) = cache_identity_stat(cfg)?;
     let id = format!("/{checksum:016x}");
     let dir = join(&cfg.stage_base, id.as_bytes());
@@ -547,15 +546,15 @@ fn attach_shared(cfg: &Config) -> Result<(Attached, rustix::fs::Stat), String> {
 
 /// The verdict of `FMCACHE_VERIFY=stat` for a stage: taken once, under the
 /// stage lock, by the first process that asks.
-fn verified(a: &Attached, dir: &[u8]) -> Result<(), String> {
+fn verified(a: &Attached, dir: &[u8]) -> Result<(), StageError> {
     let (fresh, stale) = (join(dir, b"/fresh"), join(dir, b"/stale"));
-    let verdict = || -> Option<Result<(), String>> {
+    let verdict = || -> Option<Result<(), StageError>> {
         if let Ok(c) = sys::cstr(&stale) {
             if let Ok((bytes, _)) = sys::read_file(&c, 1 << 16) {
-                return Some(Err(format!(
+                return Some(Err(StageError::Changed(format!(
                     "stale: {} changed since the pilot",
                     String::from_utf8_lossy(&bytes)
-                )));
+                ))));
             }
         }
         let c = sys::cstr(&fresh).ok()?;
@@ -564,12 +563,12 @@ fn verified(a: &Attached, dir: &[u8]) -> Result<(), String> {
     if let Some(v) = verdict() {
         return v;
     }
-    let _lock = sys::lock_file(&join(dir, b".verify.lock"))
-        .map_err(|e| format!("verify lock: {}", strerror(e)))?;
+    let _lock =
+        sys::lock_file(&join(dir, b".verify.lock")).map_err(StageError::sys("verify lock"))?;
     if let Some(v) = verdict() {
         return v;
     }
-    let view = CacheView::open(a.index.bytes(), Verify::Header).map_err(|e| e.to_string())?;
+    let view = CacheView::open(a.index.bytes(), Verify::Header)?;
     match first_changed(&view) {
         None => {
             let _ = write_new(&fresh, b"", 0o400);
@@ -577,7 +576,10 @@ fn verified(a: &Attached, dir: &[u8]) -> Result<(), String> {
         }
         Some(p) => {
             let _ = write_new(&stale, &p, 0o400);
-            Err(format!("stale: {} changed since the pilot", show(&p)))
+            Err(StageError::Changed(format!(
+                "stale: {} changed since the pilot",
+                show(&p)
+            )))
         }
     }
 }
@@ -624,20 +626,19 @@ fn stage(
     checksum: u64,
     size: u64,
     dir: &[u8],
-) -> Result<Attached, String> {
+) -> Result<Attached, StageError> {
     let dir = dir.to_vec();
     if let Ok(a) = map_stage(&dir, checksum) {
         used_now(&dir);
         return Ok(a);
     }
-    let _lock = sys::lock_file(&join(&dir, b".lock"))
-        .map_err(|e| format!("stage lock: {}", strerror(e)))?;
+    let _lock = sys::lock_file(&join(&dir, b".lock")).map_err(StageError::sys("stage lock"))?;
     if let Ok(a) = map_stage(&dir, checksum) {
         used_now(&dir);
         return Ok(a);
     }
-    let map = Mapping::map(fd, size as usize).map_err(|e| format!("map: {}", strerror(e)))?;
-    let view = CacheView::open(map.bytes(), Verify::Full).map_err(|e| e.to_string())?;
+    let map = Mapping::map(fd, size as usize).map_err(StageError::sys("map"))?;
+    let view = CacheView::open(map.bytes(), Verify::Full)?;
     // Builders killed half-way left `<id>.tmp.<pid>`: under the lock no
     // other builder of this stage is alive, so they all go.
     remove_half_built(&cfg.stage_base, &dir);
@@ -648,13 +649,16 @@ fn stage(
     let built = build_stage(&view, map.bytes(), &tmp);
     if let Err(e) = built {
         let _ = sys::remove_tree(&tmp);
-        return Err(format!("staging into {}: {}", show(&cfg.stage_base), e));
+        return Err(StageError::Staging {
+            base: cfg.stage_base.clone(),
+            cause: Box::new(e),
+        });
     }
     let (t, d) = (
-        sys::cstr(&tmp).map_err(strerror)?,
-        sys::cstr(&dir).map_err(strerror)?,
+        sys::cstr(&tmp).map_err(StageError::sys(""))?,
+        sys::cstr(&dir).map_err(StageError::sys(""))?,
     );
-    rustix::fs::renameat(CWD, &*t, CWD, &*d).map_err(|e| format!("stage rename: {e}"))?;
+    rustix::fs::renameat(CWD, &*t, CWD, &*d).map_err(StageError::rustix("stage rename"))?;
     let a = map_stage(&dir, checksum)?;
     // A new stage on this node: unused ones go while over the budget.
     let _ = prune(cfg, Some(checksum), false);
@@ -739,8 +743,11 @@ struct Job<'v> {
     entry: u64,
 }
 
-fn build_stage(view: &CacheView<'_>, bytes: &[u8], tmp: &[u8]) -> Result<(), String> {
-    let e = |e: i32| strerror(e);
+fn build_stage(view: &CacheView<'_>, bytes: &[u8], tmp: &[u8]) -> Result<(), StageError> {
+    let e = |errno| StageError::Sys {
+        what: String::new(),
+        errno,
+    };
     sys::mkdir_p(&join(tmp, b"/root"), 0o700).map_err(e)?;
     let meta = &bytes[..view.header().meta_size as usize];
     write_new(&join(tmp, b"/index"), meta, 0o400).map_err(e)?;
@@ -754,11 +761,13 @@ fn build_stage(view: &CacheView<'_>, bytes: &[u8], tmp: &[u8]) -> Result<(), Str
         let (Some(blob), Some(mirror)) = (entry.blob(), entry.mirror_path()) else {
             continue;
         };
-        let stored = view.blob_stored(blob).ok_or("blob out of bounds")?;
+        let stored = view
+            .blob_stored(blob)
+            .ok_or(fmcache_format::OpenError::Layout("blob out of bounds"))?;
         // The mirror is joined under root/: a `..` (or a relative path) in
         // a self-consistent but crafted cache must not write elsewhere.
         if !is_plain_absolute(mirror) {
-            return Err(format!("{}: not a plain absolute path", show(mirror)));
+            return Err(StageError::Unsafe(mirror.to_vec()));
         }
         let target = join(&join(tmp, b"/root"), mirror);
         if !targets.insert(target.clone()) {
@@ -797,11 +806,11 @@ fn build_stage(view: &CacheView<'_>, bytes: &[u8], tmp: &[u8]) -> Result<(), Str
 /// helpers it could start, `workers.rs`): each takes the next job until
 /// none is left or one failed. Returns (inode, entry) of every file
 /// written.
-fn unpack_all(jobs: &[Job<'_>], threads: usize) -> Result<Vec<(u64, u64)>, String> {
+fn unpack_all(jobs: &[Job<'_>], threads: usize) -> Result<Vec<(u64, u64)>, StageError> {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
-    let work = || -> Result<Vec<(u64, u64)>, String> {
+    let work = || -> Result<Vec<(u64, u64)>, StageError> {
         let mut unpacker = fmcache_format::Unpacker::new();
         let mut written = Vec::new();
         while !failed.load(Relaxed) {
@@ -810,11 +819,17 @@ fn unpack_all(jobs: &[Job<'_>], threads: usize) -> Result<Vec<(u64, u64)>, Strin
             };
             let done = unpacker
                 .contents(j.blob, j.stored)
-                .map_err(|err| format!("{}: {err}", show(&j.target)))
+                .map_err(|err| StageError::Blob {
+                    path: j.target.clone(),
+                    err,
+                })
                 .and_then(|data| match write_new(&j.target, data, j.mode) {
                     Ok(ino) => Ok(Some(ino)),
                     Err(libc::EEXIST) => Ok(None),
-                    Err(err) => Err(format!("{}: {}", show(&j.target), strerror(err))),
+                    Err(errno) => Err(StageError::Sys {
+                        what: show(&j.target),
+                        errno,
+                    }),
                 });
             match done {
                 Ok(Some(ino)) => written.push((ino, j.entry)),
@@ -827,12 +842,9 @@ fn unpack_all(jobs: &[Job<'_>], threads: usize) -> Result<Vec<(u64, u64)>, Strin
         }
         Ok(written)
     };
-    let mut all: Result<Vec<(u64, u64)>, String> = Ok(Vec::new());
+    let mut all: Result<Vec<(u64, u64)>, StageError> = Ok(Vec::new());
     for theirs in crate::workers::run(threads.min(jobs.len()), &work) {
-        match (
-            &mut all,
-            theirs.unwrap_or_else(|| Err("a staging thread panicked".into())),
-        ) {
+        match (&mut all, theirs.unwrap_or(Err(StageError::Panicked))) {
             (Ok(mine), Ok(theirs)) => mine.extend(theirs),
             (Ok(_), Err(err)) => all = Err(err),
             (Err(_), _) => {}
@@ -864,20 +876,20 @@ fn map_file(path: &[u8]) -> sys::SysResult<(Mapping, u64, std::os::fd::OwnedFd)>
 /// a shared flock on its index, which `prune` never removes a stage under.
 /// The lock is taken before the rest is opened, so a stage removed while
 /// we waited for it is seen as gone (its `inodes` no longer opens).
-fn map_stage(dir: &[u8], checksum: u64) -> Result<Attached, String> {
-    let (index, dev, hold) = map_file(&join(dir, b"/index")).map_err(strerror)?;
+fn map_stage(dir: &[u8], checksum: u64) -> Result<Attached, StageError> {
+    let (index, dev, hold) = map_file(&join(dir, b"/index")).map_err(StageError::sys(""))?;
     let hold = sys::out_of_the_way(hold);
     loop {
         match rustix::fs::flock(&hold, rustix::fs::FlockOperation::LockShared) {
             Ok(()) => break,
             Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(format!("stage lock: {e}")),
+            Err(e) => return Err(StageError::rustix("stage lock")(e)),
         }
     }
-    let (inodes, _, _) = map_file(&join(dir, b"/inodes")).map_err(strerror)?;
-    let view = CacheView::open(index.bytes(), Verify::Header).map_err(|e| e.to_string())?;
+    let (inodes, _, _) = map_file(&join(dir, b"/inodes")).map_err(StageError::sys(""))?;
+    let view = CacheView::open(index.bytes(), Verify::Header)?;
     if view.header().checksum != checksum {
-        return Err("stage does not match the cache".into());
+        return Err(StageError::Changed("stage does not match the cache".into()));
     }
     Ok(Attached {
         index,
@@ -907,11 +919,12 @@ fn unused(dir: &[u8]) -> Option<std::os::fd::OwnedFd> {
 /// `all` also half-built stages and locks. Returns how many names went.
 /// Run when a new stage is built, so stages cannot pile up past the
 /// budget, and alternating between caches finds each one still staged.
-pub fn prune(cfg: &Config, keep: Option<u64>, all: bool) -> Result<usize, String> {
+pub fn prune(cfg: &Config, keep: Option<u64>, all: bool) -> Result<usize, StageError> {
     let base = &cfg.stage_base;
-    let c = sys::cstr(base).map_err(strerror)?;
+    let what = || format!("stage directory {}", show(base));
+    let c = sys::cstr(base).map_err(StageError::sys(what()))?;
     let names: Vec<Vec<u8>> = sys::list_dir(&c)
-        .map_err(strerror)?
+        .map_err(StageError::sys(what()))?
         .into_iter()
         .map(|d| d.name)
         .filter(|n| n != b"." && n != b"..")
@@ -996,7 +1009,7 @@ pub fn staged_entry(inodes: &[u8], ino: u64) -> Option<u32> {
 
 /// `fmcache stage --clean`: removes this user's stages that no process
 /// uses, job pointers, half-built stages and locks.
-pub fn clean(cfg: &Config) -> Result<usize, String> {
+pub fn clean(cfg: &Config) -> Result<usize, StageError> {
     private_dir(&cfg.stage_base)?;
     prune(cfg, None, true)
 }
@@ -1010,6 +1023,52 @@ fn is_plain_absolute(p: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::is_plain_absolute;
+    use crate::error::StageError;
+
+    /// What `attach` says about a cache it cannot use, as a kind the
+    /// caller can tell apart (and the same one line as before).
+    #[test]
+    fn attach_names_why_a_cache_cannot_be_used() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("fmcache-stage-err-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cache = dir.join("c.dat");
+        let stage = dir.join("stage");
+        let cfg = {
+            let (c, s) = (cache.clone(), stage.clone());
+            crate::config::Config::from_lookup(
+                move |k| match k {
+                    "DLFM_OP" => Some("read-cache".into()),
+                    "FMCACHE_FILE" => Some(c.clone().into_os_string()),
+                    "FMCACHE_STAGE_DIR" => Some(s.clone().into_os_string()),
+                    _ => None,
+                },
+                b"/",
+                rustix::process::geteuid().as_raw(),
+            )
+        };
+        let err = super::attach(&cfg).err().expect("no cache, no stage");
+        assert!(matches!(err, StageError::NotFound), "{err:?}");
+        assert_eq!(err.to_string(), "not found");
+
+        std::fs::write(&cache, vec![0u8; 4096]).unwrap();
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = super::attach(&cfg).err().expect("not a cache");
+        assert!(
+            matches!(err, StageError::Format(fmcache_format::OpenError::BadMagic)),
+            "{err:?}"
+        );
+
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let err = super::attach(&cfg).err().expect("writable by others");
+        assert!(matches!(err, StageError::Refused(_)), "{err:?}");
+        assert!(
+            err.to_string().contains("writable by group or others"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn an_inherited_attachment_is_for_one_cache_and_stage_base() {
