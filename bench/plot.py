@@ -33,6 +33,9 @@ import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
 # Text stays text in the SVG (smaller files, searchable), not glyph paths.
 matplotlib.rcParams["svg.fonttype"] = "none"
+# Fixed element ids (matplotlib draws random ones otherwise): the same
+# results give the same files, so a regeneration diffs only what changed.
+matplotlib.rcParams["svg.hashsalt"] = "fmcache-lab"
 
 HEADER = [
     "workload", "mode", "fs_mode", "procs", "nodes", "latency_us",
