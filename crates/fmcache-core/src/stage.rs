@@ -323,12 +323,8 @@ fn identity_line(st: &rustix::fs::Stat) -> String {
 /// metadata server (and its close another); any change to the file sends
 /// the process back to the cache, as `cache_identity` would see it. None
 /// when there is no pointer, the file differs, or the stage does not map.
-fn seen_before(cfg: &Config) -> Option<Attached> {
-    let ptr = sys::cstr(&seen_pointer(cfg)).ok()?;
-    let (text, _) = sys::read_file(&ptr, 256).ok()?;
-    let mut lines = text.split(|&b| b == b'\n');
-    let checksum = u64::from_str_radix(std::str::from_utf8(lines.next()?).ok()?, 16).ok()?;
-    let seen = lines.next()?;
+fn seen_before(cfg: &Config, ptr: &[u8]) -> Option<Attached> {
+    let (checksum, seen) = read_pointer(ptr)?;
     let cache = sys::cstr(&cfg.cache).ok()?;
     let st = rustix::fs::stat(&*cache).ok()?;
     if identity_line(&st).as_bytes() != seen {
@@ -345,18 +341,18 @@ fn seen_before(cfg: &Config) -> Option<Attached> {
 /// and then follow its pointer, as a job's do), reads the shared cache's
 /// identity, finds or builds its stage, and leaves the pointer.
 fn attach_outside_job(cfg: &Config) -> Result<Attached, StageError> {
-    if let Some(a) = seen_before(cfg) {
+    let ptr = seen_pointer(cfg);
+    if let Some(a) = seen_before(cfg, &ptr) {
         return Ok(a);
     }
-    let _lock = sys::lock_file(&join(&seen_pointer(cfg), b".lock"))
-        .map_err(StageError::sys("stage lock"))?;
-    if let Some(a) = seen_before(cfg) {
+    let _lock = sys::lock_file(&join(&ptr, b".lock")).map_err(StageError::sys("stage lock"))?;
+    if let Some(a) = seen_before(cfg, &ptr) {
         return Ok(a);
     }
     let (a, st) = attach_shared(cfg)?;
     let text = format!("{:016x}\n{}\n", a.checksum, identity_line(&st));
     // Served all the same if this fails; the next tree opens the cache.
-    let _ = replace_file(&seen_pointer(cfg), text.as_bytes());
+    let _ = replace_file(&ptr, text.as_bytes());
     Ok(a)
 }
 
@@ -371,8 +367,9 @@ fn job_pointer(cfg: &Config, job: &[u8]) -> Vec<u8> {
     join(&cfg.stage_base, format!("/job.{key:016x}").as_bytes())
 }
 
-/// A job pointer's contents: the checksum it names, and the cache path
-/// (so the merge that replaces that cache can find the pointers to drop).
+/// A pointer's contents: the checksum it names, and its second line (a
+/// job pointer's cache path, so the merge that replaces that cache can
+/// find the pointers to drop; a `seen_pointer`'s identity line).
 fn read_pointer(ptr: &[u8]) -> Option<(u64, Vec<u8>)> {
     let c = sys::cstr(ptr).ok()?;
     let (text, _) = sys::read_file(&c, 64 + crate::path::PATH_MAX as u64).ok()?;
