@@ -93,6 +93,11 @@ pub fn normalize(cwd: Option<&[u8]>, input: &[u8], out: &mut PathBuf) -> bool {
     if input.is_empty() || input.len() >= PATH_MAX {
         return false;
     }
+    // Most paths a program passes are already normal: one scan and one
+    // copy instead of a pass per component (this is on every call).
+    if input[0] == b'/' && is_normal(input) {
+        return out.push(input);
+    }
     if input[0] != b'/' {
         match cwd {
             Some(c) if c.first() == Some(&b'/') => {
@@ -104,6 +109,25 @@ pub fn normalize(cwd: Option<&[u8]>, input: &[u8], out: &mut PathBuf) -> bool {
         }
     }
     append_components(out, input, true)
+}
+
+/// Whether absolute `p` is its own key: no `//`, no `.` component other
+/// than a trailing one below the root (`/a/.` stays; `/.` becomes `/`).
+fn is_normal(p: &[u8]) -> bool {
+    for (i, &b) in p.iter().enumerate() {
+        if b == 0 {
+            return false;
+        }
+        if b != b'/' {
+            continue;
+        }
+        match (p.get(i + 1), p.get(i + 2)) {
+            (Some(b'/'), _) | (Some(b'.'), Some(b'/')) => return false,
+            (Some(b'.'), None) if i == 0 => return false,
+            _ => {}
+        }
+    }
+    true
 }
 
 /// Appends `src`'s components to `out` with the rules above. `keep_tail`
@@ -159,7 +183,17 @@ pub fn trim_trailing_slash(path: &[u8]) -> &[u8] {
 
 /// Whether a component is `.` or `..`, whose meaning depends on the walk.
 pub fn has_dot_components(path: &[u8]) -> bool {
-    path.split(|&b| b == b'/').any(|c| c == b"." || c == b"..")
+    // A byte scan: this runs on every call the cache does not hold.
+    let mut start = 0;
+    for (i, &b) in path.iter().enumerate() {
+        if b == b'/' {
+            if matches!(&path[start..i], b"." | b"..") {
+                return true;
+            }
+            start = i + 1;
+        }
+    }
+    matches!(&path[start..], b"." | b"..")
 }
 
 /// Whether `path` equals `prefix` or lies under it (component-wise).
@@ -213,6 +247,39 @@ mod tests {
         assert_eq!(dots.len(), 4095);
         assert_eq!(norm("/w", &dots).as_deref(), Some("/w/etc"));
         assert_eq!(norm("/w", &format!("./{dots}")), None);
+    }
+
+    #[test]
+    fn the_one_copy_path_matches_the_component_walk() {
+        let parts = ["", "/", "//", ".", "..", "a", "b.", ".c", "/.", "./", "..."];
+        let mut n = 0;
+        for a in parts {
+            for b in parts {
+                for c in parts {
+                    let input = format!("/{a}{b}{c}");
+                    let mut fast = PathBuf::new();
+                    let ok = normalize(None, input.as_bytes(), &mut fast);
+                    let mut slow = PathBuf::new();
+                    let ok2 = append_components(&mut slow, input.as_bytes(), true);
+                    assert_eq!(ok, ok2, "{input}");
+                    assert_eq!(fast.as_bytes(), slow.as_bytes(), "{input}");
+                    n += usize::from(is_normal(input.as_bytes()));
+                }
+            }
+        }
+        assert!(n > 100, "the test must reach the one-copy path ({n})");
+    }
+
+    #[test]
+    fn dot_components_are_found_anywhere() {
+        for p in [
+            ".", "..", "/.", "/..", "./a", "../a", "/a/./b", "/a/../b", "/a/.", "a/..",
+        ] {
+            assert!(has_dot_components(p.as_bytes()), "{p}");
+        }
+        for p in ["", "/", "/a", "/.a/..b/...", "/a./b", "a//b", "/a/b/"] {
+            assert!(!has_dot_components(p.as_bytes()), "{p}");
+        }
     }
 
     #[test]
