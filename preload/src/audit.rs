@@ -20,6 +20,7 @@ use fmcache_core::answer::{self, Answer};
 use fmcache_core::journal::Kind;
 use fmcache_core::path::PathBuf;
 
+use crate::cargs::CPath;
 use crate::carry::LinkMap;
 use crate::cell::Static;
 use crate::counters::counters;
@@ -159,6 +160,9 @@ pub unsafe extern "C" fn la_objsearch(
     if flag & LA_SER_ORIG != 0 {
         crate::loaders::note_search(loader);
     }
+    // SAFETY: ld.so passes null or a NUL-terminated name, valid for
+    // the call.
+    let name = unsafe { CPath::new(name) };
     let Ok(out) = std::panic::catch_unwind(|| search(name, flag, loader)) else {
         return keep;
     };
@@ -171,12 +175,8 @@ static RING: Static<[[u8; fmcache_core::path::PATH_MAX]; 8]> =
     Static::new([[0; fmcache_core::path::PATH_MAX]; 8]);
 static NEXT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
-fn search(name: *const c_char, flag: c_uint, loader: *const LinkMap) -> Option<*mut c_char> {
-    if name.is_null() {
-        return None;
-    }
-    // SAFETY: ld.so passes a NUL-terminated name.
-    let given = unsafe { CStr::from_ptr(name) }.to_bytes();
+fn search(name: CPath<'_>, flag: c_uint, loader: *const LinkMap) -> Option<*mut c_char> {
+    let given = name.bytes()?;
     // The library itself (as preload or auditor) stays where it is: its
     // path is what it hands on in LD_AUDIT.
     if fmcache_core::path::file_name(given) == fmcache_core::carry::LIB_FILE {
@@ -192,8 +192,8 @@ fn search(name: *const c_char, flag: c_uint, loader: *const LinkMap) -> Option<*
                 // dependencies' lib directories of a DT_RPATH hold nothing
                 // the process loads, yet every search walks them.
                 crate::libsearch::search_dirs(loader, |d| {
-                    rec.note(Kind::List, libc::AT_FDCWD, d.as_cstr().as_ptr());
-                    rec.note(Kind::Tree, libc::AT_FDCWD, d.as_cstr().as_ptr());
+                    rec.note(Kind::List, libc::AT_FDCWD, CPath::of(d.as_cstr()));
+                    rec.note(Kind::Tree, libc::AT_FDCWD, CPath::of(d.as_cstr()));
                 });
                 None
             }

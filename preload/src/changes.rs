@@ -6,7 +6,9 @@
 //! entries as the cache spells them. A few local system calls per change
 //! (fstatat of the target and of its directory), never on a probe.
 
-use core::ffi::{c_char, c_int, CStr};
+use core::ffi::{c_int, CStr};
+
+use crate::cargs::CPath;
 
 use fmcache_core::path::{self, PathBuf};
 use rustix::fs::AtFlags;
@@ -44,16 +46,10 @@ fn is_dir(st: &rustix::fs::Stat) -> bool {
 /// `follow`: the call follows a final symlink. Runs before the call (the
 /// name still names what it changes) or, for names known only after it
 /// (mkstemp, bind), after. Returns whether `p` was a directory.
-pub fn path_changed(
-    srv: &Server,
-    dirfd: c_int,
-    p: *const c_char,
-    names: bool,
-    follow: bool,
-) -> bool {
-    if p.is_null() {
+pub fn path_changed(srv: &Server, dirfd: c_int, p: CPath<'_>, names: bool, follow: bool) -> bool {
+    let Some(input) = p.get() else {
         return false;
-    }
+    };
     let t = srv.trust();
     let mut k = PathBuf::new();
     if crate::keys::resolve(dirfd, p, &mut k) {
@@ -63,8 +59,6 @@ pub fn path_changed(
         t.distrust_all();
         return false;
     }
-    // SAFETY: the caller passed a NUL-terminated path.
-    let input = unsafe { CStr::from_ptr(p) };
     let mut dir = false;
     if let Some(st) = stat_at(dirfd, input, follow) {
         dir = is_dir(&st);

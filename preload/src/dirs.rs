@@ -103,6 +103,97 @@ pub fn reclen(name: &[u8]) -> u16 {
     ((base + name.len() + 1 + 7) & !7) as u16
 }
 
+/// scandir's filter and comparator, as the caller passed them.
+pub type Filter = Option<unsafe extern "C" fn(*const libc::dirent64) -> libc::c_int>;
+pub type Compar = Option<
+    unsafe extern "C" fn(*mut *const libc::dirent64, *mut *const libc::dirent64) -> libc::c_int,
+>;
+
+/// scandir's result for a cached listing: the entries `filter` keeps, as
+/// malloc'd dirent64 records in a malloc'd array the caller frees with
+/// free(3), sorted with `compar` as glibc does. `Err(ENOMEM)` when out
+/// of memory (nothing left allocated).
+pub fn scandir_array(
+    listing: Listing<'_>,
+    filter: Filter,
+    compar: Compar,
+) -> Result<(*mut *mut libc::dirent64, usize), i32> {
+    let mut out: *mut *mut libc::dirent64 = core::ptr::null_mut();
+    let mut n = 0usize;
+    for (i, (name, d_type, ino)) in listing.iter().enumerate() {
+        let len = reclen(name) as usize;
+        // SAFETY: malloc'd records and array, as scandir returns; each
+        // record is at least a whole dirent64 and `name` is cut to fit;
+        // `filter` is the caller's, called as glibc's scandir calls it.
+        unsafe {
+            let ent = libc::calloc(1, len.max(core::mem::size_of::<libc::dirent64>()))
+                as *mut libc::dirent64;
+            if ent.is_null() {
+                free_list(out, n);
+                return Err(libc::ENOMEM);
+            }
+            (*ent).d_ino = ino;
+            (*ent).d_off = (i + 1) as i64;
+            (*ent).d_reclen = len as u16;
+            (*ent).d_type = d_type;
+            core::ptr::copy_nonoverlapping(
+                name.as_ptr(),
+                (*ent).d_name.as_mut_ptr().cast(),
+                name.len().min(255),
+            );
+            if let Some(f) = filter {
+                if f(ent) == 0 {
+                    libc::free(ent.cast());
+                    continue;
+                }
+            }
+            let grown = libc::realloc(
+                out.cast(),
+                (n + 1) * core::mem::size_of::<*mut libc::dirent64>(),
+            ) as *mut *mut libc::dirent64;
+            if grown.is_null() {
+                libc::free(ent.cast());
+                free_list(out, n);
+                return Err(libc::ENOMEM);
+            }
+            out = grown;
+            *out.add(n) = ent;
+            n += 1;
+        }
+    }
+    if let (Some(c), true) = (compar, n > 1) {
+        // SAFETY: qsort over our array with the caller's comparator, which
+        // glibc's scandir also passes to qsort (same argument types, as
+        // untyped pointers).
+        unsafe {
+            libc::qsort(
+                out.cast(),
+                n,
+                core::mem::size_of::<*mut libc::dirent64>(),
+                Some(core::mem::transmute::<
+                    unsafe extern "C" fn(
+                        *mut *const libc::dirent64,
+                        *mut *const libc::dirent64,
+                    ) -> libc::c_int,
+                    unsafe extern "C" fn(*const libc::c_void, *const libc::c_void) -> libc::c_int,
+                >(c)),
+            );
+        }
+    }
+    Ok((out, n))
+}
+
+/// # Safety
+/// `list` is a malloc'd array of `n` malloc'd entries.
+unsafe fn free_list(list: *mut *mut libc::dirent64, n: usize) {
+    for i in 0..n {
+        // SAFETY: i < n, each entry malloc'd and freed once.
+        unsafe { libc::free((*list.add(i)).cast()) };
+    }
+    // SAFETY: the array itself, malloc'd, freed once.
+    unsafe { libc::free(list.cast()) };
+}
+
 impl FakeDir {
     fn listing(&self, view: &CacheView<'static>) -> Option<Listing<'static>> {
         view.entry(self.entry.load(Relaxed))?.listing()
@@ -110,6 +201,20 @@ impl FakeDir {
 
     /// The next entry, in kernel order; `None` at the end (errno set on
     /// a failed read of a live stream, as readdir does).
+    /// `next`, as the record's bytes (what readdir_r copies into the
+    /// caller's entry: a live record may end near its buffer's end, so
+    /// the record, not a whole struct).
+    pub fn next_record(&self, view: &CacheView<'static>) -> Option<&'static [u8]> {
+        let ent = self.next(view)?;
+        // SAFETY: `next` returns this stream's record, or a live one inside
+        // its buffer, each `d_reclen` bytes long and left alone until the
+        // stream's next call.
+        unsafe {
+            let len = (*ent).d_reclen as usize;
+            Some(core::slice::from_raw_parts(ent.cast::<u8>(), len))
+        }
+    }
+
     pub fn next(&self, view: &CacheView<'static>) -> Option<*mut libc::dirent64> {
         if self.live.load(Relaxed) {
             return self.next_live();

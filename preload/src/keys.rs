@@ -2,7 +2,9 @@
 //! the stage's layout constant for names not found. A leaf below the
 //! server, the recorder and the hooks; it uses only `cwd` and core.
 
-use core::ffi::{c_char, c_int, CStr};
+use core::ffi::c_int;
+
+use crate::cargs::CPath;
 
 use fmcache_core::path::{self, PathBuf};
 
@@ -11,12 +13,8 @@ pub const MISSING: &[u8] = b"/.fmcache-missing";
 
 /// Builds the cache key of `p` relative to `dirfd` (AT_FDCWD or ignored
 /// for absolute paths). No allocation, no system call.
-pub fn key(dirfd: c_int, p: *const c_char, out: &mut PathBuf) -> bool {
-    if p.is_null() {
-        return false;
-    }
-    // SAFETY: the caller passed a NUL-terminated path.
-    key_of(dirfd, unsafe { CStr::from_ptr(p) }.to_bytes(), out)
+pub fn key(dirfd: c_int, p: CPath<'_>, out: &mut PathBuf) -> bool {
+    p.bytes().is_some_and(|input| key_of(dirfd, input, out))
 }
 
 /// `key` of a path already measured (the serving hooks look at its bytes
@@ -34,15 +32,16 @@ pub fn key_of(dirfd: c_int, input: &[u8], out: &mut PathBuf) -> bool {
 
 /// The absolute key of `p`; relative to a real `dirfd`, found through
 /// /proc/self/fd (recording only: this costs a system call).
-pub fn resolve(dirfd: c_int, p: *const c_char, out: &mut PathBuf) -> bool {
+pub fn resolve(dirfd: c_int, p: CPath<'_>, out: &mut PathBuf) -> bool {
     if key(dirfd, p, out) {
         return true;
     }
-    if p.is_null() || dirfd < 0 {
+    let Some(input) = p.bytes() else {
+        return false;
+    };
+    if dirfd < 0 {
         return false;
     }
-    // SAFETY: the caller passed a NUL-terminated path.
-    let input = unsafe { CStr::from_ptr(p) }.to_bytes();
     let mut dir = PathBuf::new();
     if !fd_path(dirfd, &mut dir) {
         return false;

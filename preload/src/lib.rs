@@ -10,6 +10,7 @@ mod real;
 mod log;
 mod attachment;
 mod audit;
+mod cargs;
 mod carry;
 mod cell;
 mod changes;

@@ -3,7 +3,7 @@
 //! `fmcache stats` and `fmcache report` can name what to re-record.
 //! Fixed slots of atomics: no allocation, no lock, on the serving path.
 
-use core::ffi::{c_char, CStr};
+use crate::cargs::CPath;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering::*};
 
 /// Paths kept per process.
@@ -36,12 +36,11 @@ fn same(s: &Slot, p: &[u8]) -> bool {
 
 /// Keeps `p` (as the program spelled it) if a slot is free and no slot
 /// holds it yet.
-pub fn note(p: *const c_char) {
-    if p.is_null() || NEXT.load(Relaxed) >= SLOTS {
+pub fn note(p: CPath<'_>) {
+    if NEXT.load(Relaxed) >= SLOTS {
         return;
     }
-    // SAFETY: a non-null path argument of a libc call is NUL-terminated.
-    let p = unsafe { CStr::from_ptr(p) }.to_bytes();
+    let Some(p) = p.bytes() else { return };
     if p.is_empty() || PATHS.iter().any(|s| same(s, p)) {
         return;
     }

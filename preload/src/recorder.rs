@@ -4,6 +4,8 @@
 //! drops repeats. At exit the process merges its journal into the cache.
 
 use core::ffi::{c_char, c_int, CStr};
+
+use crate::cargs::CPath;
 use core::fmt::Write as _;
 use core::sync::atomic::{
     AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::*,
@@ -274,7 +276,7 @@ impl Recorder {
     }
 
     /// Records one probe of `p` (relative to `dirfd`).
-    pub fn note(&self, kind: Kind, dirfd: c_int, p: *const c_char) {
+    pub fn note(&self, kind: Kind, dirfd: c_int, p: CPath<'_>) {
         let mut key = PathBuf::new();
         if !crate::keys::resolve(dirfd, p, &mut key) {
             return;

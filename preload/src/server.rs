@@ -1,7 +1,7 @@
 //! The serving side: the mapped cache, the stage it points into, and what
 //! this process stopped trusting because it changed it.
 
-use core::ffi::{c_char, c_int};
+use core::ffi::c_int;
 
 use fmcache_core::answer::Trust;
 use fmcache_core::config::Config;
@@ -10,6 +10,7 @@ use fmcache_core::stage;
 use fmcache_format::layout::first_component;
 use fmcache_format::{CacheView, StatRec, Verify};
 
+use crate::cargs::CPath;
 use crate::trust::TrustState;
 
 pub struct Server {
@@ -52,7 +53,7 @@ impl Server {
 
     /// The cache key for a path given to a call relative to `dirfd`;
     /// `false` when it cannot be formed here (NULL, a real dirfd, too long).
-    pub fn key(&self, dirfd: c_int, p: *const c_char, out: &mut PathBuf) -> bool {
+    pub fn key(&self, dirfd: c_int, p: CPath<'_>, out: &mut PathBuf) -> bool {
         crate::keys::key(dirfd, p, out)
     }
 
@@ -64,12 +65,10 @@ impl Server {
     /// before it is normalized (a spelling that climbs out with `..` then
     /// passes through, which is always correct). Not for calls that need
     /// the key of any path: staged paths, `/proc/self/fd/N`, changes.
-    pub fn serving_key(&self, dirfd: c_int, p: *const c_char, out: &mut PathBuf) -> bool {
-        if p.is_null() {
+    pub fn serving_key(&self, dirfd: c_int, p: CPath<'_>, out: &mut PathBuf) -> bool {
+        let Some(input) = p.bytes() else {
             return false;
-        }
-        // SAFETY: the caller passed a NUL-terminated path (checked non-null).
-        let input = unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes();
+        };
         // Checked before the key is formed: a path that climbs out with
         // `..` may then pass through, which is always correct.
         if let Some(c) = first_component(input) {

@@ -1,7 +1,7 @@
 //! Process-wide state: what the library does here, set once by the
 //! constructor and read lock-free by every hook.
 
-use core::ffi::{c_char, CStr};
+use crate::cargs::CPath;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering::*};
 
 use fmcache_core::answer::Answer;
@@ -144,13 +144,8 @@ pub fn quiet_panics() {
 /// hook family, the reason and the path (through log.rs's fixed buffer,
 /// no allocation).
 #[cold]
-fn debug_pass(hook: &str, why: &str, p: *const c_char) {
-    let path = if p.is_null() {
-        b"-".as_slice()
-    } else {
-        // SAFETY: the hook's caller passed a NUL-terminated path.
-        unsafe { CStr::from_ptr(p) }.to_bytes()
-    };
+fn debug_pass(hook: &str, why: &str, p: CPath<'_>) {
+    let path = p.bytes().unwrap_or(b"-");
     let path = core::str::from_utf8(path).unwrap_or("(not UTF-8)");
     crate::log::debug(format_args!("pass {hook}: {why}: {path}"));
 }
@@ -162,7 +157,7 @@ fn debug_pass(hook: &str, why: &str, p: *const c_char) {
 #[inline]
 pub fn dispatch<T>(
     hook: &'static str,
-    p: *const c_char,
+    p: CPath<'_>,
     serve: impl FnOnce(&'static Server) -> Outcome<T>,
     record: impl FnOnce(&'static Recorder),
     fail: T,

@@ -8,11 +8,12 @@ use fmcache_core::answer;
 use fmcache_core::journal::Kind;
 use fmcache_core::path::PathBuf;
 
+use crate::cargs::CPath;
 use crate::state::{dispatch, Outcome};
 
 pub fn access_at(
     dirfd: c_int,
-    p: *const c_char,
+    p: CPath<'_>,
     mode: c_int,
     flags: c_int,
     real: impl FnOnce() -> c_int,

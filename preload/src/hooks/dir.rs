@@ -7,10 +7,11 @@ use fmcache_core::answer::{self, Answer};
 use fmcache_core::journal::Kind;
 use fmcache_core::path::PathBuf;
 
+use crate::cargs::{CPath, Out};
 use crate::dirs;
 use crate::state::{dispatch, Outcome};
 
-pub fn opendir_common(p: *const c_char, real: impl FnOnce() -> *mut DIR) -> *mut DIR {
+pub fn opendir_common(p: CPath<'_>, real: impl FnOnce() -> *mut DIR) -> *mut DIR {
     dispatch(
         "opendir",
         p,
@@ -52,24 +53,20 @@ fn readdir_common(dirp: *mut DIR, real: impl FnOnce() -> *mut Dirent64) -> *mut 
 
 fn readdir_r_common(
     dirp: *mut DIR,
-    entry: *mut Dirent64,
-    result: *mut *mut Dirent64,
+    entry: Out<'_, Dirent64>,
+    result: Out<'_, *mut Dirent64>,
     real: impl FnOnce() -> c_int,
 ) -> c_int {
     with_dir(
         dirp,
         |d, srv| {
-            // SAFETY: caller-provided buffers, as readdir_r requires.
-            unsafe {
-                match d.next(&srv.view) {
-                    Some(ent) => {
-                        // A live record may end near its buffer's end:
-                        // copy the record, not a whole struct.
-                        let n = ((*ent).d_reclen as usize).min(core::mem::size_of::<Dirent64>());
-                        core::ptr::copy_nonoverlapping(ent.cast::<u8>(), entry.cast::<u8>(), n);
-                        *result = entry;
-                    }
-                    None => *result = core::ptr::null_mut(),
+            match d.next_record(&srv.view) {
+                Some(rec) => {
+                    entry.write_bytes(rec);
+                    result.write(entry.as_ptr());
+                }
+                None => {
+                    result.write(core::ptr::null_mut());
                 }
             }
             0
@@ -123,16 +120,13 @@ fn rewind_served(d: &dirs::FakeDir, srv: &crate::server::Server) {
     }
 }
 
-type Filter = Option<unsafe extern "C" fn(*const Dirent64) -> c_int>;
-type Compar = Option<unsafe extern "C" fn(*mut *const Dirent64, *mut *const Dirent64) -> c_int>;
-
 /// scandir: the listing, filtered and sorted as libc does, in memory the
 /// caller frees with free(3).
 fn scandir_common(
-    p: *const c_char,
-    list: *mut *mut *mut Dirent64,
-    filter: Filter,
-    compar: Compar,
+    p: CPath<'_>,
+    list: Out<'_, *mut *mut Dirent64>,
+    filter: dirs::Filter,
+    compar: dirs::Compar,
     real: impl FnOnce() -> c_int,
 ) -> c_int {
     dispatch(
@@ -148,83 +142,18 @@ fn scandir_common(
                 Answer::Errno(e) => return Outcome::Fail(e),
                 Answer::Miss => return Outcome::Miss,
             };
-            let mut out: *mut *mut Dirent64 = core::ptr::null_mut();
-            let mut n = 0usize;
-            for (i, (name, d_type, ino)) in listing.iter().enumerate() {
-                let len = dirs::reclen(name) as usize;
-                // SAFETY: malloc'd records and array, as scandir returns.
-                unsafe {
-                    let ent =
-                        libc::calloc(1, len.max(core::mem::size_of::<Dirent64>())) as *mut Dirent64;
-                    if ent.is_null() {
-                        free_list(out, n);
-                        return Outcome::Fail(libc::ENOMEM);
-                    }
-                    (*ent).d_ino = ino;
-                    (*ent).d_off = (i + 1) as i64;
-                    (*ent).d_reclen = len as u16;
-                    (*ent).d_type = d_type;
-                    core::ptr::copy_nonoverlapping(
-                        name.as_ptr(),
-                        (*ent).d_name.as_mut_ptr().cast(),
-                        name.len().min(255),
-                    );
-                    if let Some(f) = filter {
-                        if f(ent) == 0 {
-                            libc::free(ent.cast());
-                            continue;
-                        }
-                    }
-                    let grown =
-                        libc::realloc(out.cast(), (n + 1) * core::mem::size_of::<*mut Dirent64>())
-                            as *mut *mut Dirent64;
-                    if grown.is_null() {
-                        libc::free(ent.cast());
-                        free_list(out, n);
-                        return Outcome::Fail(libc::ENOMEM);
-                    }
-                    out = grown;
-                    *out.add(n) = ent;
-                    n += 1;
+            match dirs::scandir_array(listing, filter, compar) {
+                Ok((array, n)) => {
+                    list.write(array);
+                    Outcome::Served(n as c_int)
                 }
+                Err(e) => Outcome::Fail(e),
             }
-            if let (Some(c), true) = (compar, n > 1) {
-                // SAFETY: qsort over our array with the caller's comparator,
-                // which glibc's scandir also passes to qsort.
-                unsafe {
-                    libc::qsort(
-                        out.cast(),
-                        n,
-                        core::mem::size_of::<*mut Dirent64>(),
-                        Some(core::mem::transmute::<
-                            unsafe extern "C" fn(
-                                *mut *const Dirent64,
-                                *mut *const Dirent64,
-                            ) -> c_int,
-                            unsafe extern "C" fn(*const libc::c_void, *const libc::c_void) -> c_int,
-                        >(c)),
-                    );
-                }
-            }
-            // SAFETY: caller-provided out parameter.
-            unsafe { *list = out };
-            Outcome::Served(n as c_int)
         },
         |rec| rec.note(Kind::List, libc::AT_FDCWD, p),
         -1,
         real,
     )
-}
-
-/// # Safety
-/// `list` is a malloc'd array of `n` malloc'd entries.
-unsafe fn free_list(list: *mut *mut Dirent64, n: usize) {
-    for i in 0..n {
-        // SAFETY: i < n, each entry malloc'd and freed once.
-        unsafe { libc::free((*list.add(i)).cast()) };
-    }
-    // SAFETY: the array itself, malloc'd, freed once.
-    unsafe { libc::free(list.cast()) };
 }
 
 hook! {
@@ -236,8 +165,10 @@ hook! {
     fn closedir(d: *mut DIR) -> c_int, real => closedir_common(d, real);
     fn dirfd(d: *mut DIR) -> c_int, real => dirfd_common(d, real);
     fn telldir(d: *mut DIR) -> c_long, real => with_dir(d, |fd, _| fd.tell() as c_long, real);
-    fn scandir(p: *const c_char, l: *mut *mut *mut Dirent, f: Filter, c: Compar) -> c_int, real => scandir_common(p, l.cast(), f, c, real);
-    fn scandir64(p: *const c_char, l: *mut *mut *mut Dirent64, f: Filter, c: Compar) -> c_int, real => scandir_common(p, l, f, c, real);
+    // SAFETY: `l` is writable for one array pointer (scandir's contract; dirent and dirent64 agree on x86-64 and aarch64).
+    fn scandir(p: *const c_char, l: *mut *mut *mut Dirent, f: dirs::Filter, c: dirs::Compar) -> c_int, real => scandir_common(p, unsafe { Out::new(l.cast()) }, f, c, real);
+    // SAFETY: `l` is writable for one array pointer (scandir's contract).
+    fn scandir64(p: *const c_char, l: *mut *mut *mut Dirent64, f: dirs::Filter, c: dirs::Compar) -> c_int, real => scandir_common(p, unsafe { Out::new(l) }, f, c, real);
     fn fdopendir(fd: c_int) -> *mut DIR, real => fdopendir_common(fd, real);
     fn rewinddir(d: *mut DIR) -> (), real => with_dir(d, rewind_served, real);
     fn seekdir(d: *mut DIR, pos: c_long) -> (), real => with_dir(d, |fd, _| fd.seek(pos), real);
@@ -248,9 +179,9 @@ hook! {
 fn fdopendir_common(fd: c_int, real: impl FnOnce() -> *mut DIR) -> *mut DIR {
     dispatch(
         "fdopendir",
-        core::ptr::null(),
+        CPath::null(),
         |_| Outcome::Pass("a real descriptor"),
-        |rec| rec.note(Kind::List, fd, c"".as_ptr()),
+        |rec| rec.note(Kind::List, fd, CPath::of(c"")),
         core::ptr::null_mut(),
         real,
     )

@@ -11,17 +11,18 @@ hook! {
     // dlsym() at the time of the call would clear the very error asked for.
     fn dlerror() -> *mut c_char, real => {
         let msg = real();
-        if let (Mode::Serve(srv), false) = (mode(), msg.is_null()) {
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                // SAFETY: dlerror's text is a NUL-terminated, writable buffer
-                // libc allocated for this thread; it only gets shorter.
-                unsafe {
-                    let len = core::ffi::CStr::from_ptr(msg).to_bytes().len();
-                    let text = core::slice::from_raw_parts_mut(msg.cast::<u8>(), len);
+        if let Mode::Serve(srv) = mode() {
+            // SAFETY: dlerror's text is null or a NUL-terminated, writable
+            // buffer libc allocated for this thread, until its next call.
+            if let Some(text) = unsafe { crate::cargs::cstr_mut(msg) } {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    // Shortened in place: a new NUL at the new end.
                     let n = srv.unstage_message(text);
-                    *msg.add(n) = 0;
-                }
-            }));
+                    if let Some(end) = text.get_mut(n) {
+                        *end = 0;
+                    }
+                }));
+            }
         }
         msg
     };

@@ -25,13 +25,13 @@ fn with_audit(envp: Argv, call: impl FnOnce(Argv) -> c_int) -> c_int {
 
 hook! {
     fn execve(path: *const c_char, argv: Argv, envp: Argv) -> c_int, _real =>
-        with_audit(envp, |envp| call_hooked_real!(execve(path, argv, envp)));
+        with_audit(envp, |envp| call_hooked_real!(execve(path.as_ptr(), argv, envp)));
     fn execvpe(file: *const c_char, argv: Argv, envp: Argv) -> c_int, _real =>
-        with_audit(envp, |envp| call_hooked_real!(execvpe(file, argv, envp)));
+        with_audit(envp, |envp| call_hooked_real!(execvpe(file.as_ptr(), argv, envp)));
     fn fexecve(fd: c_int, argv: Argv, envp: Argv) -> c_int, _real =>
         with_audit(envp, |envp| call_hooked_real!(fexecve(fd, argv, envp)));
     fn execveat(dirfd: c_int, path: *const c_char, argv: Argv, envp: Argv, flags: c_int) -> c_int, _real =>
-        with_audit(envp, |envp| call_hooked_real!(execveat(dirfd, path, argv, envp, flags)));
+        with_audit(envp, |envp| call_hooked_real!(execveat(dirfd, path.as_ptr(), argv, envp, flags)));
     fn posix_spawn(
         pid: *mut libc::pid_t,
         path: *const c_char,
@@ -40,7 +40,7 @@ hook! {
         argv: Argv,
         envp: Argv,
     ) -> c_int, _real =>
-        with_audit(envp, |envp| call_hooked_real!(posix_spawn(pid, path, actions, attr, argv, envp)));
+        with_audit(envp, |envp| call_hooked_real!(posix_spawn(pid, path.as_ptr(), actions, attr, argv, envp)));
     fn posix_spawnp(
         pid: *mut libc::pid_t,
         file: *const c_char,
@@ -49,5 +49,5 @@ hook! {
         argv: Argv,
         envp: Argv,
     ) -> c_int, _real =>
-        with_audit(envp, |envp| call_hooked_real!(posix_spawnp(pid, file, actions, attr, argv, envp)));
+        with_audit(envp, |envp| call_hooked_real!(posix_spawnp(pid, file.as_ptr(), actions, attr, argv, envp)));
 }

@@ -6,13 +6,14 @@ use fmcache_core::answer::{self, Answer};
 use fmcache_core::journal::Kind;
 use fmcache_core::path::PathBuf;
 
+use crate::cargs::{CPath, OutBytes};
 use crate::state::{dispatch, Outcome};
+use fmcache_core::path::PATH_MAX;
 
 fn readlink_at(
     dirfd: c_int,
-    p: *const c_char,
-    buf: *mut c_char,
-    size: size_t,
+    p: CPath<'_>,
+    buf: OutBytes<'_>,
     real: impl FnOnce() -> ssize_t,
 ) -> ssize_t {
     dispatch(
@@ -20,22 +21,14 @@ fn readlink_at(
         p,
         |srv| {
             let mut k = PathBuf::new();
-            if buf.is_null() || size == 0 || !srv.key(dirfd, p, &mut k) {
+            if buf.is_empty() || !srv.key(dirfd, p, &mut k) {
                 return Outcome::Pass("no buffer or no key");
             }
             if let Some(orig) = served_fd_link(srv, k.as_bytes()) {
-                let n = orig.len().min(size);
-                // SAFETY: the caller's buffer holds `size` bytes.
-                unsafe { core::ptr::copy_nonoverlapping(orig.as_ptr(), buf.cast(), n) };
-                return Outcome::Served(n as ssize_t);
+                return Outcome::Served(buf.write_prefix(orig) as ssize_t);
             }
             answer::readlink(&srv.view, srv, k.as_bytes())
-                .map(|target| {
-                    let n = target.len().min(size);
-                    // SAFETY: the caller's buffer holds `size` bytes.
-                    unsafe { core::ptr::copy_nonoverlapping(target.as_ptr(), buf.cast(), n) };
-                    n as ssize_t
-                })
+                .map(|target| buf.write_prefix(target) as ssize_t)
                 .into()
         },
         |rec| rec.note(Kind::Stat, dirfd, p),
@@ -94,8 +87,8 @@ fn proc_fd_number(key: &[u8]) -> Option<i32> {
 /// realpath(3): resolved from recorded entries. A failure with a caller
 /// buffer passes through, since glibc leaves the resolved prefix in it.
 fn realpath_common(
-    p: *const c_char,
-    resolved: *mut c_char,
+    p: CPath<'_>,
+    resolved: OutBytes<'_>,
     real: impl FnOnce() -> *mut c_char,
 ) -> *mut c_char {
     dispatch(
@@ -110,24 +103,21 @@ fn realpath_common(
             match answer::realpath(&srv.view, srv, k.as_bytes(), &mut out) {
                 Answer::Hit(()) => {
                     let bytes = out.as_bytes();
-                    let dst = if resolved.is_null() {
-                        // SAFETY: realpath(p, NULL) returns malloc'd memory.
-                        let m = unsafe { libc::malloc(bytes.len() + 1) } as *mut c_char;
-                        if m.is_null() {
-                            return Outcome::Fail(libc::ENOMEM);
+                    // realpath(p, NULL) returns malloc'd memory.
+                    let dst = if resolved.is_empty() {
+                        match OutBytes::malloc(bytes.len() + 1) {
+                            Some(m) => m,
+                            None => return Outcome::Fail(libc::ENOMEM),
                         }
-                        m
                     } else {
                         resolved
                     };
-                    // SAFETY: `dst` holds PATH_MAX bytes (or was sized above).
-                    unsafe {
-                        core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst.cast(), bytes.len());
-                        *dst.add(bytes.len()) = 0;
+                    if !dst.write_cstr(bytes) {
+                        return Outcome::Miss;
                     }
-                    Outcome::Served(dst)
+                    Outcome::Served(dst.as_ptr())
                 }
-                Answer::Errno(e) if resolved.is_null() => Outcome::Fail(e),
+                Answer::Errno(e) if resolved.is_empty() => Outcome::Fail(e),
                 _ => Outcome::Miss,
             }
         },
@@ -159,29 +149,19 @@ fn real_resolve(p: &core::ffi::CStr, out: &mut PathBuf) -> bool {
 
 /// getcwd(3) from the tracked directory; an allocating call (NULL buffer)
 /// passes through.
-fn getcwd_common(
-    buf: *mut c_char,
-    size: size_t,
-    real: impl FnOnce() -> *mut c_char,
-) -> *mut c_char {
+fn getcwd_common(buf: OutBytes<'_>, real: impl FnOnce() -> *mut c_char) -> *mut c_char {
     dispatch(
         "getcwd",
-        core::ptr::null(),
+        CPath::null(),
         |_| {
             let mut cwd = PathBuf::new();
-            if buf.is_null() || size == 0 || !crate::cwd::get(&mut cwd) {
+            if buf.is_empty() || !crate::cwd::get(&mut cwd) {
                 return Outcome::Pass("no buffer or no tracked cwd");
             }
-            let b = cwd.as_bytes();
-            if b.len() + 1 > size {
+            if !buf.write_cstr(cwd.as_bytes()) {
                 return Outcome::Fail(libc::ERANGE);
             }
-            // SAFETY: the caller's buffer holds `size` bytes.
-            unsafe {
-                core::ptr::copy_nonoverlapping(b.as_ptr(), buf.cast(), b.len());
-                *buf.add(b.len()) = 0;
-            }
-            Outcome::Served(buf)
+            Outcome::Served(buf.as_ptr())
         },
         |_| {},
         core::ptr::null_mut(),
@@ -189,7 +169,7 @@ fn getcwd_common(
     )
 }
 
-fn chdir_common(p: *const c_char, real: impl FnOnce() -> c_int) -> c_int {
+fn chdir_common(p: CPath<'_>, real: impl FnOnce() -> c_int) -> c_int {
     let r = dispatch(
         "chdir",
         p,
@@ -214,11 +194,15 @@ fn chdir_common(p: *const c_char, real: impl FnOnce() -> c_int) -> c_int {
 }
 
 hook! {
-    fn readlink(p: *const c_char, b: *mut c_char, n: size_t) -> ssize_t, real => readlink_at(AT_FDCWD, p, b, n, real);
-    fn readlinkat(d: c_int, p: *const c_char, b: *mut c_char, n: size_t) -> ssize_t, real => readlink_at(d, p, b, n, real);
-    fn realpath(p: *const c_char, r: *mut c_char) -> *mut c_char, real => realpath_common(p, r, real);
-    fn canonicalize_file_name(p: *const c_char) -> *mut c_char, real => realpath_common(p, core::ptr::null_mut(), real);
-    fn getcwd(b: *mut c_char, n: size_t) -> *mut c_char, real => getcwd_common(b, n, real);
+    // SAFETY: `b` holds `n` bytes (readlink's and getcwd's contract).
+    fn readlink(p: *const c_char, b: *mut c_char, n: size_t) -> ssize_t, real => readlink_at(AT_FDCWD, p, unsafe { OutBytes::new(b, n) }, real);
+    // SAFETY: `b` holds `n` bytes (readlink's and getcwd's contract).
+    fn readlinkat(d: c_int, p: *const c_char, b: *mut c_char, n: size_t) -> ssize_t, real => readlink_at(d, p, unsafe { OutBytes::new(b, n) }, real);
+    // SAFETY: `r` is null or holds PATH_MAX bytes (realpath's contract).
+    fn realpath(p: *const c_char, r: *mut c_char) -> *mut c_char, real => realpath_common(p, unsafe { OutBytes::new(r, PATH_MAX) }, real);
+    fn canonicalize_file_name(p: *const c_char) -> *mut c_char, real => realpath_common(p, OutBytes::none(), real);
+    // SAFETY: `b` holds `n` bytes (readlink's and getcwd's contract).
+    fn getcwd(b: *mut c_char, n: size_t) -> *mut c_char, real => getcwd_common(unsafe { OutBytes::new(b, n) }, real);
     fn chdir(p: *const c_char) -> c_int, real => chdir_common(p, real);
-    fn fchdir(fd: c_int) -> c_int, real => { let _ = fd; chdir_common(core::ptr::null(), real) };
+    fn fchdir(fd: c_int) -> c_int, real => { let _ = fd; chdir_common(CPath::null(), real) };
 }

@@ -5,6 +5,8 @@
 
 use fmcache_format::StatRec;
 
+use crate::cargs::Out;
+
 /// What a failed call returns.
 pub trait FailValue {
     fn fail() -> Self;
@@ -43,7 +45,7 @@ macro_rules! hook {
         $(
             #[no_mangle]
             pub unsafe extern "C" fn $name($($a: $t),*) -> $r {
-                let $real = || match $name::real() {
+                let $real = move || match $name::real() {
                     // SAFETY: forwarding the caller's own arguments unchanged.
                     Some(f) => unsafe { f($($a),*) },
                     None => {
@@ -51,6 +53,15 @@ macro_rules! hook {
                         <$r as crate::hooks::FailValue>::fail()
                     }
                 };
+                // The boundary: from here on the handler sees `CPath`,
+                // `Out` and plain values, never a pointer to dereference.
+                $(
+                    // SAFETY: each argument is as the C contract of
+                    // `$name` says (a string NUL-terminated, an out
+                    // pointer writable), for the duration of the call.
+                    #[allow(unused_variables)]
+                    let $a = unsafe { crate::cargs::FromC::convert($a) };
+                )*
                 $body
             }
 
@@ -102,7 +113,7 @@ pub mod stat;
 
 /// Fills a `struct stat` (== `struct stat64` on x86-64 and aarch64) as the
 /// kernel would: every field, padding zeroed.
-pub fn fill_stat(st: &StatRec, buf: *mut libc::stat) {
+pub fn fill_stat(st: &StatRec, buf: Out<'_, libc::stat>) {
     // SAFETY: all-zero is a valid `struct stat`.
     let mut s: libc::stat = unsafe { core::mem::zeroed() };
     s.st_dev = st.dev as _;
@@ -121,12 +132,11 @@ pub fn fill_stat(st: &StatRec, buf: *mut libc::stat) {
     s.st_mtime_nsec = st.mtime_nsec as _;
     s.st_ctime = st.ctime as _;
     s.st_ctime_nsec = st.ctime_nsec as _;
-    // SAFETY: the caller checked `buf` is non-null; it is the caller's.
-    unsafe { core::ptr::write_unaligned(buf, s) };
+    buf.write(s);
 }
 
 /// Fills a `struct statx` for a request the recorded mask covers.
-pub fn fill_statx(st: &StatRec, mask: u32, buf: *mut libc::statx) {
+pub fn fill_statx(st: &StatRec, mask: u32, buf: Out<'_, libc::statx>) {
     let ts = |sec: i64, nsec: u32| {
         // SAFETY: all-zero is a valid timestamp (padding included).
         let mut t: libc::statx_timestamp = unsafe { core::mem::zeroed() };
@@ -156,12 +166,5 @@ pub fn fill_statx(st: &StatRec, mask: u32, buf: *mut libc::statx) {
     x.stx_dev_major = libc::major(st.dev as libc::dev_t);
     x.stx_dev_minor = libc::minor(st.dev as libc::dev_t);
     x.stx_mnt_id = st.mnt_id;
-    // SAFETY: the caller checked `buf` is non-null; it is the caller's.
-    unsafe { core::ptr::write_unaligned(buf, x) };
-}
-
-/// The bytes of a C string argument, if non-null.
-pub fn cbytes<'a>(p: *const libc::c_char) -> Option<&'a [u8]> {
-    // SAFETY: non-null C string arguments are NUL-terminated.
-    (!p.is_null()).then(|| unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes())
+    buf.write(x);
 }

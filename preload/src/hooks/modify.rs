@@ -10,6 +10,7 @@ use libc::{
 use fmcache_core::journal::Kind;
 use fmcache_core::path::PathBuf;
 
+use crate::cargs::{self, CPath};
 use crate::state::{dispatch, mode, Mode, Outcome};
 
 /// One changed path (see `changes::path_changed` for `names`, `follow`).
@@ -17,7 +18,7 @@ use crate::state::{dispatch, mode, Mode, Outcome};
 /// cwd is read again after it succeeds.
 fn changed(
     dirfd: c_int,
-    p: *const c_char,
+    p: CPath<'_>,
     names: bool,
     follow: bool,
     moves_dirs: bool,
@@ -63,19 +64,19 @@ fn changed_fd(
             if p.set(e.path()) {
                 crate::fds::before_change(srv, p.as_bytes());
                 srv.invalidate(p.as_bytes(), false);
-                crate::changes::path_changed(srv, AT_FDCWD, p.as_cstr().as_ptr(), false, true);
+                crate::changes::path_changed(srv, AT_FDCWD, CPath::of(p.as_cstr()), false, true);
                 return on_original(p.as_cstr().as_ptr());
             }
         }
     }
     dispatch(
         "change",
-        core::ptr::null(),
+        CPath::null(),
         |srv| {
             crate::changes::fd_changed(srv, fd, false);
             Outcome::Pass("a change")
         },
-        |rec| rec.note(Kind::Modify, fd, c"".as_ptr()),
+        |rec| rec.note(Kind::Modify, fd, CPath::of(c"")),
         -1,
         real,
     )
@@ -84,7 +85,7 @@ fn changed_fd(
 /// utimensat(fd, NULL, ...) changes the descriptor's file.
 fn utimens_at(
     d: c_int,
-    p: *const c_char,
+    p: CPath<'_>,
     t: *const timespec,
     f: c_int,
     real: impl FnOnce() -> c_int,
@@ -102,9 +103,9 @@ fn utimens_at(
 /// rename: both names change; either may be a directory.
 fn renamed(
     d1: c_int,
-    p1: *const c_char,
+    p1: CPath<'_>,
     d2: c_int,
-    p2: *const c_char,
+    p2: CPath<'_>,
     real: impl FnOnce() -> c_int,
 ) -> c_int {
     changed(d1, p1, true, false, true, || {
@@ -116,9 +117,9 @@ fn renamed(
 /// name it has (`follow`: AT_SYMLINK_FOLLOW).
 fn linked(
     d1: c_int,
-    p1: *const c_char,
+    p1: CPath<'_>,
     d2: c_int,
-    p2: *const c_char,
+    p2: CPath<'_>,
     follow: bool,
     real: impl FnOnce() -> c_int,
 ) -> c_int {
@@ -165,21 +166,30 @@ hook! {
     fn mknodat(d: c_int, p: *const c_char, m: mode_t, dev: libc::dev_t) -> c_int, real => changed(d, p, true, false, false, real);
     fn mkfifo(p: *const c_char, m: mode_t) -> c_int, real => changed(AT_FDCWD, p, true, false, false, real);
     fn mkfifoat(d: c_int, p: *const c_char, m: mode_t) -> c_int, real => changed(d, p, true, false, false, real);
-    fn mkstemp(t: *mut c_char) -> c_int, real => temp_file(t, real);
-    fn mkstemp64(t: *mut c_char) -> c_int, real => temp_file(t, real);
-    fn mkostemp(t: *mut c_char, f: c_int) -> c_int, real => temp_file(t, real);
-    fn mkostemp64(t: *mut c_char, f: c_int) -> c_int, real => temp_file(t, real);
-    fn mkstemps(t: *mut c_char, n: c_int) -> c_int, real => temp_file(t, real);
-    fn mkstemps64(t: *mut c_char, n: c_int) -> c_int, real => temp_file(t, real);
-    fn mkostemps(t: *mut c_char, n: c_int, f: c_int) -> c_int, real => temp_file(t, real);
-    fn mkostemps64(t: *mut c_char, n: c_int, f: c_int) -> c_int, real => temp_file(t, real);
-    fn mkdtemp(t: *mut c_char) -> *mut c_char, real => temp_dir(t, real);
-    fn bind(fd: c_int, a: *const libc::sockaddr, n: libc::socklen_t) -> c_int, real => bound(a, n, real);
+    // SAFETY: the template is a NUL-terminated string the call fills in.
+    fn mkstemp(t: *mut c_char) -> c_int, real => temp_file(unsafe { CPath::new(t) }, real);
+    // SAFETY: the template is a NUL-terminated string the call fills in.
+    fn mkstemp64(t: *mut c_char) -> c_int, real => temp_file(unsafe { CPath::new(t) }, real);
+    // SAFETY: the template is a NUL-terminated string the call fills in.
+    fn mkostemp(t: *mut c_char, f: c_int) -> c_int, real => temp_file(unsafe { CPath::new(t) }, real);
+    // SAFETY: the template is a NUL-terminated string the call fills in.
+    fn mkostemp64(t: *mut c_char, f: c_int) -> c_int, real => temp_file(unsafe { CPath::new(t) }, real);
+    // SAFETY: the template is a NUL-terminated string the call fills in.
+    fn mkstemps(t: *mut c_char, n: c_int) -> c_int, real => temp_file(unsafe { CPath::new(t) }, real);
+    // SAFETY: the template is a NUL-terminated string the call fills in.
+    fn mkstemps64(t: *mut c_char, n: c_int) -> c_int, real => temp_file(unsafe { CPath::new(t) }, real);
+    // SAFETY: the template is a NUL-terminated string the call fills in.
+    fn mkostemps(t: *mut c_char, n: c_int, f: c_int) -> c_int, real => temp_file(unsafe { CPath::new(t) }, real);
+    // SAFETY: the template is a NUL-terminated string the call fills in.
+    fn mkostemps64(t: *mut c_char, n: c_int, f: c_int) -> c_int, real => temp_file(unsafe { CPath::new(t) }, real);
+    fn mkdtemp(t: *mut c_char) -> *mut c_char, real => temp_dir(real);
+    // SAFETY: `a` holds `n` readable bytes (bind's contract).
+    fn bind(fd: c_int, a: *const libc::sockaddr, n: libc::socklen_t) -> c_int, real => bound(unsafe { cargs::in_bytes(a.cast(), n as usize) }, real);
 }
 
 /// mkstemp and its variants create a file glibc names (no hook sees the
 /// open inside): its name is known only after the call.
-fn temp_file(t: *mut c_char, real: impl FnOnce() -> c_int) -> c_int {
+fn temp_file(t: CPath<'_>, real: impl FnOnce() -> c_int) -> c_int {
     let fd = real();
     if fd >= 0 {
         created(t);
@@ -188,39 +198,39 @@ fn temp_file(t: *mut c_char, real: impl FnOnce() -> c_int) -> c_int {
 }
 
 /// mkdtemp: the same for a directory.
-fn temp_dir(_t: *mut c_char, real: impl FnOnce() -> *mut c_char) -> *mut c_char {
+fn temp_dir(real: impl FnOnce() -> *mut c_char) -> *mut c_char {
     let r = real();
-    if !r.is_null() {
-        created(r);
-    }
+    // SAFETY: mkdtemp returns null or its template, a NUL-terminated
+    // string of the caller's, now naming the directory.
+    created(unsafe { CPath::new(r) });
     r
 }
 
 /// bind(2) of a Unix socket to a path creates that path.
-fn bound(a: *const libc::sockaddr, n: libc::socklen_t, real: impl FnOnce() -> c_int) -> c_int {
+/// `addr`: the address's bytes as the caller gave them (`addrlen`).
+fn bound(addr: Option<&[u8]>, real: impl FnOnce() -> c_int) -> c_int {
     let r = real();
-    if r != 0 || a.is_null() {
-        return r;
-    }
+    let Some(addr) = addr else { return r };
     let base = core::mem::offset_of!(libc::sockaddr_un, sun_path);
-    // SAFETY: bind succeeded, so `a` holds `n` readable bytes.
-    let fam = unsafe { (*a).sa_family };
-    if fam as c_int != libc::AF_UNIX || (n as usize) <= base {
+    if r != 0 || addr.len() <= base {
         return r;
     }
-    // SAFETY: as above; sun_path follows the family.
-    let raw = unsafe { core::slice::from_raw_parts((a as *const u8).add(base), n as usize - base) };
+    let fam = libc::sa_family_t::from_ne_bytes([addr[0], addr[1]]);
+    if fam as c_int != libc::AF_UNIX {
+        return r;
+    }
+    let raw = &addr[base..];
     // An abstract socket (leading NUL) has no path.
     let len = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
     let mut p = PathBuf::new();
     if len > 0 && p.set(&raw[..len]) {
-        created(p.as_cstr().as_ptr());
+        created(CPath::of(p.as_cstr()));
     }
     r
 }
 
 /// A name just created behind our back (relative to the cwd).
-fn created(p: *const c_char) {
+fn created(p: CPath<'_>) {
     let saved = crate::errno::get();
     match mode() {
         Mode::Serve(srv) => {

@@ -8,7 +8,7 @@ use fmcache_core::answer::{self, Answer};
 use fmcache_core::journal::Kind;
 use fmcache_core::path::PathBuf;
 
-use super::cbytes;
+use crate::cargs::CPath;
 use crate::server::Server;
 use crate::state::{dispatch, Outcome};
 
@@ -35,7 +35,7 @@ fn tmpfile(flags: c_int) -> bool {
 /// links, symlinks, any spelling) and, if it may have been created, its
 /// canonical name (the kernel's path of the new descriptor) in every
 /// spelling of its directory.
-fn write_open(dirfd: c_int, p: *const c_char, flags: c_int, real: impl FnOnce() -> c_int) -> c_int {
+fn write_open(dirfd: c_int, p: CPath<'_>, flags: c_int, real: impl FnOnce() -> c_int) -> c_int {
     if tmpfile(flags) {
         return dispatch("open", p, |_| Outcome::Pass("O_TMPFILE"), |_| {}, -1, real);
     }
@@ -79,7 +79,7 @@ fn after_write(fd: c_int, create: bool) {
 
 /// Decides an open for reading: a descriptor on the staged copy, a known
 /// failure, or pass through.
-fn serve_open(srv: &Server, dirfd: c_int, p: *const c_char, flags: c_int) -> Outcome<c_int> {
+fn serve_open(srv: &Server, dirfd: c_int, p: CPath<'_>, flags: c_int) -> Outcome<c_int> {
     let mut k = PathBuf::new();
     // Write-opens go through `write_open`, fopen's through its own path.
     if writes(flags) {
@@ -106,12 +106,7 @@ fn serve_open(srv: &Server, dirfd: c_int, p: *const c_char, flags: c_int) -> Out
     })
 }
 
-pub fn open_at(
-    dirfd: c_int,
-    p: *const c_char,
-    flags: c_int,
-    real: impl FnOnce() -> c_int,
-) -> c_int {
+pub fn open_at(dirfd: c_int, p: CPath<'_>, flags: c_int, real: impl FnOnce() -> c_int) -> c_int {
     if writes(flags) {
         return write_open(dirfd, p, flags, real);
     }
@@ -134,7 +129,7 @@ fn after_write_stream(f: *mut FILE) {
 }
 
 /// Records an fopen/freopen: an open for reading, or a change.
-fn note_stdio(rec: &crate::recorder::Recorder, read_only: bool, p: *const c_char) {
+fn note_stdio(rec: &crate::recorder::Recorder, read_only: bool, p: CPath<'_>) {
     rec.note(
         if read_only { Kind::Open } else { Kind::Modify },
         AT_FDCWD,
@@ -143,8 +138,8 @@ fn note_stdio(rec: &crate::recorder::Recorder, read_only: bool, p: *const c_char
 }
 
 /// stdio mode string -> (read-only, open flags).
-fn fopen_flags(mode: *const c_char) -> Option<(bool, c_int)> {
-    let m = cbytes(mode)?;
+fn fopen_flags(mode: CPath<'_>) -> Option<(bool, c_int)> {
+    let m = mode.bytes()?;
     let read_only = m.first() == Some(&b'r') && !m.contains(&b'+') && !m.contains(&b',');
     let mut flags = if read_only {
         O_RDONLY
@@ -157,11 +152,7 @@ fn fopen_flags(mode: *const c_char) -> Option<(bool, c_int)> {
     Some((read_only, flags))
 }
 
-pub fn fopen_common(
-    p: *const c_char,
-    mode: *const c_char,
-    real: impl FnOnce() -> *mut FILE,
-) -> *mut FILE {
+pub fn fopen_common(p: CPath<'_>, mode: CPath<'_>, real: impl FnOnce() -> *mut FILE) -> *mut FILE {
     let Some((read_only, flags)) = fopen_flags(mode) else {
         return real();
     };
@@ -213,8 +204,8 @@ pub fn fopen_common(
 /// freopen: served by reopening the stream on the staged copy (failures
 /// pass through, since libc closes the stream on failure).
 pub fn freopen_common(
-    p: *const c_char,
-    mode: *const c_char,
+    p: CPath<'_>,
+    mode: CPath<'_>,
     stream: *mut FILE,
     real: impl FnOnce() -> *mut FILE,
 ) -> *mut FILE {
@@ -251,7 +242,7 @@ pub fn freopen_common(
                 return Outcome::Miss;
             }
             crate::fds::handed_out(f.mirror);
-            let r = call_real!(freopen64: fn(*const c_char, *const c_char, *mut FILE) -> *mut FILE, core::ptr::null_mut(), (staged.as_cstr().as_ptr(), mode, stream));
+            let r = call_real!(freopen64: fn(*const c_char, *const c_char, *mut FILE) -> *mut FILE, core::ptr::null_mut(), (staged.as_cstr().as_ptr(), mode.as_ptr(), stream));
             if r.is_null() {
                 Outcome::Fail(crate::errno::get())
             } else {

@@ -10,7 +10,9 @@ use fmcache_core::answer;
 use fmcache_core::journal::Kind;
 use fmcache_core::path::PathBuf;
 
-use super::{cbytes, fill_stat, fill_statx};
+use super::{fill_stat, fill_statx};
+use crate::cargs::CPath;
+use crate::cargs::Out;
 use crate::server::Server;
 use crate::state::{dispatch, mode, Mode, Outcome};
 use fmcache_format::StatRec;
@@ -22,12 +24,12 @@ const STAT_VERS: [c_int; 2] = [0, 1];
 /// stat-family call on a path.
 pub fn stat_at(
     dirfd: c_int,
-    p: *const c_char,
-    buf: *mut Stat,
+    p: CPath<'_>,
+    buf: Out<'_, Stat>,
     flags: c_int,
     real: impl FnOnce() -> c_int,
 ) -> c_int {
-    if flags & AT_EMPTY_PATH != 0 && cbytes(p) == Some(b"") {
+    if flags & AT_EMPTY_PATH != 0 && p.bytes() == Some(b"") {
         return fstat_fd(buf, real);
     }
     dispatch(
@@ -55,7 +57,7 @@ pub fn stat_at(
 fn cached_stat(
     srv: &'static Server,
     dirfd: c_int,
-    p: *const c_char,
+    p: CPath<'_>,
     flags: c_int,
 ) -> Outcome<&'static StatRec> {
     let mut k = PathBuf::new();
@@ -73,14 +75,15 @@ fn cached_stat(
 
 /// fstat-like call: the real answer, with a staged copy's stat replaced
 /// by the original file's.
-pub fn fstat_fd(buf: *mut Stat, real: impl FnOnce() -> c_int) -> c_int {
+pub fn fstat_fd(buf: Out<'_, Stat>, real: impl FnOnce() -> c_int) -> c_int {
     let r = real();
-    if r == 0 && !buf.is_null() {
+    if r == 0 {
         if let Mode::Serve(srv) = mode() {
-            // SAFETY: the real call filled `buf`.
-            let (dev, ino) = unsafe { ((*buf).st_dev, (*buf).st_ino) };
-            if let Some(st) = srv.descriptor_stat(dev, ino) {
-                fill_stat(&st, buf);
+            // SAFETY: the real call succeeded: it filled `buf`.
+            if let Some(real_st) = unsafe { buf.filled() } {
+                if let Some(st) = srv.descriptor_stat(real_st.st_dev, real_st.st_ino) {
+                    fill_stat(&st, buf);
+                }
             }
         }
     }
@@ -96,27 +99,24 @@ const AT_STATX_FORCE_SYNC: c_int = 0x2000;
 /// determines: basic stats with the birth time (what Rust's std asks).
 pub fn statx_at(
     dirfd: c_int,
-    p: *const c_char,
+    p: CPath<'_>,
     flags: c_int,
     mask: u32,
-    buf: *mut Statx,
+    buf: Out<'_, Statx>,
     real: impl FnOnce() -> c_int,
 ) -> c_int {
     let servable =
         mask & STATX_BTIME != 0 && mask & !(STATX_BASIC_STATS | STATX_BTIME | STATX_MNT_ID) == 0;
-    if flags & AT_EMPTY_PATH != 0 && cbytes(p) == Some(b"") {
+    if flags & AT_EMPTY_PATH != 0 && p.bytes() == Some(b"") {
         let r = real();
         if r == 0 && servable {
             if let Mode::Serve(srv) = mode() {
-                // SAFETY: the real call filled `buf`.
-                let (dev, ino) = unsafe {
-                    (
-                        libc::makedev((*buf).stx_dev_major, (*buf).stx_dev_minor) as u64,
-                        (*buf).stx_ino,
-                    )
-                };
-                if let Some(st) = srv.descriptor_stat(dev, ino) {
-                    fill_statx(&st, st.stx_mask, buf);
+                // SAFETY: the real call succeeded: it filled `buf`.
+                if let Some(x) = unsafe { buf.filled() } {
+                    let dev = libc::makedev(x.stx_dev_major, x.stx_dev_minor) as u64;
+                    if let Some(st) = srv.descriptor_stat(dev, x.stx_ino) {
+                        fill_statx(&st, st.stx_mask, buf);
+                    }
                 }
             }
         }
@@ -154,8 +154,8 @@ pub fn statx_at(
 fn xstat(
     ver: c_int,
     dirfd: c_int,
-    p: *const c_char,
-    buf: *mut Stat,
+    p: CPath<'_>,
+    buf: Out<'_, Stat>,
     flags: c_int,
     real: impl FnOnce() -> c_int,
 ) -> c_int {
@@ -165,7 +165,7 @@ fn xstat(
     stat_at(dirfd, p, buf, flags, real)
 }
 
-fn fxstat(ver: c_int, buf: *mut Stat, real: impl FnOnce() -> c_int) -> c_int {
+fn fxstat(ver: c_int, buf: Out<'_, Stat>, real: impl FnOnce() -> c_int) -> c_int {
     if !STAT_VERS.contains(&ver) {
         return real();
     }
