@@ -21,7 +21,7 @@ use fmcache_core::journal::Kind;
 use fmcache_core::path::PathBuf;
 
 use crate::cargs::CPath;
-use crate::carry::LinkMap;
+use crate::carry::{LinkMap, MapRef};
 use crate::cell::Static;
 use crate::counters::counters;
 use crate::state::{mode, Mode};
@@ -45,16 +45,17 @@ pub unsafe extern "C" fn la_objopen(
     lmid: libc::c_long,
     _cookie: *mut usize,
 ) -> c_uint {
+    // SAFETY: ld.so passes the new object's link map, live until its
+    // la_objclose.
+    let Some(new) = (unsafe { MapRef::new(map) }) else {
+        return 0;
+    };
     let _ = std::panic::catch_unwind(|| {
-        crate::loaders::note_open(map, lmid);
-        crate::libsearch::note_object(map);
-        if !map.is_null() {
-            // SAFETY: ld.so passes the new object's link map.
-            crate::trust::note_peer(unsafe { &*map }, lmid, crate::hooks::process::own_hooks());
-        }
-        if let (Mode::Serve(srv), false) = (mode(), map.is_null()) {
-            // SAFETY: ld.so passes the new object's link map.
-            note_unstaged(srv, unsafe { &*map });
+        crate::loaders::note_open(new, lmid);
+        crate::libsearch::note_object(new);
+        crate::trust::note_peer(new.get(), lmid, crate::hooks::process::own_hooks());
+        if let Mode::Serve(srv) = mode() {
+            note_unstaged(srv, new.get());
             // SAFETY: ld.so passes the new object's link map, for `lmid`,
             // inside la_objopen.
             unsafe { crate::libnames::drop_staged(srv, map, lmid) };
@@ -152,11 +153,12 @@ pub unsafe extern "C" fn la_objsearch(
     // ld.so initialises each object's cookie to its link map (rtld-audit(7))
     // and we leave it so: it names the object whose search this is.
     let loader = if cookie.is_null() {
-        0
+        None
     } else {
-        // SAFETY: ld.so's cookie slot for the searching object, not null.
-        unsafe { *cookie }
-    } as *const LinkMap;
+        // SAFETY: ld.so's cookie slot for the searching object, not null,
+        // holding its link map (live: it is searching).
+        unsafe { MapRef::new(*cookie as *const LinkMap) }
+    };
     if flag & LA_SER_ORIG != 0 {
         crate::loaders::note_search(loader);
     }
@@ -175,7 +177,7 @@ static RING: Static<[[u8; fmcache_core::path::PATH_MAX]; 8]> =
     Static::new([[0; fmcache_core::path::PATH_MAX]; 8]);
 static NEXT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
-fn search(name: CPath<'_>, flag: c_uint, loader: *const LinkMap) -> Option<*mut c_char> {
+fn search(name: CPath<'_>, flag: c_uint, loader: Option<MapRef>) -> Option<*mut c_char> {
     let given = name.bytes()?;
     // The library itself (as preload or auditor) stays where it is: its
     // path is what it hands on in LD_AUDIT.
@@ -296,7 +298,7 @@ pub extern "C" fn la_objclose(cookie: *mut usize) -> c_uint {
     if !cookie.is_null() {
         // SAFETY: ld.so's cookie slot, which holds the object's link map
         // (we never change it).
-        crate::loaders::note_close(unsafe { *cookie } as *const LinkMap);
+        crate::loaders::note_close(unsafe { *cookie });
     }
     0
 }

@@ -35,6 +35,30 @@ pub struct LinkMap {
     pub l_prev: *mut LinkMap,
 }
 
+/// A link map ld.so announced (la_objopen, a search's cookie) and has
+/// not closed yet: made once at the audit boundary, read safely after.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct MapRef(*const LinkMap);
+
+impl MapRef {
+    /// # Safety
+    /// `map` is null or a link map ld.so announced and has not closed
+    /// (la_objclose) while the result is used.
+    pub unsafe fn new(map: *const LinkMap) -> Option<MapRef> {
+        (!map.is_null()).then_some(MapRef(map))
+    }
+
+    pub fn get(self) -> &'static LinkMap {
+        // SAFETY: `new`'s contract: a live link map of ld.so's.
+        unsafe { &*self.0 }
+    }
+
+    /// Its address: what identifies the object in the tables.
+    pub fn addr(self) -> usize {
+        self.0 as usize
+    }
+}
+
 extern "C" {
     fn dladdr1(
         addr: *const c_void,

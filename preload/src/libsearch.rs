@@ -28,7 +28,7 @@ use fmcache_core::answer::{self, Answer};
 use fmcache_core::ldsearch::{List, Loader, Object, Step, Stop, Walk, SYSTEM_DIRS};
 use fmcache_core::path::{parent, PathBuf, PATH_MAX};
 
-use crate::carry::LinkMap;
+use crate::carry::MapRef;
 use crate::cell::Static;
 use crate::keys::MISSING;
 use crate::server::Server;
@@ -118,7 +118,7 @@ enum Found {
 
 /// The staged copy to load for `name` requested by `loader`, if the cache
 /// settles the whole search up to it.
-pub fn resolve(srv: &Server, loader: *const LinkMap, name: &[u8]) -> Option<Resolved> {
+pub fn resolve(srv: &Server, loader: Option<MapRef>, name: &[u8]) -> Option<Resolved> {
     let mut walk = walk_from(loader)?;
     let mut r = Resolved {
         staged: PathBuf::new(),
@@ -175,8 +175,9 @@ fn from_ld_cache(srv: &Server, system: &[u8], mut r: Resolved) -> Option<Resolve
 }
 
 /// ld.so's search for a bare name `loader` asks for (`fmcache_core::ldsearch`).
-fn walk_from(loader: *const LinkMap) -> Option<Walk<'static, Map>> {
-    if loader.is_null() || LIBRARY_PATH_UNUSABLE.load(Acquire) {
+fn walk_from(loader: Option<MapRef>) -> Option<Walk<'static, Map>> {
+    let loader = loader?;
+    if LIBRARY_PATH_UNUSABLE.load(Acquire) {
         return None;
     }
     let main = crate::loaders::main_map().map(Map::new);
@@ -275,7 +276,7 @@ struct Dynamic {
 /// A loaded object as `fmcache_core::ldsearch` sees it.
 #[derive(Clone, Copy)]
 struct Map {
-    map: *const LinkMap,
+    map: MapRef,
     dynamic: Dynamic,
 }
 
@@ -286,12 +287,11 @@ impl PartialEq for Map {
 }
 
 impl Map {
-    fn new(map: *const LinkMap) -> Map {
-        // SAFETY: a link map ld.so announced and has not closed (the
-        // searching object's cookie, its loaders, the executable); ld.so
-        // keeps the dynamic section mapped.
-        let dynamic = unsafe { read_dynamic(&*map) };
-        Map { map, dynamic }
+    fn new(map: MapRef) -> Map {
+        Map {
+            map,
+            dynamic: read_dynamic(map),
+        }
     }
 }
 
@@ -303,8 +303,7 @@ impl Object<'static> for Map {
         self.dynamic.runpath
     }
     fn origin(self) -> Option<&'static [u8]> {
-        // SAFETY: as in Map::new.
-        origin_of(unsafe { &*self.map })
+        origin_of(self.map.get())
     }
     fn loader(self) -> Loader<Map> {
         match crate::loaders::loader_of(self.map) {
@@ -324,16 +323,11 @@ impl Object<'static> for Map {
 static RPATH_OBJECTS: AtomicUsize = AtomicUsize::new(0);
 
 /// la_objopen: notes an object that brings a DT_RPATH into search chains.
-pub fn note_object(map: *const LinkMap) {
-    if map.is_null() {
+pub fn note_object(map: MapRef) {
+    if read_dynamic(map).rpath.is_none() {
         return;
     }
-    // SAFETY: ld.so's link map for the new object.
-    let map = unsafe { &*map };
-    // SAFETY: as in resolve.
-    if unsafe { read_dynamic(map) }.rpath.is_none() {
-        return;
-    }
+    let map = map.get();
     // SAFETY: l_name is a C string.
     let name = (!map.l_name.is_null()).then(|| unsafe { CStr::from_ptr(map.l_name) }.to_bytes());
     if name.is_some_and(|n| fmcache_core::path::file_name(n) != fmcache_core::carry::LIB_FILE) {
@@ -344,7 +338,7 @@ pub fn note_object(map: *const LinkMap) {
 /// For the pilot: the directories a bare-name search by `loader` walks,
 /// so the cache holds their listings (or their absence) under the names
 /// ld.so uses, `$ORIGIN/..` spellings included.
-pub fn search_dirs(loader: *const LinkMap, mut f: impl FnMut(&PathBuf)) {
+pub fn search_dirs(loader: Option<MapRef>, mut f: impl FnMut(&PathBuf)) {
     let Some(mut walk) = walk_from(loader) else {
         return;
     };
@@ -359,8 +353,10 @@ pub fn search_dirs(loader: *const LinkMap, mut f: impl FnMut(&PathBuf)) {
     }
 }
 
-/// The object's DT_RUNPATH and DT_RPATH strings and DF_1_NODEFLIB.
-unsafe fn read_dynamic(map: &LinkMap) -> Dynamic {
+/// The object's DT_RUNPATH and DT_RPATH strings and DF_1_NODEFLIB (ld.so
+/// keeps a live object's dynamic section and string table mapped).
+fn read_dynamic(map: MapRef) -> Dynamic {
+    let map = map.get();
     const DT_NULL: i64 = 0;
     const DT_STRTAB: i64 = 5;
     const DT_RPATH: i64 = 15;
@@ -408,7 +404,7 @@ unsafe fn read_dynamic(map: &LinkMap) -> Dynamic {
 
 /// `$ORIGIN` of an object: the directory of the path it was loaded
 /// under, or the executable's.
-fn origin_of(map: &LinkMap) -> Option<&'static [u8]> {
+fn origin_of(map: &crate::carry::LinkMap) -> Option<&'static [u8]> {
     // SAFETY: l_name is a C string ("" for the main program), alive while
     // the object is loaded.
     let name = (!map.l_name.is_null()).then(|| unsafe { CStr::from_ptr(map.l_name) }.to_bytes());

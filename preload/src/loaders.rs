@@ -22,7 +22,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
 
-use crate::carry::LinkMap;
+use crate::carry::MapRef;
 
 /// Objects tracked; more (a process with more live objects) are unknown.
 const SLOTS: usize = 4096;
@@ -43,8 +43,8 @@ static PENDING_DLOPEN: AtomicBool = AtomicBool::new(false);
 static MAIN: AtomicUsize = AtomicUsize::new(0);
 
 /// la_objsearch, LA_SER_ORIG: `requester` searches for a new object.
-pub fn note_search(requester: *const LinkMap) {
-    PENDING.store(requester as usize, Relaxed);
+pub fn note_search(requester: Option<MapRef>) {
+    PENDING.store(requester.map_or(0, MapRef::addr), Relaxed);
     PENDING_DLOPEN.store(false, Relaxed);
 }
 
@@ -58,16 +58,12 @@ pub fn note_dlopen() {
 
 /// la_objopen: `map` was mapped by the pending search (or is the
 /// executable, loaded by the kernel).
-pub fn note_open(map: *const LinkMap, lmid: libc::c_long) {
-    if map.is_null() {
-        return;
-    }
-    // SAFETY: ld.so's link map for the new object.
-    let m = unsafe { &*map };
+pub fn note_open(map: MapRef, lmid: libc::c_long) {
+    let m = map.get();
     let pending = PENDING.swap(0, Relaxed);
     let loader = if lmid == 0 && m.l_prev.is_null() {
         // The executable: no search, no loader; the chain's end.
-        MAIN.store(map as usize, Relaxed);
+        MAIN.store(map.addr(), Relaxed);
         NONE
     } else if pending == 0 {
         return;
@@ -83,7 +79,7 @@ pub fn note_open(map: *const LinkMap, lmid: libc::c_long) {
         .or((used < SLOTS).then_some(used));
     if let Some(i) = free {
         LOADER[i].store(loader, Relaxed);
-        MAP[i].store(map as usize, Relaxed);
+        MAP[i].store(map.addr(), Relaxed);
         USED.store(used.max(i + 1), Relaxed);
     }
 }
@@ -94,33 +90,36 @@ fn taken() -> impl Iterator<Item = (&'static AtomicUsize, &'static AtomicUsize)>
 }
 
 /// la_objclose: `map` is gone.
-pub fn note_close(map: *const LinkMap) {
+pub fn note_close(map: usize) {
     for (k, l) in taken() {
-        if k.load(Relaxed) == map as usize {
+        if k.load(Relaxed) == map {
             l.store(0, Relaxed);
             k.store(0, Relaxed);
         }
     }
-    if MAIN.load(Relaxed) == map as usize {
+    if MAIN.load(Relaxed) == map {
         MAIN.store(0, Relaxed);
     }
 }
 
 /// What is known of `map`'s loader.
 pub enum Loader {
-    Is(*const LinkMap),
+    Is(MapRef),
     /// The chain ends here.
     None,
     Unknown,
 }
 
-pub fn loader_of(map: *const LinkMap) -> Loader {
+pub fn loader_of(map: MapRef) -> Loader {
     for (k, l) in taken() {
-        if k.load(Relaxed) == map as usize {
+        if k.load(Relaxed) == map.addr() {
             return match l.load(Relaxed) {
                 0 => Loader::Unknown,
                 NONE => Loader::None,
-                p => Loader::Is(p as *const LinkMap),
+                // SAFETY: a loader is a searching object ld.so announced;
+                // it outlives what it loaded (ld.so closes dependants
+                // first), and `map` is still open.
+                p => unsafe { MapRef::new(p as *const _) }.map_or(Loader::Unknown, Loader::Is),
             };
         }
     }
@@ -128,7 +127,8 @@ pub fn loader_of(map: *const LinkMap) -> Loader {
 }
 
 /// The executable's link map, once announced.
-pub fn main_map() -> Option<*const LinkMap> {
-    let m = MAIN.load(Relaxed);
-    (m != 0).then_some(m as *const LinkMap)
+pub fn main_map() -> Option<MapRef> {
+    // SAFETY: the executable's link map, announced and cleared at its
+    // la_objclose (0 until then: None).
+    unsafe { MapRef::new(MAIN.load(Relaxed) as *const _) }
 }
