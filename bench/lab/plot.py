@@ -1,6 +1,6 @@
 """Draw the start-up benchmark results as SVG charts (matplotlib).
 
-    $FMCACHE_VENV_PYTHON bench/plot.py CSV OUTDIR
+    $FMCACHE_VENV_PYTHON bench/lab/plot.py CSV OUTDIR
 
 For every (workload, latency_us, launch, fs_mode) group of the CSV it
 writes two charts into OUTDIR and prints each path written:
@@ -21,7 +21,6 @@ matplotlib there); the lab's drivers themselves need only the standard
 library.
 """
 
-import csv
 import os
 import re
 import sys
@@ -37,14 +36,9 @@ matplotlib.rcParams["svg.fonttype"] = "none"
 # results give the same files, so a regeneration diffs only what changed.
 matplotlib.rcParams["svg.hashsalt"] = "fmcache-lab"
 
-HEADER = [
-    "workload", "mode", "fs_mode", "procs", "nodes", "latency_us",
-    "wall_s_median", "wall_s_min", "wall_s_max", "runs",
-    "mds_requests", "mds_requests_per_node", "bytes_from_shared",
-    "node_mem_mib",
-]
-# Results written before slowfs had a client-cache mode: all TTL 0.
-HEADER_TTL0_ONLY = [h for h in HEADER if h != "fs_mode"]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import report  # noqa: E402  (the lab's CSV reader, standard library only)
+
 MODE_COLOURS = {
     "native": "#d62728",
     "tmpfs-copy": "#ff7f0e",
@@ -55,59 +49,21 @@ SPARE_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf")
 DODGE = 0.03  # sideways offset between modes at one N, in log2 units
 
 
-class InputError(Exception):
-    pass
-
-
-def number(text, kind, where):
-    text = text.strip()
-    if text == "":
-        return None
-    try:
-        return kind(text)
-    except ValueError:
-        raise InputError(f"{where}: {text!r} is not a number") from None
-
-
-def required(value, where):
-    if value is None:
-        raise InputError(f"{where}: empty")
-    return value
-
-
 def read_rows(path):
-    """The CSV rows as dicts with typed fields."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header not in (HEADER, HEADER_TTL0_ONLY):
-            raise InputError(f"{path}: header is not {','.join(HEADER)} (or that without fs_mode)")
-        rows = []
-        for line, fields in enumerate(reader, start=2):
-            if not fields:
-                continue
-            where = f"{path}:{line}"
-            if len(fields) != len(header):
-                raise InputError(f"{where}: {len(fields)} fields, expected {len(header)}")
-            raw = dict(zip(header, fields))
-            row = {
-                "workload": raw["workload"].strip(),
-                "mode": raw["mode"].strip(),
-                "fs_mode": raw.get("fs_mode", "ttl0").strip(),
-                "procs": required(number(raw["procs"], int, where), f"{where}: procs"),
-                "nodes": required(number(raw["nodes"], int, where), f"{where}: nodes"),
-                "latency_us": required(number(raw["latency_us"], int, where), f"{where}: latency_us"),
-                "median": number(raw["wall_s_median"], float, where),
-                "min": number(raw["wall_s_min"], float, where),
-                "max": number(raw["wall_s_max"], float, where),
-                "requests": number(raw["mds_requests_per_node"], float, where),
-            }
-            if not row["workload"] or not row["mode"]:
-                raise InputError(f"{where}: empty workload or mode")
-            if row["procs"] < 1:
-                raise InputError(f"{where}: procs must be >= 1")
-            rows.append(row)
-    return rows
+    """The CSV rows, through the lab's one reader (report.load: the exact
+    shape is checked there), with the fields the charts use."""
+    return [{
+        "workload": r["workload"],
+        "mode": r["mode"],
+        "fs_mode": r["fs_mode"],
+        "procs": r["procs"],
+        "nodes": r["nodes"],
+        "latency_us": r["latency_us"],
+        "median": r["wall_s_median"],
+        "min": r["wall_s_min"],
+        "max": r["wall_s_max"],
+        "requests": r["mds_requests_per_node"],
+    } for r in report.load(path)]
 
 
 def groups(rows):
@@ -200,7 +156,7 @@ def main(argv):
     path, outdir = argv[1], argv[2]
     try:
         rows = read_rows(path)
-    except (InputError, OSError, csv.Error) as e:
+    except (ValueError, OSError) as e:
         print(f"plot.py: {e}", file=sys.stderr)
         return 1
     found = groups(rows)

@@ -1,4 +1,5 @@
-"""Driver of bench/run, the start-up benchmark lab (standard library only).
+"""Driver of bench/run, the start-up benchmark lab (bench/lab/; standard
+library only).
 
 Each workload's software tree lives on `fmcache-slowfs` (one lock, a fixed
 latency per metadata request: a stand-in for one busy metadata server), in
@@ -38,8 +39,10 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import lab_report  # noqa: E402
+LAB = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, LAB)
+sys.path.insert(0, os.path.dirname(LAB))  # bench/: benchlib, shared by every driver
+import report as lab_report  # noqa: E402
 from benchlib import fail, loadavg, log, machine, sh  # noqa: E402
 
 HEADER, MODES, FS_MODES, SRUN_ONLY, EXTRA = (lab_report.HEADER, lab_report.MODES, lab_report.FS_MODES,
@@ -59,7 +62,7 @@ PYNAMIC_QUICK = {
     "dlfm": ["--modules", "3", "--functions", "60", "--utils", "3", "--util-functions", "60"],
     "spindle": ["--modules", "24", "--functions", "20", "--utils", "18", "--util-functions", "20"],
 }
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(LAB)  # bench/
 
 
 def die(msg):

@@ -3,8 +3,8 @@ machine, dates and exact commands, one table per workload, launch and
 latency, and the issue's targets with PASS/FAIL. Also the CSV shape check
 that CI runs on the quick mode (`--check`). Standard library only.
 
-  lab_report.py OUT_DIR            write OUT_DIR/startup.md
-  lab_report.py --check CSV        exit 1 unless CSV has the lab's exact shape
+  report.py OUT_DIR            write OUT_DIR/startup.md
+  report.py --check CSV        exit 1 unless CSV has the lab's exact shape
 """
 import json
 import os
@@ -230,7 +230,7 @@ def fetch(r):
 
 
 def plot_tag(w, lat, srun, fs_mode):
-    """The plots' file-name part (bench/plot.py): TTL 0's names predate the
+    """The plots' file-name part (bench/lab/plot.py): TTL 0's names predate the
     client-cache mode and stay as they were."""
     return f"{w}-{lat}us-{'srun' if srun else 'plain'}{'' if fs_mode == 'ttl0' else '-' + fs_mode}"
 
@@ -298,9 +298,9 @@ def main(argv):
         try:
             rows = check(argv[1])
         except (OSError, ValueError) as e:
-            print(f"lab_report: {argv[1]}: {e}")
+            print(f"bench/lab/report.py: {argv[1]}: {e}")
             return 1
-        print(f"lab_report: {argv[1]}: {len(rows)} rows, shape ok")
+        print(f"bench/lab/report.py: {argv[1]}: {len(rows)} rows, shape ok")
         return 0
     if len(argv) == 1:
         render(argv[0])
