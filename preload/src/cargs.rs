@@ -212,14 +212,33 @@ impl<'a> OutBytes<'a> {
     }
 }
 
-/// The `len` bytes at `ptr` (an input such as bind's address), or `None`
-/// for null.
-///
-/// # Safety
-/// `ptr` is null or readable for `len` bytes during `'a`, unchanged.
-pub unsafe fn in_bytes<'a>(ptr: *const u8, len: usize) -> Option<&'a [u8]> {
-    // SAFETY: the caller's promise; null checked.
-    (!ptr.is_null()).then(|| unsafe { core::slice::from_raw_parts(ptr, len) })
+/// An input of `len` bytes (bind's address), read only once the real
+/// call accepted it: a pointer the kernel refused (EFAULT) is never made
+/// into a slice.
+#[derive(Clone, Copy)]
+pub struct InBytes<'a> {
+    ptr: *const u8,
+    len: usize,
+    _buf: PhantomData<&'a [u8]>,
+}
+
+impl<'a> InBytes<'a> {
+    /// # Safety
+    /// `ptr` is null, or readable and unchanged for `len` bytes during
+    /// `'a` whenever the real call succeeded with it.
+    pub unsafe fn new(ptr: *const u8, len: usize) -> Self {
+        InBytes {
+            ptr,
+            len,
+            _buf: PhantomData,
+        }
+    }
+
+    /// The bytes, after the real call succeeded; `None` for null.
+    pub fn after_success(self) -> Option<&'a [u8]> {
+        // SAFETY: `new`'s contract; the caller asks only after success.
+        (!self.ptr.is_null()).then(|| unsafe { core::slice::from_raw_parts(self.ptr, self.len) })
+    }
 }
 
 /// A writable NUL-terminated string's bytes, without the NUL (dlerror's

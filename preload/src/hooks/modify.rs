@@ -10,7 +10,7 @@ use libc::{
 use fmcache_core::journal::Kind;
 use fmcache_core::path::PathBuf;
 
-use crate::cargs::{self, CPath};
+use crate::cargs::{CPath, InBytes};
 use crate::state::{dispatch, mode, Mode, Outcome};
 
 /// One changed path (see `changes::path_changed` for `names`, `follow`).
@@ -183,8 +183,8 @@ hook! {
     // SAFETY: the template is a NUL-terminated string the call fills in.
     fn mkostemps64(t: *mut c_char, n: c_int, f: c_int) -> c_int, real => temp_file(unsafe { CPath::new(t) }, real);
     fn mkdtemp(t: *mut c_char) -> *mut c_char, real => temp_dir(real);
-    // SAFETY: `a` holds `n` readable bytes (bind's contract).
-    fn bind(fd: c_int, a: *const libc::sockaddr, n: libc::socklen_t) -> c_int, real => bound(unsafe { cargs::in_bytes(a.cast(), n as usize) }, real);
+    // SAFETY: `a` holds `n` readable bytes whenever bind succeeds with it (its contract).
+    fn bind(fd: c_int, a: *const libc::sockaddr, n: libc::socklen_t) -> c_int, real => bound(unsafe { InBytes::new(a.cast(), n as usize) }, real);
 }
 
 /// mkstemp and its variants create a file glibc names (no hook sees the
@@ -208,11 +208,16 @@ fn temp_dir(real: impl FnOnce() -> *mut c_char) -> *mut c_char {
 
 /// bind(2) of a Unix socket to a path creates that path.
 /// `addr`: the address's bytes as the caller gave them (`addrlen`).
-fn bound(addr: Option<&[u8]>, real: impl FnOnce() -> c_int) -> c_int {
+fn bound(addr: InBytes<'_>, real: impl FnOnce() -> c_int) -> c_int {
     let r = real();
-    let Some(addr) = addr else { return r };
+    if r != 0 {
+        return r;
+    }
+    let Some(addr) = addr.after_success() else {
+        return r;
+    };
     let base = core::mem::offset_of!(libc::sockaddr_un, sun_path);
-    if r != 0 || addr.len() <= base {
+    if addr.len() <= base {
         return r;
     }
     let fam = libc::sa_family_t::from_ne_bytes([addr[0], addr[1]]);
