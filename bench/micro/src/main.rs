@@ -145,6 +145,32 @@ fn lookup_hit(b: Bencher, n: usize) {
     lookups(b, &fx.hits, &fx.view, true);
 }
 
+fn levels(b: Bencher, tape: &Tape, view: &CacheView<'static>, level: u8) {
+    let mut i = 0;
+    b.bench_local(|| {
+        i += 1;
+        if i == tape.len() {
+            i = 0;
+        }
+        view.lookup_partial(black_box(tape.key(i)), level)
+    });
+}
+
+/// A hit's cost in parts: the same tape, stopped after the bucket read
+/// (`lookup_hit_bucket`), and after the entry's hash too
+/// (`lookup_hit_entry`); `lookup_hit` adds the path string's compare.
+#[divan::bench(args = SIZES, sample_size = 1000, sample_count = 500)]
+fn lookup_hit_bucket(b: Bencher, n: usize) {
+    let fx = fixture(n);
+    levels(b, &fx.hits, &fx.view, 1);
+}
+
+#[divan::bench(args = SIZES, sample_size = 1000, sample_count = 500)]
+fn lookup_hit_entry(b: Bencher, n: usize) {
+    let fx = fixture(n);
+    levels(b, &fx.hits, &fx.view, 2);
+}
+
 /// `CacheView::lookup` of random never-recorded paths in the same directories.
 #[divan::bench(args = SIZES, sample_size = 1000, sample_count = 500)]
 fn lookup_miss(b: Bencher, n: usize) {
