@@ -414,3 +414,66 @@ fn a_stage_killed_half_way_is_redone() {
         "no trial killed the stager during its copy"
     );
 }
+
+/// A stage left by another build of fmcache (after an upgrade this build
+/// cannot read its index) still counts toward the budget, and goes first
+/// when unused: old builds' stages do not pile up in node memory.
+#[test]
+fn stages_of_another_build_count_toward_the_budget() {
+    let fx = fixture!("stage_foreign");
+    let file = fx.tree.join("data.txt");
+    let stage = fx.out.join("stage");
+    let caches = three_caches(&fx.out, &file, &stage);
+    let serve = |i: usize, budget: &str| {
+        Run::new("/bin/cat")
+            .arg(&file)
+            .env("FMCACHE_STAGE_BUDGET", budget)
+            .serve(&caches[i])
+            .run()
+            .ok("served");
+    };
+    fn size(p: &Path) -> u64 {
+        fs::read_dir(p)
+            .unwrap()
+            .flatten()
+            .map(|e| {
+                let m = e.metadata().unwrap();
+                if m.is_dir() {
+                    size(&e.path())
+                } else {
+                    m.len()
+                }
+            })
+            .sum()
+    }
+    serve(0, "1G");
+    let own: Vec<_> = fs::read_dir(&stage)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().len() == 16)
+        .collect();
+    assert_eq!(own.len(), 1, "{own:?}");
+    let own = &own[0];
+    let s = size(own);
+    // Another build's stage, four times as big and used long ago: cache
+    // 0's index with another build id, and no `bytes` file (as stages
+    // built before it had none).
+    let foreign = stage.join("00000000deadbeef");
+    fs::create_dir_all(foreign.join("root")).unwrap();
+    let mut index = fs::read(own.join("index")).unwrap();
+    index[16] ^= 0xff;
+    fs::write(foreign.join("index"), index).unwrap();
+    fs::write(foreign.join("root/big"), vec![0u8; (4 * s) as usize]).unwrap();
+    let touched = Command::new("touch")
+        .args(["-d", "2000-01-01"])
+        .arg(&foreign)
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    // A budget for about two stages: staging cache 1 must remove the
+    // other build's stage (the least recently used), and keep cache 0's.
+    serve(1, &(s * 5 / 2).to_string());
+    assert!(!foreign.exists(), "the other build's stage was not pruned");
+    assert!(own.exists(), "cache 0's stage is within the budget");
+}

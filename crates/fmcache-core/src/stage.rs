@@ -681,11 +681,40 @@ fn used_now(dir: &[u8]) {
 
 /// The bytes a stage holds, from its index: the index itself and every
 /// blob's contents. None if the index does not open.
+/// What a stage holds: the byte count its builder wrote in `bytes`, else
+/// (a stage built before that file, or by another build or format of
+/// fmcache, whose index this build cannot read) the sizes of its files.
+/// Never 0 for a stage that holds something: a stage that counted for
+/// nothing would never be pruned, and stages left by an upgraded fmcache
+/// would pile up in node memory until a reboot.
 fn stage_bytes(dir: &[u8]) -> Option<u64> {
-    let (index, _, _) = map_file(&join(dir, b"/index")).ok()?;
-    let view = CacheView::open(index.bytes(), Verify::Header).ok()?;
-    let contents: u64 = view.blobs().iter().map(|b| b.size).sum();
-    Some(index.bytes().len() as u64 + contents)
+    let recorded = sys::cstr(&join(dir, b"/bytes"))
+        .ok()
+        .and_then(|c| sys::read_file(&c, 64).ok())
+        .and_then(|(text, _)| std::str::from_utf8(&text).ok()?.trim().parse().ok());
+    recorded.or_else(|| tree_bytes(dir))
+}
+
+/// The sizes of the regular files under `dir` (symlinks not followed).
+fn tree_bytes(dir: &[u8]) -> Option<u64> {
+    let c = sys::cstr(dir).ok()?;
+    let mut total = 0u64;
+    for d in sys::list_dir(&c).ok()? {
+        if d.name == b"." || d.name == b".." {
+            continue;
+        }
+        let child = join(&join(dir, b"/"), &d.name);
+        let Ok(cc) = sys::cstr(&child) else { continue };
+        let Ok(st) = rustix::fs::statat(CWD, &*cc, AtFlags::SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        total += match st.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => tree_bytes(&child).unwrap_or(0),
+            libc::S_IFREG => st.st_size as u64,
+            _ => 0,
+        };
+    }
+    Some(total)
 }
 
 /// The budget in bytes: `FMCACHE_STAGE_BUDGET`, a percentage taken of
@@ -796,6 +825,16 @@ fn build_stage(view: &CacheView<'_>, bytes: &[u8], tmp: &[u8]) -> Result<(), Sta
         .flat_map(|(i, e)| i.to_le_bytes().into_iter().chain(e.to_le_bytes()))
         .collect();
     write_new(&join(tmp, b"/inodes"), &table, 0o400).map_err(e)?;
+    // What the stage holds, for the budget (`stage_bytes`): read without
+    // this build's index reader, so any later build can count it.
+    let contents: u64 = jobs.iter().map(|j| j.blob.size).sum();
+    let bytes = meta.len() as u64 + contents + table.len() as u64;
+    write_new(
+        &join(tmp, b"/bytes"),
+        format!("{bytes}\n").as_bytes(),
+        0o400,
+    )
+    .map_err(e)?;
     Ok(())
 }
 
