@@ -16,7 +16,7 @@ compile_error!("fmcache's cache format is little-endian and read in place: big-e
 /// First eight bytes of every cache file.
 pub const MAGIC: [u8; 8] = *b"FMCACHE\0";
 /// Bumped on every incompatible change of the structures below.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// Marks "no index" in the u32 index fields.
 pub const NONE: u32 = u32::MAX;
 /// Bytes reserved for the header; sections start after it.
@@ -67,7 +67,7 @@ pub struct Header {
     pub recorder_uid: u32,
     pub recorder_gid: u32,
     pub entry_count: u32,
-    /// Power of two; the hash table has this many u32 slots.
+    /// Power of two; the hash table has this many u64 slots (`bucket_of`).
     pub bucket_count: u32,
     pub sections: [Section; sec::COUNT],
     /// Text for people in STRINGS (`fmcache inspect`): what the scope
@@ -93,6 +93,19 @@ pub fn first_component(path: &[u8]) -> Option<&[u8]> {
 pub fn top_bit(component: &[u8]) -> (usize, u64) {
     let h = crate::path_hash(component);
     (((h >> 6) & 3) as usize, 1u64 << (h & 63))
+}
+
+/// A hash-table slot (version 5): the entry's index + 1 in the low half
+/// (0: empty) and its path's offset in STRINGS in the high half, so a
+/// lookup reads the entry and the path string at the same time instead of
+/// one after the other (at 200,000 entries both come from memory).
+pub fn bucket_of(index: u32, path_offset: u32) -> u64 {
+    (u64::from(path_offset) << 32) | (u64::from(index) + 1)
+}
+
+/// (entry index, path offset) of a non-empty slot.
+pub fn bucket_parts(b: u64) -> (u32, u32) {
+    ((b as u32).wrapping_sub(1), (b >> 32) as u32)
 }
 
 /// A string in the STRINGS section.
@@ -250,6 +263,7 @@ pub struct Blob {
 /// padding.
 pub unsafe trait Plain: Copy + 'static {}
 unsafe impl Plain for u32 {}
+unsafe impl Plain for u64 {}
 unsafe impl Plain for Header {}
 unsafe impl Plain for Entry {}
 unsafe impl Plain for StatRec {}

@@ -46,7 +46,7 @@ pub enum Verify {
 #[derive(Clone, Copy)]
 pub struct CacheView<'a> {
     header: &'a Header,
-    buckets: &'a [u32],
+    buckets: &'a [u64],
     entries: &'a [Entry],
     stats: &'a [StatRec],
     dirents: &'a [Dirent],
@@ -186,9 +186,19 @@ impl<'a> CacheView<'a> {
             if b == 0 {
                 return None;
             }
-            let index = b - 1;
+            let (index, offset) = crate::layout::bucket_parts(b);
+            // The path string's address comes from the slot, not the
+            // entry: both reads are in flight at once.
+            let named = self
+                .strings
+                .get(offset as usize..)
+                .and_then(|s| s.get(..path.len()));
             let e = self.entries.get(index as usize)?;
-            if e.hash == hash && self.str(e.path) == Some(path) {
+            if e.hash == hash
+                && e.path.offset == offset
+                && e.path.len as usize == path.len()
+                && named == Some(path)
+            {
                 return Some(EntryRef {
                     view: *self,
                     e,
@@ -217,7 +227,7 @@ impl<'a> CacheView<'a> {
             if level == 1 {
                 return true;
             }
-            let Some(e) = self.entries.get((b - 1) as usize) else {
+            let Some(e) = self.entries.get(crate::layout::bucket_parts(b).0 as usize) else {
                 return false;
             };
             if e.hash == hash {

@@ -250,13 +250,13 @@ impl<'d> Builder<'d> {
         }
 
         let bucket_count = (entries.len() * 2).max(16).next_power_of_two();
-        let mut buckets = vec![0u32; bucket_count];
+        let mut buckets = vec![0u64; bucket_count];
         for (i, e) in entries.iter().enumerate() {
             let mut slot = (e.hash as usize) & (bucket_count - 1);
             while buckets[slot] != 0 {
                 slot = (slot + 1) & (bucket_count - 1);
             }
-            buckets[slot] = i as u32 + 1;
+            buckets[slot] = bucket_of(i as u32, e.path.offset);
         }
 
         let notes = strings.add(&self.notes);
