@@ -79,6 +79,13 @@ fn replay(bytes: &[u8]) -> bool {
         let paths: Vec<Vec<u8>> = view.entries().map(|e| e.path().to_vec()).collect();
         let mut probes: Vec<&[u8]> = paths.iter().map(Vec::as_slice).collect();
         probes.extend([&b"/"[..], b"/a", b"/a/b", b"/nope", b""]);
+        // Whatever the damage, a lookup answers only with the entry whose
+        // own path is the one asked for.
+        for p in &probes {
+            if let Some(e) = view.lookup(p) {
+                assert_eq!(e.path(), *p, "a lookup answered with another path's entry");
+            }
+        }
         walk::walk(&view, b, &probes);
     }
     full
@@ -319,8 +326,8 @@ fn crafted() -> Vec<(String, Vec<u8>)> {
         "buckets-full",
         edit(&|f| {
             let (off, size) = s(sec::BUCKETS);
-            for (k, slot) in (off..off + size).step_by(4).enumerate() {
-                put_u32(f, slot, 1 + (k as u32 % h.entry_count));
+            for (k, slot) in (off..off + size).step_by(8).enumerate() {
+                put_u64(f, slot, 1 + u64::from(k as u32 % h.entry_count));
             }
         }),
     );
@@ -328,8 +335,23 @@ fn crafted() -> Vec<(String, Vec<u8>)> {
         "buckets-past-entries",
         edit(&|f| {
             let (off, size) = s(sec::BUCKETS);
-            for slot in (off..off + size).step_by(4) {
-                put_u32(f, slot, u32::MAX);
+            for slot in (off..off + size).step_by(8) {
+                put_u64(f, slot, u64::MAX);
+            }
+        }),
+    );
+    // Every taken slot names its entry but another string (format 5 keeps
+    // the path's offset in the slot): no lookup may take the string named
+    // by the slot for the entry's own.
+    add(
+        "buckets-path-offset-elsewhere",
+        edit(&|f| {
+            let (off, size) = s(sec::BUCKETS);
+            for slot in (off..off + size).step_by(8) {
+                let v = u64::from_le_bytes(f[slot..slot + 8].try_into().unwrap());
+                if v != 0 {
+                    put_u64(f, slot, (v & 0xFFFF_FFFF) | (1u64 << 32));
+                }
             }
         }),
     );
