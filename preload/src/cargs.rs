@@ -275,14 +275,6 @@ impl<'a> FromC<'a> for *const c_char {
     }
 }
 
-impl<'a> FromC<'a> for *mut libc::stat {
-    type Safe = Out<'a, libc::stat>;
-    unsafe fn convert(self) -> Self::Safe {
-        // SAFETY: the caller's contract: a stat buffer.
-        unsafe { Out::new(self) }
-    }
-}
-
 /// A caller's buffer or out-pointer of one value of these types.
 macro_rules! out {
     ($($t:ty),* $(,)?) => {
@@ -297,19 +289,13 @@ macro_rules! out {
 }
 
 out!(
+    libc::stat,
+    libc::statx,
     libc::dirent,
     libc::dirent64,
     *mut libc::dirent,
     *mut libc::dirent64,
 );
-
-impl<'a> FromC<'a> for *mut libc::statx {
-    type Safe = Out<'a, libc::statx>;
-    unsafe fn convert(self) -> Self::Safe {
-        // SAFETY: the caller's contract: a statx buffer.
-        unsafe { Out::new(self) }
-    }
-}
 
 /// Values, handles the library only compares or passes on (DIR *, FILE
 /// *), and pointers whose length is another argument (converted in the

@@ -100,6 +100,22 @@ fn three_caches(out: &Path, file: &Path, stage: &Path) -> Vec<Cache> {
         .collect()
 }
 
+/// The sizes of the files under `p`: what a stage holds.
+fn tree_size(p: &Path) -> u64 {
+    fs::read_dir(p)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                tree_size(&e.path())
+            } else {
+                m.len()
+            }
+        })
+        .sum()
+}
+
 /// A served `cat FILE -` that keeps its stage in use until its stdin
 /// closes.
 fn hold(cache: &Cache, file: &Path) -> std::process::Child {
@@ -216,23 +232,7 @@ fn recently_used_stages_stay_within_the_budget() {
         use std::os::unix::fs::MetadataExt;
         fs::metadata(staged(i).join("index")).map(|m| m.ino()).ok()
     };
-    let stage_size = |i: usize| -> u64 {
-        fn walk(p: &Path) -> u64 {
-            fs::read_dir(p)
-                .unwrap()
-                .flatten()
-                .map(|e| {
-                    let m = e.metadata().unwrap();
-                    if m.is_dir() {
-                        walk(&e.path())
-                    } else {
-                        m.len()
-                    }
-                })
-                .sum()
-        }
-        walk(&staged(i))
-    };
+    let stage_size = |i: usize| tree_size(&staged(i));
     // Alternating: each cache staged once, found staged every other time.
     serve(0, "1G");
     serve(1, "1G");
@@ -432,20 +432,6 @@ fn stages_of_another_build_count_toward_the_budget() {
             .run()
             .ok("served");
     };
-    fn size(p: &Path) -> u64 {
-        fs::read_dir(p)
-            .unwrap()
-            .flatten()
-            .map(|e| {
-                let m = e.metadata().unwrap();
-                if m.is_dir() {
-                    size(&e.path())
-                } else {
-                    m.len()
-                }
-            })
-            .sum()
-    }
     serve(0, "1G");
     let own: Vec<_> = fs::read_dir(&stage)
         .unwrap()
@@ -455,7 +441,7 @@ fn stages_of_another_build_count_toward_the_budget() {
         .collect();
     assert_eq!(own.len(), 1, "{own:?}");
     let own = &own[0];
-    let s = size(own);
+    let s = tree_size(own);
     // Another build's stage, four times as big and used long ago: cache
     // 0's index with another build id, and no `bytes` file (as stages
     // built before it had none).

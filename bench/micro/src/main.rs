@@ -125,14 +125,21 @@ fn attach_syscalls_only(b: Bencher, n: usize) {
     b.bench_local(|| attach_once(&fx.index, b"", false));
 }
 
-fn lookups(b: Bencher, tape: &Tape, view: &CacheView<'static>, expect: bool) {
+/// `find` over the tape's keys in turn, one per iteration.
+fn over_tape(b: Bencher, tape: &Tape, find: impl Fn(&[u8]) -> bool) {
     let mut i = 0;
     b.bench_local(|| {
         i += 1;
         if i == tape.len() {
             i = 0;
         }
-        let found = view.lookup(black_box(tape.key(i))).is_some();
+        find(black_box(tape.key(i)))
+    });
+}
+
+fn lookups(b: Bencher, tape: &Tape, view: &CacheView<'static>, expect: bool) {
+    over_tape(b, tape, |k| {
+        let found = view.lookup(k).is_some();
         debug_assert_eq!(found, expect);
         found
     });
@@ -146,14 +153,7 @@ fn lookup_hit(b: Bencher, n: usize) {
 }
 
 fn levels(b: Bencher, tape: &Tape, view: &CacheView<'static>, level: u8) {
-    let mut i = 0;
-    b.bench_local(|| {
-        i += 1;
-        if i == tape.len() {
-            i = 0;
-        }
-        view.lookup_partial(black_box(tape.key(i)), level)
-    });
+    over_tape(b, tape, |k| view.lookup_partial(k, level));
 }
 
 /// A hit's cost in parts: the same tape, stopped after the bucket read

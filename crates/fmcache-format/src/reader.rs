@@ -175,17 +175,22 @@ impl<'a> CacheView<'a> {
         self.entries.len()
     }
 
+    /// The taken slots a lookup of `hash` meets, in probing order (linear
+    /// from `hash & (bucket_count - 1)`), up to the first empty one and at
+    /// most one full turn: a corrupt, full table cannot loop forever.
+    fn probe(&self, hash: u64) -> impl Iterator<Item = u64> + 'a {
+        let buckets = self.buckets;
+        let mask = buckets.len() - 1;
+        let start = hash as usize & mask;
+        (0..buckets.len())
+            .map(move |i| buckets[(start + i) & mask])
+            .take_while(|&b| b != 0)
+    }
+
     /// The entry for this exact absolute path, if the pilot probed it.
     pub fn lookup(&self, path: &[u8]) -> Option<EntryRef<'a>> {
         let hash = path_hash(path);
-        let mask = self.buckets.len() - 1;
-        let mut slot = (hash as usize) & mask;
-        // At most one full turn: a corrupt, full table cannot loop forever.
-        for _ in 0..self.buckets.len() {
-            let b = self.buckets[slot];
-            if b == 0 {
-                return None;
-            }
+        for b in self.probe(hash) {
             let (index, offset) = crate::layout::bucket_parts(b);
             // The path string's address comes from the slot, not the
             // entry: both reads are in flight at once.
@@ -205,7 +210,6 @@ impl<'a> CacheView<'a> {
                     index,
                 });
             }
-            slot = (slot + 1) & mask;
         }
         None
     }
@@ -216,26 +220,14 @@ impl<'a> CacheView<'a> {
     /// answer: a true here is not a hit.
     #[doc(hidden)]
     pub fn lookup_partial(&self, path: &[u8], level: u8) -> bool {
-        let hash = crate::path_hash(path);
-        let mask = self.buckets.len() - 1;
-        let mut slot = (hash as usize) & mask;
-        for _ in 0..self.buckets.len() {
-            let b = self.buckets[slot];
-            if b == 0 {
-                return false;
-            }
-            if level == 1 {
-                return true;
-            }
-            let Some(e) = self.entries.get(crate::layout::bucket_parts(b).0 as usize) else {
-                return false;
-            };
-            if e.hash == hash {
-                return true;
-            }
-            slot = (slot + 1) & mask;
-        }
-        false
+        let hash = path_hash(path);
+        self.probe(hash).any(|b| {
+            level == 1
+                || self
+                    .entries
+                    .get(crate::layout::bucket_parts(b).0 as usize)
+                    .is_some_and(|e| e.hash == hash)
+        })
     }
 
     pub fn entry(&self, index: u32) -> Option<EntryRef<'a>> {
