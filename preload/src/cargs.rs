@@ -1,7 +1,8 @@
 //! A hook's C arguments made safe at the boundary. The `hook!` macro
 //! converts every argument once (`FromC`), under the C contract of the
-//! function it replaces; handlers below it get `CPath`, `Out` and
-//! `OutBytes` and never dereference a raw pointer themselves. Each
+//! function it replaces; handlers below it get `CPath`, `Out`,
+//! `OutBytes` and `InBytes` and never dereference a raw pointer
+//! themselves. Each
 //! constructor is `unsafe` and states the contract it relies on; every
 //! method after it is safe.
 

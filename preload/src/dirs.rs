@@ -199,12 +199,11 @@ impl FakeDir {
         view.entry(self.entry.load(Relaxed))?.listing()
     }
 
-    /// The next entry, in kernel order; `None` at the end (errno set on
-    /// a failed read of a live stream, as readdir does).
     /// `next`, as the record's bytes (what readdir_r copies into the
     /// caller's entry: a live record may end near its buffer's end, so
-    /// the record, not a whole struct).
-    pub fn next_record(&self, view: &CacheView<'static>) -> Option<&'static [u8]> {
+    /// the record, not a whole struct), borrowed until the stream's next
+    /// call.
+    pub fn next_record(&self, view: &CacheView<'static>) -> Option<&[u8]> {
         let ent = self.next(view)?;
         // SAFETY: `next` returns this stream's record, or a live one inside
         // its buffer, each `d_reclen` bytes long and left alone until the
@@ -215,6 +214,8 @@ impl FakeDir {
         }
     }
 
+    /// The next entry, in kernel order; `None` at the end (errno set on
+    /// a failed read of a live stream, as readdir does).
     pub fn next(&self, view: &CacheView<'static>) -> Option<*mut libc::dirent64> {
         if self.live.load(Relaxed) {
             return self.next_live();
