@@ -114,6 +114,12 @@ pub fn normalize(cwd: Option<&[u8]>, input: &[u8], out: &mut PathBuf) -> bool {
 /// Whether absolute `p` is its own key: no `//`, no `.` component other
 /// than a trailing one below the root (`/a/.` stays; `/.` becomes `/`).
 fn is_normal(p: &[u8]) -> bool {
+    let marks = scan(p);
+    !(marks.nul_or_double_slash || marks.dot_component) || is_normal_bytewise(p)
+}
+
+/// `is_normal`, a byte at a time (for paths with a `.` or `..` component).
+fn is_normal_bytewise(p: &[u8]) -> bool {
     for (i, &b) in p.iter().enumerate() {
         if b == 0 {
             return false;
@@ -128,6 +134,101 @@ fn is_normal(p: &[u8]) -> bool {
         }
     }
     true
+}
+
+/// What a path holds that keys care about.
+struct Marks {
+    /// A NUL byte, or `//`.
+    nul_or_double_slash: bool,
+    /// A `.` or `..` component (`.work` is not one).
+    dot_component: bool,
+}
+
+/// `Marks` of `p`, sixteen bytes at a time: this runs on every call, and
+/// most paths have neither mark (a hidden directory's dot is looked at
+/// alone, not the whole path byte by byte).
+fn scan(p: &[u8]) -> Marks {
+    let component_at = |i: usize| match p.get(i + 1) {
+        None | Some(b'/') => true,
+        Some(b'.') => matches!(p.get(i + 2), None | Some(b'/')),
+        _ => false,
+    };
+    let mut marks = Marks {
+        nul_or_double_slash: false,
+        dot_component: p.first() == Some(&b'.') && component_at(0),
+    };
+    let mut carry = 0u32; // bit 0: the previous block ended with '/'
+    let mut look = |base: usize, block: &[u8; 16]| {
+        let m = block_masks(block);
+        let after_slash = (m.slash << 1) | carry;
+        carry = m.slash >> 15;
+        if m.nul != 0 || after_slash & m.slash != 0 {
+            marks.nul_or_double_slash = true;
+        }
+        let mut dots = after_slash & m.dot;
+        while dots != 0 && !marks.dot_component {
+            marks.dot_component = component_at(base + dots.trailing_zeros() as usize);
+            dots &= dots - 1;
+        }
+    };
+    let mut blocks = p.chunks_exact(16);
+    for (k, c) in blocks.by_ref().enumerate() {
+        if let Ok(block) = c.try_into() {
+            look(k * 16, block);
+        }
+    }
+    // The tail, padded with bytes that match nothing ('a').
+    let rest = blocks.remainder();
+    if !rest.is_empty() {
+        let mut block = [b'a'; 16];
+        for (d, &b) in block.iter_mut().zip(rest) {
+            *d = b;
+        }
+        look(p.len() - rest.len(), &block);
+    }
+    marks
+}
+
+/// Bit i set where byte i of a block is `/`, `.`, NUL.
+struct BlockMasks {
+    slash: u32,
+    dot: u32,
+    nul: u32,
+}
+
+/// SSE2 is part of every x86-64 CPU: no feature detection (which would
+/// run CPUID, slow in a virtual machine, in every process).
+#[cfg(target_arch = "x86_64")]
+fn block_masks(block: &[u8; 16]) -> BlockMasks {
+    use core::arch::x86_64::{_mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8};
+    // SAFETY: an unaligned load of the 16 bytes `block` borrows; the rest
+    // is SSE2 arithmetic on registers, which every x86-64 CPU has.
+    let (slash, dot, nul) = unsafe {
+        let v = _mm_loadu_si128(block.as_ptr().cast());
+        let mask = |c: u8| _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8))) as u32;
+        (mask(b'/'), mask(b'.'), mask(0))
+    };
+    BlockMasks { slash, dot, nul }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn block_masks(block: &[u8; 16]) -> BlockMasks {
+    block_masks_bytewise(block)
+}
+
+#[cfg(any(test, not(target_arch = "x86_64")))]
+fn block_masks_bytewise(block: &[u8; 16]) -> BlockMasks {
+    let bits = |c: u8| {
+        block
+            .iter()
+            .enumerate()
+            .fold(0u32, |m, (i, &b)| m | u32::from(b == c) << i)
+    };
+    BlockMasks {
+        slash: bits(b'/'),
+        dot: bits(b'.'),
+        nul: bits(0),
+    }
 }
 
 /// Appends `src`'s components to `out` with the rules above. `keep_tail`
@@ -183,17 +284,7 @@ pub fn trim_trailing_slash(path: &[u8]) -> &[u8] {
 
 /// Whether a component is `.` or `..`, whose meaning depends on the walk.
 pub fn has_dot_components(path: &[u8]) -> bool {
-    // A byte scan: this runs on every call the cache does not hold.
-    let mut start = 0;
-    for (i, &b) in path.iter().enumerate() {
-        if b == b'/' {
-            if matches!(&path[start..i], b"." | b"..") {
-                return true;
-            }
-            start = i + 1;
-        }
-    }
-    matches!(&path[start..], b"." | b"..")
+    scan(path).dot_component
 }
 
 /// Whether `path` equals `prefix` or lies under it (component-wise).
@@ -268,6 +359,69 @@ mod tests {
             }
         }
         assert!(n > 100, "the test must reach the one-copy path ({n})");
+    }
+
+    #[test]
+    fn the_word_scan_agrees_with_a_byte_walk() {
+        // Every string of up to 11 bytes over the bytes that matter: each
+        // mark at every place in a word and across the word boundary.
+        let alphabet = [b'/', b'.', b'a', 0u8];
+        let mut n = [0usize; 2];
+        for len in 0..=11usize {
+            let mut idx = vec![0usize; len];
+            loop {
+                let p: Vec<u8> = idx.iter().map(|&i| alphabet[i]).collect();
+                let mut start = 0;
+                let mut dot = false;
+                for (i, &b) in p.iter().enumerate() {
+                    if b == b'/' {
+                        dot |= matches!(&p[start..i], b"." | b"..");
+                        start = i + 1;
+                    }
+                }
+                dot |= matches!(&p[start..], b"." | b"..");
+                let odd = p.contains(&0) || p.windows(2).any(|w| w == b"//");
+                let m = scan(&p);
+                assert_eq!(m.dot_component, dot, "{p:?}");
+                assert_eq!(m.nul_or_double_slash, odd, "{p:?}");
+                if p.first() == Some(&b'/') {
+                    assert_eq!(is_normal(&p), is_normal_bytewise(&p), "{p:?}");
+                }
+                n[usize::from(dot || odd)] += 1;
+                // Next string of this length.
+                let mut k = 0;
+                while k < len && idx[k] == alphabet.len() - 1 {
+                    idx[k] = 0;
+                    k += 1;
+                }
+                if k == len {
+                    break;
+                }
+                idx[k] += 1;
+            }
+        }
+        assert!(n[0] > 1000 && n[1] > 1000, "both answers reached: {n:?}");
+    }
+
+    #[test]
+    fn block_masks_agree_with_a_byte_walk() {
+        let alphabet = [b'/', b'.', b'a', 0u8, 0xff, 0x80];
+        let mut block = [0u8; 16];
+        for seed in 0..20_000u32 {
+            let mut x = seed.wrapping_mul(2_654_435_761);
+            for b in &mut block {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                *b = alphabet[x as usize % alphabet.len()];
+            }
+            let (f, s) = (block_masks(&block), block_masks_bytewise(&block));
+            assert_eq!(
+                (f.slash, f.dot, f.nul),
+                (s.slash, s.dot, s.nul),
+                "{block:?}"
+            );
+        }
     }
 
     #[test]
