@@ -117,17 +117,19 @@ def main():
         if h > 100 and n in index:
             bk, en = fmt_run[f"lookup_hit_bucket/{n}"], fmt_run[f"lookup_hit_entry/{n}"]
             L += ["", f"At {n} entries a hit costs {fmt(h)}: it reads the bucket slot, then the 72-byte "
-                  f"entry and the path string (format 5: both addresses come from the slot, so the two "
-                  f"reads are in flight at once) at random places in an index of "
+                  f"entry and the path string (both addresses come from the slot, so the two "
+                  f"reads are in flight at once; the slot's 8 hash bits let a probe pass other slots "
+                  f"without reading their entries, format 6) at random places in an index of "
                   f"{index[n] / 2**20:.1f} MiB, which at this size come from memory rather than cache; "
-                  "a miss mostly stops at an empty bucket. Split (the same keys, the lookup stopped early): "
+                  "a miss mostly reads slots only. Split (the same keys, the lookup stopped early): "
                   f"the bucket read alone {fmt(bk)}, bucket and entry {fmt(en)}, the whole hit (string "
                   f"compared too) {fmt(h)}. "
                   + ("One random read of the entry alone costs more than the 100 ns target here, and a hit "
                      "must read its entry (the answer is in it): no layout of the index meets the target "
                      "at this size on this machine." if en - bk > 100 else
                      "A hit still waits for the slot and then for the slower of the entry and the string, "
-                     "each a random read from memory at this size.")]
+                     "each a random read from memory at this size; `bench/results/lookup-layouts.md` "
+                     "models other layouts on this machine.")]
     raw = open(log, encoding="utf-8").read()
     # Every timed call of the preload rounds must have gone to the real
     # function: missed + passed through >= the calls divan timed (samples x

@@ -175,7 +175,7 @@ fn inspect_counts_entries_by_kind() {
         )
     };
     for want in [
-        "format version  5",
+        "format version  6",
         who.as_str(),
         "entries         7",
         "(2 with contents, 0 without)",
@@ -211,7 +211,7 @@ fn inspect_json_has_stable_keys() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
-    assert_eq!(v["format_version"], 5);
+    assert_eq!(v["format_version"], 6);
     assert_eq!(v["file_size"], size);
     assert_eq!(v["entries"], 7);
     assert_eq!(v["build_id"].as_str().map(str::len), Some(32));

@@ -190,8 +190,12 @@ impl<'a> CacheView<'a> {
     /// The entry for this exact absolute path, if the pilot probed it.
     pub fn lookup(&self, path: &[u8]) -> Option<EntryRef<'a>> {
         let hash = path_hash(path);
+        let tag = crate::layout::bucket_tag(hash);
         for b in self.probe(hash) {
-            let (index, offset) = crate::layout::bucket_parts(b);
+            let (index, slot_tag, offset) = crate::layout::bucket_parts(b);
+            if slot_tag != tag {
+                continue;
+            }
             // The path string's address comes from the slot, not the
             // entry: both reads are in flight at once.
             let named = self
@@ -221,12 +225,15 @@ impl<'a> CacheView<'a> {
     #[doc(hidden)]
     pub fn lookup_partial(&self, path: &[u8], level: u8) -> bool {
         let hash = path_hash(path);
+        let tag = crate::layout::bucket_tag(hash);
         self.probe(hash).any(|b| {
-            level == 1
-                || self
-                    .entries
-                    .get(crate::layout::bucket_parts(b).0 as usize)
-                    .is_some_and(|e| e.hash == hash)
+            let (index, slot_tag, _) = crate::layout::bucket_parts(b);
+            slot_tag == tag
+                && (level == 1
+                    || self
+                        .entries
+                        .get(index as usize)
+                        .is_some_and(|e| e.hash == hash))
         })
     }
 

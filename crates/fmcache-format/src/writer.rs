@@ -249,6 +249,15 @@ impl<'d> Builder<'d> {
             entries.push(e);
         }
 
+        if entries.len() > MAX_ENTRIES as usize {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} entries: a cache holds at most {MAX_ENTRIES}",
+                    entries.len()
+                ),
+            ));
+        }
         let bucket_count = (entries.len() * 2).max(16).next_power_of_two();
         let mut buckets = vec![0u64; bucket_count];
         for (i, e) in entries.iter().enumerate() {
@@ -256,7 +265,7 @@ impl<'d> Builder<'d> {
             while buckets[slot] != 0 {
                 slot = (slot + 1) & (bucket_count - 1);
             }
-            buckets[slot] = bucket_of(i as u32, e.path.offset);
+            buckets[slot] = bucket_of(i as u32, e.hash, e.path.offset);
         }
 
         let notes = strings.add(&self.notes);

@@ -320,14 +320,16 @@ fn crafted() -> Vec<(String, Vec<u8>)> {
         "bucket-count-not-pow2",
         edit(&|f| put_u32(f, BUCKET_COUNT, 3)),
     );
-    // Every slot taken, each pointing at an entry of another hash: a
-    // lookup of anything absent must end after one turn.
+    // Every slot taken, each pointing at an entry of another hash (with
+    // every hash tag in turn, so lookups read those entries): a lookup of
+    // anything absent must end after one turn.
     add(
         "buckets-full",
         edit(&|f| {
             let (off, size) = s(sec::BUCKETS);
             for (k, slot) in (off..off + size).step_by(8).enumerate() {
-                put_u64(f, slot, 1 + u64::from(k as u32 % h.entry_count));
+                let tag = (k as u64 % 256) << 24;
+                put_u64(f, slot, tag | (1 + u64::from(k as u32 % h.entry_count)));
             }
         }),
     );
@@ -340,8 +342,8 @@ fn crafted() -> Vec<(String, Vec<u8>)> {
             }
         }),
     );
-    // Every taken slot names its entry but another string (format 5 keeps
-    // the path's offset in the slot): no lookup may take the string named
+    // Every taken slot names its entry but another string (the slot keeps
+    // the path's offset, since format 5): no lookup may take the string named
     // by the slot for the entry's own.
     add(
         "buckets-path-offset-elsewhere",

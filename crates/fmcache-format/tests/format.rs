@@ -597,16 +597,7 @@ fn top_filter_holds_the_first_components() {
     assert_eq!(first_component(b"/usr"), Some(&b"usr"[..]));
     assert_eq!(first_component(b"/"), None);
     assert_eq!(first_component(b"usr/lib"), None);
-    let mut b = Builder::new(0, 0);
-    for p in [&b"/usr/lib/libz.so.1"[..], b"/opt/sw"] {
-        b.add(Record {
-            path: p.to_vec(),
-            lstat: Some(Err(libc::ENOENT)),
-            ..Record::default()
-        });
-    }
-    let mut out = Vec::new();
-    b.write(&mut out).unwrap();
+    let out = enoent_cache([b"/usr/lib/libz.so.1".to_vec(), b"/opt/sw".to_vec()]);
     let buf = Aligned::new(&out);
     let v = CacheView::open(buf.bytes(), Verify::Full).unwrap();
     assert!(v.may_hold_top(b"usr") && v.may_hold_top(b"opt"));
@@ -708,4 +699,47 @@ fn shared_tables_keep_entries_apart() {
         assert_eq!(e.lstat().unwrap().unwrap().ino, *ino);
     }
     assert_eq!(v.entry_count(), want.len());
+}
+
+/// A slot keeps 8 bits of its path's hash (format 6): with 40,000 entries
+/// many slots sit past their home after others of other tags, and every
+/// recorded path is still found with its own entry, and no absent one is.
+#[test]
+fn tagged_slots_find_every_entry_and_only_those() {
+    use fmcache_format::layout::{bucket_of, bucket_parts, bucket_tag};
+    for (i, h, off) in [
+        (0, 0, 0),
+        (5, u64::MAX, 7),
+        ((1 << 24) - 2, 0xAB << 56, u32::MAX),
+    ] {
+        assert_eq!(bucket_parts(bucket_of(i, h, off)), (i, bucket_tag(h), off));
+        assert_ne!(bucket_of(i, h, off), 0, "a taken slot is never empty");
+    }
+    let path =
+        |k: u32| format!("/sw/lib/python3.11/site-packages/p{}/m{k}.py", k % 97).into_bytes();
+    let out = enoent_cache((0..40_000).map(path));
+    let buf = Aligned::new(&out);
+    let v = CacheView::open(buf.bytes(), Verify::Full).unwrap();
+    for k in 0..40_000 {
+        let e = v.lookup(&path(k)).expect("a recorded path is found");
+        assert_eq!(e.path(), &path(k)[..]);
+    }
+    for k in 40_000..80_000 {
+        assert!(v.lookup(&path(k)).is_none(), "{k}");
+    }
+}
+
+/// A written cache in which each of `paths` fails lstat with ENOENT.
+fn enoent_cache(paths: impl IntoIterator<Item = Vec<u8>>) -> Vec<u8> {
+    let mut b = Builder::new(0, 0);
+    for path in paths {
+        b.add(Record {
+            path,
+            lstat: Some(Err(libc::ENOENT)),
+            ..Record::default()
+        });
+    }
+    let mut out = Vec::new();
+    b.write(&mut out).unwrap();
+    out
 }
