@@ -362,32 +362,37 @@ mod tests {
     }
 
     #[test]
-    fn the_word_scan_agrees_with_a_byte_walk() {
-        // Every string of up to 11 bytes over the bytes that matter: each
-        // mark at every place in a word and across the word boundary.
+    fn the_block_scan_agrees_with_a_byte_walk() {
+        // Every string of up to 10 bytes over the bytes that matter, alone
+        // and after 10 bytes of an absolute path, so each mark falls at
+        // every place of a 16-byte block and across the block boundary.
         let alphabet = [b'/', b'.', b'a', 0u8];
         let mut n = [0usize; 2];
-        for len in 0..=11usize {
+        let mut check = |p: &[u8]| {
+            let mut start = 0;
+            let mut dot = false;
+            for (i, &b) in p.iter().enumerate() {
+                if b == b'/' {
+                    dot |= matches!(&p[start..i], b"." | b"..");
+                    start = i + 1;
+                }
+            }
+            dot |= matches!(&p[start..], b"." | b"..");
+            let odd = p.contains(&0) || p.windows(2).any(|w| w == b"//");
+            let m = scan(p);
+            assert_eq!(m.dot_component, dot, "{p:?}");
+            assert_eq!(m.nul_or_double_slash, odd, "{p:?}");
+            if p.first() == Some(&b'/') {
+                assert_eq!(is_normal(p), is_normal_bytewise(p), "{p:?}");
+            }
+            n[usize::from(dot || odd)] += 1;
+        };
+        for len in 0..=10usize {
             let mut idx = vec![0usize; len];
             loop {
-                let p: Vec<u8> = idx.iter().map(|&i| alphabet[i]).collect();
-                let mut start = 0;
-                let mut dot = false;
-                for (i, &b) in p.iter().enumerate() {
-                    if b == b'/' {
-                        dot |= matches!(&p[start..i], b"." | b"..");
-                        start = i + 1;
-                    }
-                }
-                dot |= matches!(&p[start..], b"." | b"..");
-                let odd = p.contains(&0) || p.windows(2).any(|w| w == b"//");
-                let m = scan(&p);
-                assert_eq!(m.dot_component, dot, "{p:?}");
-                assert_eq!(m.nul_or_double_slash, odd, "{p:?}");
-                if p.first() == Some(&b'/') {
-                    assert_eq!(is_normal(&p), is_normal_bytewise(&p), "{p:?}");
-                }
-                n[usize::from(dot || odd)] += 1;
+                let tail: Vec<u8> = idx.iter().map(|&i| alphabet[i]).collect();
+                check(&tail);
+                check(&[&b"/aaaaaaaaa"[..], &tail].concat());
                 // Next string of this length.
                 let mut k = 0;
                 while k < len && idx[k] == alphabet.len() - 1 {
