@@ -3,15 +3,22 @@
 //! A cache maps literal absolute paths to what the kernel answered when the
 //! pilot run probed them. See ARCHITECTURE.md for the normative layout.
 
+#![cfg_attr(not(feature = "std"), no_std)]
+
+#[cfg(feature = "std")]
 pub mod codec;
 pub mod layout;
 pub mod reader;
+#[cfg(feature = "std")]
 pub mod walk;
+#[cfg(feature = "std")]
 pub mod writer;
 
+#[cfg(feature = "std")]
 pub use codec::{BlobError, Unpacker};
 pub use layout::{Blob, Dirent, Entry, Header, StatRec};
 pub use reader::{checksum, read_header, CacheView, EntryRef, Listing, OpenError, Verify};
+#[cfg(feature = "std")]
 pub use writer::{Builder, Content, DirentRec, Record, Written};
 
 /// The lookup hash of a path: XXH3-64, seed 0, over the path's bytes

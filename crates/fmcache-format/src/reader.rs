@@ -266,6 +266,7 @@ impl<'a> CacheView<'a> {
     /// A blob's contents, decompressed and checked against its size and
     /// hash (`codec::unpack`); None when the view has no DATA or the blob
     /// is corrupt. Allocates: for tools, not for hooks.
+    #[cfg(feature = "std")]
     pub fn blob_bytes(&self, blob: &Blob) -> Option<std::borrow::Cow<'a, [u8]>> {
         crate::codec::unpack(blob, self.blob_stored(blob)?).ok()
     }
@@ -320,7 +321,7 @@ impl core::fmt::Debug for EntryRef<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("EntryRef")
             .field("index", &self.index)
-            .field("path", &String::from_utf8_lossy(self.path()))
+            .field("path", &self.path().escape_ascii())
             .finish()
     }
 }
