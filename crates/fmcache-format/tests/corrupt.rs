@@ -261,6 +261,14 @@ fn crafted() -> Vec<(String, Vec<u8>)> {
             add(&format!("cut-in-{n}-sizes-agree"), f);
         }
     }
+    // Rewrites every hash slot with `new(k, old)`, k counting slots.
+    let each_slot = |f: &mut Vec<u8>, new: &dyn Fn(usize, u64) -> u64| {
+        let (off, size) = s(sec::BUCKETS);
+        for (k, slot) in (off..off + size).step_by(8).enumerate() {
+            let v = u64::from_le_bytes(f[slot..slot + 8].try_into().unwrap());
+            put_u64(f, slot, new(k, v));
+        }
+    };
     let edit = |f: &dyn Fn(&mut Vec<u8>)| {
         let mut b = base.clone();
         f(&mut b);
@@ -326,21 +334,15 @@ fn crafted() -> Vec<(String, Vec<u8>)> {
     add(
         "buckets-full",
         edit(&|f| {
-            let (off, size) = s(sec::BUCKETS);
-            for (k, slot) in (off..off + size).step_by(8).enumerate() {
+            each_slot(f, &|k, _| {
                 let tag = (k as u64 % 256) << 24;
-                put_u64(f, slot, tag | (1 + u64::from(k as u32 % h.entry_count)));
-            }
+                tag | (1 + u64::from(k as u32 % h.entry_count))
+            })
         }),
     );
     add(
         "buckets-past-entries",
-        edit(&|f| {
-            let (off, size) = s(sec::BUCKETS);
-            for slot in (off..off + size).step_by(8) {
-                put_u64(f, slot, u64::MAX);
-            }
-        }),
+        edit(&|f| each_slot(f, &|_, _| u64::MAX)),
     );
     // Every taken slot names its entry but another string (the slot keeps
     // the path's offset, since format 5): no lookup may take the string named
@@ -348,13 +350,13 @@ fn crafted() -> Vec<(String, Vec<u8>)> {
     add(
         "buckets-path-offset-elsewhere",
         edit(&|f| {
-            let (off, size) = s(sec::BUCKETS);
-            for slot in (off..off + size).step_by(8) {
-                let v = u64::from_le_bytes(f[slot..slot + 8].try_into().unwrap());
-                if v != 0 {
-                    put_u64(f, slot, (v & 0xFFFF_FFFF) | (1u64 << 32));
+            each_slot(f, &|_, v| {
+                if v == 0 {
+                    0
+                } else {
+                    (v & 0xFFFF_FFFF) | (1u64 << 32)
                 }
-            }
+            })
         }),
     );
     let (eoff, _) = s(sec::ENTRIES);
