@@ -23,8 +23,14 @@ def ns(text):
 
 def parse(log):
     """{section label: {"a/b/c": median ns}} from divan's tree output."""
+    with open(log, encoding="utf-8") as f:
+        return parse_lines(f)
+
+
+def parse_lines(lines):
+    """`parse` over lines: `### label` starts a section."""
     out, label, stack = {}, None, []
-    for line in open(log, encoding="utf-8"):
+    for line in lines:
         if line.startswith("### "):
             label = line[4:].split(":", 1)[0]
             out[label], stack = {}, []
@@ -161,4 +167,5 @@ def main():
     print(text)
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -8,16 +8,12 @@ own synthetic caches with its own writer, in its own directory.
 Prints, per benchmark at 200,000 entries, the median of the divan medians
 over the rounds and every round's figure."""
 import os
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
 
-
-def ns(s):
-    v, u = s.split()
-    return float(v) * {"ns": 1, "µs": 1000}[u]
+from micro import parse_lines
 
 
 def main():
@@ -25,20 +21,15 @@ def main():
     bins = dict(a.split("=", 1) for a in sys.argv[2:])
     res = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for r in range(rounds):
+        for _ in range(rounds):
             for tag, b in bins.items():
                 env = dict(os.environ, FMCACHE_MICRO_DIR=os.path.join(tmp, tag))
                 out = subprocess.run([b, "--bench", "lookup"], env=env, capture_output=True, text=True, check=True).stdout
-                name = None
-                for line in out.splitlines():
-                    m = re.match(r"[├╰]─ (\w+)", line)
-                    if m:
-                        name = m.group(1)
-                        continue
-                    m = re.match(r"[│ ]  [├╰]─ (\d+)\s+(.*)", line)
-                    if m and m.group(1) == "200000":
-                        cols = [c.strip() for c in m.group(2).split("│")]
-                        res.setdefault((name, tag), []).append(ns(cols[2]))
+                run = parse_lines(["### run:\n"] + out.splitlines(keepends=True))["run"]
+                for key, v in run.items():
+                    name, _, n = key.rpartition("/")
+                    if n == "200000":
+                        res.setdefault((name, tag), []).append(v)
     for (name, tag), xs in sorted(res.items()):
         print(f"{name:20s} 200000 {tag} median {statistics.median(xs):7.1f} ns  rounds: " + " ".join(f"{x:.0f}" for x in xs))
 
